@@ -1,0 +1,1 @@
+//! Registry hive (regf) reader.

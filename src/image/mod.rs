@@ -1,0 +1,1 @@
+//! Whole-disk image understanding: partition maps, NTFS volumes.

@@ -1,0 +1,10 @@
+//! sidfs: mount one read-only Windows master image many times; each mount is a clone whose
+//! machine SID is replaced by a new one, patched lazily, with all differences in a per-clone delta.
+//!
+//! Data flows one way: master image → partition map → NTFS/hive understanding → patch plan →
+//! clone overlay (delta store) → FUSE adapter. The FUSE layer ([`fuse`]) is a thin adapter over
+//! [`overlay`], which is tested without a mount.
+
+pub mod hive;
+pub mod image;
+pub mod overlay;

@@ -1,0 +1,1 @@
+//! The clone overlay: master + patch stage + delta store.
