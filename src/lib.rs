@@ -5,6 +5,9 @@
 //! clone overlay (delta store) → FUSE adapter. The FUSE layer ([`fuse`]) is a thin adapter over
 //! [`overlay`], which is tested without a mount.
 
+pub mod fuse;
 pub mod hive;
 pub mod image;
+pub mod mount;
+pub mod mountinfo;
 pub mod overlay;

@@ -1,3 +1,339 @@
-fn main() {
-    println!("sidfs");
+//! The `sidfs` command: parses arguments, sets up logging and calls the library.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use sidfs::mount::{self, MountRequest};
+
+/// Exit status of a command that failed or refused.
+const EXIT_FAILURE: u8 = 1;
+/// The environment variable through which a background daemon learns the fd of its readiness pipe.
+const READY_FD_ENV: &str = "SIDFS_READY_FD";
+const READY_FD: i32 = 3;
+/// How long `sidfs mount` waits for the background daemon to report the mount ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Parser)]
+#[command(
+    name = "sidfs",
+    version,
+    about = "Mount one read-only Windows master image as many clones, each a unique machine",
+    long_about = "sidfs mounts a read-only Windows master disk image as a virtual disk (a clone). \
+Each clone is the master byte for byte, except what the clone has changed; everything that \
+differs lives in the clone's own sparse delta in its state directory, so a clone costs \
+megabytes, survives unmount, remount and crashes, and the master is never written.\n\n\
+Typical use:\n  \
+  sidfs mount master.img /mnt/clone7 --seed 7     # /mnt/clone7/disk.img is the clone\n  \
+  qemu-system-x86_64 -drive file=/mnt/clone7/disk.img,format=raw ...\n  \
+  sidfs status /mnt/clone7\n  \
+  sidfs umount /mnt/clone7"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Mount a clone of MASTER at MOUNTPOINT (returns once the mount is ready).
+    ///
+    /// A directory MOUNTPOINT shows disk.img (the clone's whole disk) and clone.json (what the
+    /// clone is). A regular-file MOUNTPOINT becomes the disk itself. Mounting the same master with
+    /// the same seed (or --state) again reattaches the same clone, with every earlier write.
+    Mount(MountArgs),
+    /// Unmount a clone and wait until its state is synced.
+    Umount {
+        /// The clone's mountpoint.
+        mountpoint: PathBuf,
+    },
+    /// Show a clone's seed, master and delta usage.
+    Status {
+        /// A clone's mountpoint or state directory.
+        target: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Clone)]
+struct MountArgs {
+    /// The master disk image (raw): a file or a block device. Opened read-only.
+    master: PathBuf,
+    /// An existing directory (shows disk.img and clone.json) or regular file (becomes the disk).
+    mountpoint: PathBuf,
+    /// The clone's seed: the same master and seed always give the same clone. Without it a
+    /// random seed is chosen and recorded in the state.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// The clone's state directory (delta, block map, metadata). Default:
+    /// $XDG_STATE_HOME/sidfs/<master>-<hash>-seed<N> (or ~/.local/state/sidfs/...).
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+    /// Stay in the foreground (logs to stderr; Ctrl-C unmounts cleanly).
+    #[arg(long)]
+    foreground: bool,
+    /// Refuse writes: for copying a clone to a disk without any chance of changing it.
+    #[arg(long)]
+    read_only: bool,
+    /// Threads serving FUSE requests.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    threads: u16,
+    /// Let other users (e.g. a qemu running as another user) open the disk.
+    #[arg(long)]
+    allow_other: bool,
+}
+
+impl MountArgs {
+    fn request(&self) -> MountRequest {
+        MountRequest {
+            master: self.master.clone(),
+            mountpoint: self.mountpoint.clone(),
+            seed: self.seed,
+            state: self.state.clone(),
+            read_only: self.read_only,
+            threads: usize::from(self.threads),
+            allow_other: self.allow_other,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match &cli.command {
+        Cmd::Mount(_) => "info",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .format_target(false)
+        .init();
+    let result = match cli.command {
+        Cmd::Mount(args) => run_mount(&args),
+        Cmd::Umount { mountpoint } => mount::unmount(&mountpoint, Duration::from_secs(120))
+            .map(|state| {
+                println!(
+                    "unmounted {} (state {})",
+                    mountpoint.display(),
+                    state.display()
+                );
+            })
+            .map_err(|e| e.to_string()),
+        Cmd::Status { target, json } => run_status(&target, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("sidfs: {msg}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+fn run_status(target: &Path, json: bool) -> Result<(), String> {
+    let s = mount::status(target).map_err(|e| e.to_string())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&s).expect("status serializes")
+        );
+        return Ok(());
+    }
+    println!("state:        {}", s.state_dir.display());
+    match (&s.mountpoint, s.serving_pid) {
+        (Some(mp), Some(pid)) => println!("mounted at:   {} (pid {pid})", mp.display()),
+        (Some(mp), None) => println!(
+            "mounted at:   {} (process gone: sidfs umount it)",
+            mp.display()
+        ),
+        (None, _) => println!("mounted at:   (not mounted)"),
+    }
+    println!("seed:         {}", s.seed);
+    println!(
+        "master:       {} ({} bytes)",
+        s.master.path.display(),
+        s.master.fingerprint.size
+    );
+    println!(
+        "delta:        {} blocks of {} bytes ({})",
+        s.delta_blocks,
+        s.block_size,
+        human(s.delta_bytes)
+    );
+    println!("on disk:      {}", human(s.bytes_on_disk));
+    Ok(())
+}
+
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn run_mount(args: &MountArgs) -> Result<(), String> {
+    let req = args.request();
+    let state_dir = req
+        .state
+        .clone()
+        .unwrap_or_else(|| mount::default_state_dir(&req.master, req.seed, &req.mountpoint));
+    if args.foreground {
+        let ready_fd = std::env::var(READY_FD_ENV)
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok());
+        return serve_foreground(&req, &state_dir, ready_fd);
+    }
+    mount::precheck(&req).map_err(|e| e.to_string())?;
+    spawn_daemon(args, &state_dir)
+}
+
+/// Serves the clone in this process. With a readiness fd (the background case), the outcome of
+/// mounting is written there for the waiting parent.
+fn serve_foreground(
+    req: &MountRequest,
+    state_dir: &Path,
+    ready_fd: Option<i32>,
+) -> Result<(), String> {
+    let mut ready_pipe = ready_fd.map(|fd| {
+        // SAFETY: the parent handed us this fd (dup2'd to READY_FD before exec) and nothing else
+        // in this process owns it.
+        std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) })
+    });
+    let mut report = |outcome: Result<(), String>| {
+        let line = match &outcome {
+            Ok(()) => "ok\n".to_string(),
+            Err(e) => format!("error: {e}\n"),
+        };
+        match ready_pipe.take() {
+            Some(mut p) => {
+                let _ = p.write_all(line.as_bytes());
+            }
+            None => {
+                if outcome.is_ok() {
+                    eprintln!(
+                        "sidfs: serving the clone at {} (state {}); Ctrl-C or `sidfs umount` to unmount",
+                        req.mountpoint.display(),
+                        state_dir.display()
+                    );
+                }
+            }
+        }
+    };
+    let prepared = match mount::prepare(req, state_dir) {
+        Ok(p) => p,
+        Err(e) => {
+            report(Err(e.to_string()));
+            return Err(e.to_string());
+        }
+    };
+    mount::serve(req, prepared, report).map_err(|e| e.to_string())
+}
+
+/// Starts the clone's daemon (this binary, `--foreground`, in a new session, logging to the state
+/// directory) and waits until it reports the mount ready or failed.
+fn spawn_daemon(args: &MountArgs, state_dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(state_dir)
+        .map_err(|e| format!("cannot create state directory {}: {e}", state_dir.display()))?;
+    let log_path = state_dir.join(sidfs::overlay::state::LOG_FILE);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("cannot open log {}: {e}", log_path.display()))?;
+    let (mut reader, writer) = std::io::pipe().map_err(|e| format!("cannot create pipe: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("mount")
+        .arg(&args.master)
+        .arg(&args.mountpoint)
+        .arg("--foreground")
+        .arg("--state")
+        .arg(state_dir)
+        .arg("--threads")
+        .arg(args.threads.to_string());
+    if let Some(seed) = args.seed {
+        cmd.arg("--seed").arg(seed.to_string());
+    }
+    if args.read_only {
+        cmd.arg("--read-only");
+    }
+    if args.allow_other {
+        cmd.arg("--allow-other");
+    }
+    let log_err = log
+        .try_clone()
+        .map_err(|e| format!("cannot open log {}: {e}", log_path.display()))?;
+    cmd.env(READY_FD_ENV, READY_FD.to_string())
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
+    let wfd = writer.as_raw_fd();
+    // SAFETY: runs in the forked child before exec; setsid, dup2 and fcntl are async-signal-safe
+    // and touch no memory of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if wfd == READY_FD {
+                let flags = libc::fcntl(wfd, libc::F_GETFD);
+                libc::fcntl(wfd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            } else if libc::dup2(wfd, READY_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start the mount daemon: {e}"))?;
+    drop(writer);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = reader.read_to_string(&mut s);
+        let _ = tx.send(s);
+    });
+    let answer = match rx.recv_timeout(READY_TIMEOUT) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = child.kill();
+            return Err(format!(
+                "the mount daemon did not report ready within {}s; see {}",
+                READY_TIMEOUT.as_secs(),
+                log_path.display()
+            ));
+        }
+    };
+    let answer = answer.lines().next().unwrap_or("").to_string();
+    if answer == "ok" {
+        let pid = child.id();
+        println!(
+            "mounted clone at {} (pid {pid}, state {})",
+            args.mountpoint.display(),
+            state_dir.display()
+        );
+        return Ok(());
+    }
+    let _ = child.wait();
+    match answer.strip_prefix("error: ") {
+        Some(msg) => Err(msg.to_string()),
+        None => Err(format!(
+            "the mount daemon exited before the mount was ready; see {}",
+            log_path.display()
+        )),
+    }
 }

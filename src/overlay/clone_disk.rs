@@ -103,7 +103,10 @@ impl CloneDisk {
             let piece = &mut buf[pos..pos + piece_len];
             match source {
                 Source::Delta => self.delta.read_at(at, piece)?,
-                Source::Pristine => self.stage.read_pristine(&self.master, at, piece, &self.delta)?,
+                Source::Pristine => {
+                    self.stage
+                        .read_pristine(&self.master, at, piece, &self.delta)?
+                }
             }
             pos += piece_len;
         }
@@ -137,7 +140,8 @@ impl CloneDisk {
         // whole blocks in between in one positional write.
         let mut whole_start = first;
         let mut whole_end = BlockIndex(last.0 + 1);
-        if offset != g.block_start(first) || end < g.block_start(first) + g.block_len(first) as u64 {
+        if offset != g.block_start(first) || end < g.block_start(first) + g.block_len(first) as u64
+        {
             self.write_partial(first, offset, data)?;
             whole_start = BlockIndex(first.0 + 1);
         }
@@ -187,7 +191,13 @@ impl CloneDisk {
     }
 
     /// Writes whole blocks `[start, end)`; `data` is exactly their bytes.
-    fn write_whole(&self, start: BlockIndex, end: BlockIndex, from: u64, data: &[u8]) -> Result<()> {
+    fn write_whole(
+        &self,
+        start: BlockIndex,
+        end: BlockIndex,
+        from: u64,
+        data: &[u8],
+    ) -> Result<()> {
         let absent = self.delta.next_with(start, end, false);
         if absent.is_none() {
             return self.delta.write_at(from, data);
@@ -202,7 +212,10 @@ impl CloneDisk {
             .collect();
         stripes.sort_unstable();
         stripes.dedup();
-        let _guards: Vec<_> = stripes.iter().map(|&s| self.delta.stripe_at(s).lock()).collect();
+        let _guards: Vec<_> = stripes
+            .iter()
+            .map(|&s| self.delta.stripe_at(s).lock())
+            .collect();
         self.delta.write_at(from, data)?;
         for b in start.0..end.0 {
             self.delta.mark_present(BlockIndex(b));
@@ -342,14 +355,21 @@ mod tests {
         let mut pos = 0u64;
         while pos < size {
             let n = (1 + rng.below(300_000)).min(size - pos) as usize;
-            assert_eq!(disk.read(pos, &mut got[pos as usize..pos as usize + n]).unwrap(), n);
+            assert_eq!(
+                disk.read(pos, &mut got[pos as usize..pos as usize + n])
+                    .unwrap(),
+                n
+            );
             pos += n as u64;
         }
         assert!(got == model, "clone differs from the reference model");
         // Untouched blocks are not in the delta.
         let g = disk.geometry();
         let written = disk.delta().present_blocks();
-        assert!(written < g.block_count(), "every block ended up in the delta");
+        assert!(
+            written < g.block_count(),
+            "every block ended up in the delta"
+        );
         // Past the end: short read, refused write.
         let mut tail = [0u8; 100];
         assert_eq!(disk.read(size - 10, &mut tail).unwrap(), 10);

@@ -84,7 +84,9 @@ impl DeltaStore {
             .and_then(|_| delta.sync_all())
             .map_err(|e| OverlayError::io("cannot initialise block map", &map_path, e))?;
         let bits = (0..words).map(|_| AtomicU64::new(0)).collect();
-        Ok(Self::assemble(geometry, delta, delta_path, map, map_path, bits))
+        Ok(Self::assemble(
+            geometry, delta, delta_path, map, map_path, bits,
+        ))
     }
 
     /// Opens an existing delta and loads its block map.
@@ -143,7 +145,9 @@ impl DeltaStore {
                 .set_len(geometry.disk_size)
                 .map_err(|e| OverlayError::io("cannot size delta", &delta_path, e))?;
         }
-        Ok(Self::assemble(geometry, delta, delta_path, map, map_path, bits))
+        Ok(Self::assemble(
+            geometry, delta, delta_path, map, map_path, bits,
+        ))
     }
 
     fn assemble(
@@ -180,7 +184,12 @@ impl DeltaStore {
     }
 
     /// The first block at or after `from` (and before `limit`) whose presence is `present`.
-    pub fn next_with(&self, from: BlockIndex, limit: BlockIndex, present: bool) -> Option<BlockIndex> {
+    pub fn next_with(
+        &self,
+        from: BlockIndex,
+        limit: BlockIndex,
+        present: bool,
+    ) -> Option<BlockIndex> {
         let mut b = from.0;
         while b < limit.0 {
             let word_index = (b / 64) as usize;
@@ -231,15 +240,19 @@ impl DeltaStore {
     }
 
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        self.delta
-            .read_exact_at(buf, offset)
-            .map_err(|e| OverlayError::io(format!("read at {offset:#x} of delta"), &self.delta_path, e))
+        self.delta.read_exact_at(buf, offset).map_err(|e| {
+            OverlayError::io(format!("read at {offset:#x} of delta"), &self.delta_path, e)
+        })
     }
 
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
-        self.delta
-            .write_all_at(data, offset)
-            .map_err(|e| OverlayError::io(format!("write at {offset:#x} of delta"), &self.delta_path, e))
+        self.delta.write_all_at(data, offset).map_err(|e| {
+            OverlayError::io(
+                format!("write at {offset:#x} of delta"),
+                &self.delta_path,
+                e,
+            )
+        })
     }
 
     /// Records that `block` is in the delta. Call only after its data was written (and with the
@@ -305,7 +318,11 @@ impl DeltaStore {
             let at = MAP_HEADER_LEN + *page as u64 * MAP_PAGE_LEN;
             if let Err(e) = self.map.write_all_at(bytes, at) {
                 restore(self);
-                return Err(OverlayError::io("cannot write block map", &self.map_path, e));
+                return Err(OverlayError::io(
+                    "cannot write block map",
+                    &self.map_path,
+                    e,
+                ));
             }
         }
         self.map.sync_data().map_err(|e| {
@@ -339,7 +356,9 @@ mod tests {
             assert!(d.store_if_absent(BlockIndex(5), &vec![7u8; 4096]).unwrap());
             assert!(!d.store_if_absent(BlockIndex(5), &vec![8u8; 4096]).unwrap());
             d.sync().unwrap();
-            assert!(d.store_if_absent(BlockIndex(200_000), &vec![9u8; 4096]).unwrap());
+            assert!(d
+                .store_if_absent(BlockIndex(200_000), &vec![9u8; 4096])
+                .unwrap());
             // dropped without sync: block 200000's bit must not be durable
         }
         let d = DeltaStore::open(&dir, g).unwrap();
@@ -363,7 +382,10 @@ mod tests {
         let end = BlockIndex(1000);
         assert_eq!(d.next_with(BlockIndex(0), end, true), Some(BlockIndex(3)));
         assert_eq!(d.next_with(BlockIndex(4), end, true), Some(BlockIndex(64)));
-        assert_eq!(d.next_with(BlockIndex(64), end, false), Some(BlockIndex(66)));
+        assert_eq!(
+            d.next_with(BlockIndex(64), end, false),
+            Some(BlockIndex(66))
+        );
         assert_eq!(d.next_with(BlockIndex(131), end, true), None);
         assert_eq!(d.next_with(BlockIndex(0), BlockIndex(3), true), None);
         std::fs::remove_dir_all(&dir).unwrap();

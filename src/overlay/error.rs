@@ -16,13 +16,20 @@ pub enum OverlayError {
     /// The state directory is damaged or from an unknown version.
     StateCorrupt { path: PathBuf, reason: String },
     /// Another sidfs process is using this state directory.
-    StateInUse { state_dir: PathBuf, pid: Option<u32> },
+    StateInUse {
+        state_dir: PathBuf,
+        pid: Option<u32>,
+    },
     /// The patch stage could not produce the clone's bytes for a range.
     Patch { offset: u64, reason: String },
     /// A write to a read-only clone.
     ReadOnly,
     /// An access beyond the end of the disk.
-    OutOfRange { offset: u64, len: u64, disk_size: u64 },
+    OutOfRange {
+        offset: u64,
+        len: u64,
+        disk_size: u64,
+    },
 }
 
 impl OverlayError {

@@ -74,11 +74,19 @@ impl MasterImage {
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let avail = self.size.saturating_sub(offset).min(buf.len() as u64) as usize;
         let (head, tail) = buf.split_at_mut(avail);
-        self.file
-            .read_exact_at(head, offset)
-            .map_err(|e| OverlayError::io(format!("read at {offset:#x} of master"), &self.path, e))?;
+        self.file.read_exact_at(head, offset).map_err(|e| {
+            OverlayError::io(format!("read at {offset:#x} of master"), &self.path, e)
+        })?;
         tail.fill(0);
         Ok(())
+    }
+
+    /// Bytes the master occupies on its file system (what is not a hole).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.file
+            .metadata()
+            .map(|m| m.blocks() * 512)
+            .unwrap_or(self.size)
     }
 
     pub fn fingerprint(&self) -> Result<MasterFingerprint> {

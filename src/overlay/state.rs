@@ -87,9 +87,19 @@ impl CloneState {
             let meta = read_meta(&state_path)?;
             check_compatible(dir, &meta, req, &fingerprint)?;
             let delta = DeltaStore::open(dir, geometry_for(meta.block_size))?;
-            Ok((CloneState { dir: dir.into(), meta, _lock: lock }, delta, false))
+            Ok((
+                CloneState {
+                    dir: dir.into(),
+                    meta,
+                    _lock: lock,
+                },
+                delta,
+                false,
+            ))
         } else {
-            if dir.join(super::delta::MAP_FILE).exists() || dir.join(super::delta::DELTA_FILE).exists() {
+            if dir.join(super::delta::MAP_FILE).exists()
+                || dir.join(super::delta::DELTA_FILE).exists()
+            {
                 return Err(OverlayError::StateCorrupt {
                     path: state_path,
                     reason: "delta files exist but state.json is missing; move the directory away or pass another --state".into(),
@@ -118,7 +128,15 @@ impl CloneState {
             let delta = DeltaStore::create(dir, geometry_for(meta.block_size))?;
             // state.json last: its presence marks a complete state.
             write_meta_atomically(dir, &meta)?;
-            Ok((CloneState { dir: dir.into(), meta, _lock: lock }, delta, true))
+            Ok((
+                CloneState {
+                    dir: dir.into(),
+                    meta,
+                    _lock: lock,
+                },
+                delta,
+                true,
+            ))
         }
     }
 
@@ -188,11 +206,14 @@ pub fn read_meta(path: &Path) -> Result<StateMeta> {
         path: path.into(),
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| OverlayError::io("cannot read", path, e))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| OverlayError::io("cannot read", path, e))?;
     let value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| corrupt(format!("not valid JSON ({e})")))?;
     if value.get("magic").and_then(|m| m.as_str()) != Some(STATE_MAGIC) {
-        return Err(corrupt(format!("not a sidfs clone state (no \"magic\": \"{STATE_MAGIC}\")")));
+        return Err(corrupt(format!(
+            "not a sidfs clone state (no \"magic\": \"{STATE_MAGIC}\")"
+        )));
     }
     let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
     if version != u64::from(STATE_VERSION) {
@@ -250,7 +271,8 @@ fn check_compatible(
     }
     if old.mtime_ns != fingerprint.mtime_ns {
         return Err(mismatch(format!(
-            "belongs to master {}, whose modification time has changed since the clone was created, so it may have been written to; if it was only touched, restore its time with: touch -d @{}.{:09} {}",
+            "was created from master {}, and {} has the same content samples but a different modification time, so it may have been written to; if it was only touched or copied, restore its time with: touch -d @{}.{:09} {}",
+            meta.master.path.display(),
             req.master.path().display(),
             old.mtime_ns.div_euclid(1_000_000_000),
             old.mtime_ns.rem_euclid(1_000_000_000),

@@ -1,0 +1,232 @@
+//! Shared harness for mount tests: the real `sidfs` binary, real mounts, real tools.
+//! Every mount is undone when its guard drops, also when a test fails.
+
+#![allow(dead_code)]
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const SIDFS: &str = env!("CARGO_BIN_EXE_sidfs");
+
+/// A scratch directory removed at the end of the test (after the mounts in it are gone).
+pub struct Scratch {
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let base = std::env::var_os("SIDFS_TEST_TMP")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!("sidfs-mt-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn mkdir(&self, name: &str) -> PathBuf {
+        let p = self.path(name);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// True when a tool's absence must fail the test instead of skipping it (CI sets this).
+fn tools_required() -> bool {
+    std::env::var_os("CI").is_some() || std::env::var_os("SIDFS_REQUIRE_TOOLS").is_some()
+}
+
+/// Whether `tool` is on PATH. When it is not: in CI the test fails; elsewhere it prints why it
+/// skips and returns false.
+pub fn have_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        assert!(
+            !tools_required(),
+            "required tool {tool} is not installed (run scripts/setup)"
+        );
+        eprintln!("SKIP: {tool} is not installed (run scripts/setup)");
+    }
+    found
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    out
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn sidfs() -> Command {
+    Command::new(SIDFS)
+}
+
+/// A mounted clone; unmounts on drop.
+pub struct Mounted {
+    pub mountpoint: PathBuf,
+    pub state: PathBuf,
+    active: bool,
+}
+
+impl Mounted {
+    /// `sidfs mount MASTER MP --seed SEED --state STATE [extra...]`, which must succeed.
+    pub fn new(
+        master: &Path,
+        mountpoint: &Path,
+        seed: u64,
+        state: &Path,
+        extra: &[&str],
+    ) -> Mounted {
+        let out = mount_cmd(master, mountpoint, seed, state, extra);
+        assert!(
+            out.status.success(),
+            "mount failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Mounted {
+            mountpoint: mountpoint.to_path_buf(),
+            state: state.to_path_buf(),
+            active: true,
+        }
+    }
+
+    /// The clone's disk: `disk.img` in a directory mount, the mountpoint in a file mount.
+    pub fn disk(&self) -> PathBuf {
+        if self.mountpoint.is_dir() {
+            self.mountpoint.join("disk.img")
+        } else {
+            self.mountpoint.clone()
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        let s = ok(sidfs().arg("status").arg("--json").arg(&self.mountpoint));
+        let v: serde_json::Value = serde_json::from_str(&s).unwrap();
+        v["serving_pid"].as_u64().expect("a serving pid") as u32
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let s = ok(sidfs().arg("status").arg("--json").arg(&self.state));
+        serde_json::from_str(&s).unwrap()
+    }
+
+    /// `sidfs umount`, which must succeed.
+    pub fn unmount(mut self) {
+        self.active = false;
+        ok(sidfs().arg("umount").arg(&self.mountpoint));
+    }
+
+    /// Forget the mount without unmounting (it was killed; the caller clears it).
+    pub fn forget(mut self) {
+        self.active = false;
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.active {
+            let out = sidfs().arg("umount").arg(&self.mountpoint).output();
+            if !out.map(|o| o.status.success()).unwrap_or(false) {
+                let _ = Command::new("fusermount3")
+                    .arg("-u")
+                    .arg("-z")
+                    .arg(&self.mountpoint)
+                    .output();
+            }
+        }
+    }
+}
+
+pub fn mount_cmd(
+    master: &Path,
+    mountpoint: &Path,
+    seed: u64,
+    state: &Path,
+    extra: &[&str],
+) -> Output {
+    run(sidfs()
+        .arg("mount")
+        .arg(master)
+        .arg(mountpoint)
+        .arg("--seed")
+        .arg(seed.to_string())
+        .arg("--state")
+        .arg(state)
+        .args(extra))
+}
+
+/// A small deterministic PRNG for workloads (xorshift64*).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// A sparse master of `size` bytes with random data at `extents` (offset, len).
+pub fn sparse_master(path: &Path, size: u64, extents: &[(u64, usize)], seed: u64) {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    for &(off, len) in extents {
+        f.write_all_at(&rng.bytes(len), off).unwrap();
+    }
+    f.sync_all().unwrap();
+}
+
+pub fn sha256(path: &Path) -> String {
+    let out = ok(Command::new("sha256sum").arg(path));
+    out.split_whitespace().next().unwrap().to_string()
+}
+
+pub fn read_all(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Stderr of a failed command, checked to be one line.
+pub fn one_line_error(out: &Output) -> String {
+    assert!(!out.status.success(), "expected a refusal, got success");
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "a refusal is one line, got:\n{err}");
+    err
+}

@@ -1,0 +1,5 @@
+//! Mount tests: the real `sidfs` binary, real FUSE mounts, independent tools as oracles.
+//! They need root, /dev/fuse and the packages `scripts/setup` installs.
+
+mod common;
+mod overlay;
