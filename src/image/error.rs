@@ -48,11 +48,7 @@ pub enum ImageError {
     /// A path does not exist on the volume.
     NotFound { volume: ImageOffset, path: String },
     /// A value is larger than the caller's or the layer's limit.
-    TooLarge {
-        what: String,
-        size: u64,
-        limit: u64,
-    },
+    TooLarge { what: String, size: u64, limit: u64 },
     /// No NTFS file system at this place.
     NotNtfs { offset: ImageOffset, found: String },
 }

@@ -12,5 +12,9 @@ pub mod reader;
 
 pub use error::{ImageError, Result};
 
+pub use ntfs_volume::{
+    find_windows_volume, Extent, HiveFileKind, HiveLocation, HiveRole, NtfsVolume, StreamLayout,
+    StreamLocation,
+};
 pub use partition::{FileSystemKind, Partition, PartitionTable, PartitionTableKind};
 pub use reader::{ImageFile, ImageOffset, PartitionOffset, PartitionReader};

@@ -87,7 +87,12 @@ impl ImageFile {
     }
 
     /// Fills `buf` from `offset`; an error if the range is not entirely inside the image.
-    pub fn read_exact_at(&self, offset: ImageOffset, buf: &mut [u8], what: &'static str) -> Result<()> {
+    pub fn read_exact_at(
+        &self,
+        offset: ImageOffset,
+        buf: &mut [u8],
+        what: &'static str,
+    ) -> Result<()> {
         let needed = buf.len() as u64;
         let end = offset.0.checked_add(needed);
         if end.is_none_or(|end| end > self.len) {

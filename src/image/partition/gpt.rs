@@ -179,17 +179,14 @@ pub struct Gpt {
 
 /// Reads the header at `lba` and its entry array, checking both CRCs.
 fn read_at_lba(image: &ImageFile, lba: u64, lba_size: u64) -> Result<(GptHeader, Vec<GptEntry>)> {
-    let offset = lba
-        .checked_mul(lba_size)
-        .map(ImageOffset)
-        .ok_or_else(|| {
-            ImageError::invalid(
-                ImageOffset(0),
-                "GPT header LBA",
-                "an LBA inside the image",
-                lba.to_string(),
-            )
-        })?;
+    let offset = lba.checked_mul(lba_size).map(ImageOffset).ok_or_else(|| {
+        ImageError::invalid(
+            ImageOffset(0),
+            "GPT header LBA",
+            "an LBA inside the image",
+            lba.to_string(),
+        )
+    })?;
     let block = image.read_vec(offset, lba_size, lba_size, "GPT header")?;
     let header = GptHeader::parse(&block, offset, lba)?;
     let array_offset = header
@@ -278,7 +275,9 @@ pub fn read_gpt(image: &ImageFile, lba_size: u64) -> Result<Gpt> {
                 .unwrap_or(last_lba);
             match read_at_lba(image, alternate, lba_size) {
                 Ok((header, entries)) => {
-                    log::warn!("primary GPT is bad ({primary}); using the backup at LBA {alternate}");
+                    log::warn!(
+                        "primary GPT is bad ({primary}); using the backup at LBA {alternate}"
+                    );
                     Ok(Gpt {
                         header,
                         entries,

@@ -145,7 +145,11 @@ pub struct MbrPartition {
 /// Reads the primary table and follows any extended chain. The chain is loop-safe (each EBR
 /// is visited once) and bounded ([`MAX_LOGICAL_PARTITIONS`]); every EBR must lie inside the
 /// extended container.
-pub fn read_partitions(image: &ImageFile, mbr: &Mbr, sector_size: u64) -> Result<Vec<MbrPartition>> {
+pub fn read_partitions(
+    image: &ImageFile,
+    mbr: &Mbr,
+    sector_size: u64,
+) -> Result<Vec<MbrPartition>> {
     let mut out = Vec::new();
     let mut extended = None;
     for (slot, e) in mbr.entries.iter().enumerate() {
@@ -253,7 +257,10 @@ mod tests {
         let path = std::env::temp_dir().join(format!(
             "sidfs-mbr-{}-{}-{name}",
             std::process::id(),
-            std::thread::current().name().unwrap_or("t").replace("::", "_")
+            std::thread::current()
+                .name()
+                .unwrap_or("t")
+                .replace("::", "_")
         ));
         std::fs::write(&path, bytes).unwrap();
         (ImageFile::open(&path).unwrap(), path)
