@@ -1028,3 +1028,6 @@ pub fn find_windows_volume(image: &ImageFile) -> Result<Option<(Partition, NtfsV
         None => Ok(None),
     }
 }
+
+#[cfg(test)]
+mod tests;
