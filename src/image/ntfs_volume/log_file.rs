@@ -46,8 +46,28 @@ pub struct LogFileState {
     pub current_lsn: u64,
     pub client_in_use_list: u16,
     pub flags: u16,
-    /// client_in_use_list == 0xFFFF or RESTART_VOLUME_IS_CLEAN.
+    /// client_in_use_list == 0xFFFF or RESTART_VOLUME_IS_CLEAN, or the journal is emptied.
     pub clean: bool,
+    /// The journal's start is all 0xFF: reset by mkntfs/ntfs-3g/chkdsk, nothing to replay
+    /// [libntfs-3g/logfile.c `ntfs_check_logfile`: "$LogFile is empty" when the restart
+    /// pages are all 0xff]. No restart page was parsed; the version fields are 0.
+    pub emptied: bool,
+}
+
+/// A journal whose head is all 0xFF (emptied), at `offset`.
+pub fn emptied_state(offset: ImageOffset) -> LogFileState {
+    LogFileState {
+        page_offset: offset,
+        magic: [0xFF; 4],
+        major_version: 0,
+        minor_version: 0,
+        system_page_size: 0,
+        current_lsn: 0,
+        client_in_use_list: LOGFILE_NO_CLIENT,
+        flags: 0,
+        clean: true,
+        emptied: true,
+    }
 }
 
 impl LogFileState {
@@ -122,5 +142,6 @@ pub fn parse_restart_page(page: &[u8], offset: ImageOffset) -> Result<LogFileSta
         client_in_use_list,
         flags,
         clean: client_in_use_list == LOGFILE_NO_CLIENT || flags & RESTART_VOLUME_IS_CLEAN != 0,
+        emptied: false,
     })
 }

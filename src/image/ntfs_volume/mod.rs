@@ -831,6 +831,9 @@ impl NtfsVolume {
         let layout = self.stream_layout_by_record(record, "")?;
         let head = self.read_head(record, LOG_FILE_HEAD)?;
         let at = |logical: u64| layout.image_offset_of(logical).unwrap_or(self.start);
+        if !head.is_empty() && head.iter().all(|&b| b == 0xFF) {
+            return Ok(log_file::emptied_state(at(0)));
+        }
         let first = log_file::parse_restart_page(&head, at(0));
         // The second restart page sits at the system page size.
         let second_offset = match &first {
