@@ -47,6 +47,9 @@ const LOG_FILE_HEAD: u64 = 2 * 65536;
 /// hiberfil.sys is read for its first page only.
 const HIBERFIL_HEAD: u64 = 4096;
 
+/// One data run: partition offset (`None` for a hole) and allocated bytes.
+type DataRun = (Option<u64>, u64);
+
 /// The hibernation file's state. [FORMAT-FACTS §3 "Hibernation / Fast Startup"]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HibernationState {
@@ -580,7 +583,7 @@ impl NtfsVolume {
             .structured_value::<_, NtfsAttributeList>(fs)
             .map_err(self.err(&ctx))?;
         let mut entries = list.entries();
-        let mut pieces: Vec<(i64, Vec<(Option<u64>, u64)>)> = Vec::new();
+        let mut pieces: Vec<(i64, Vec<DataRun>)> = Vec::new();
         let mut head: Option<(u64, (bool, bool, bool))> = None;
         let mut seen = 0usize;
         while let Some(entry) = entries.next(fs) {
@@ -672,7 +675,7 @@ impl NtfsVolume {
         fs: &mut PartitionReader,
         attribute: &NtfsAttribute<'_, '_>,
         _lowest_vcn: i64,
-    ) -> Result<Vec<(Option<u64>, u64)>> {
+    ) -> Result<Vec<DataRun>> {
         let value = attribute
             .value(fs)
             .map_err(self.err("non-resident value"))?;
@@ -703,7 +706,7 @@ impl NtfsVolume {
     /// Turns runs into extents covering `[0, size)`, checking each stays inside the volume.
     fn clip_runs(
         &self,
-        runs: Vec<(Option<u64>, u64)>,
+        runs: Vec<DataRun>,
         size: u64,
         compressed: bool,
         record: u64,

@@ -459,10 +459,7 @@ fn check_built(built: &BuiltDisk) -> (PartitionTable, NtfsVolume) {
     assert_matches_sfdisk(&built.disk, &table);
     assert_eq!(table.partitions[0].file_system, FileSystemKind::Fat);
     assert_eq!(table.partitions[1].file_system, FileSystemKind::Ntfs);
-    assert_eq!(
-        table.partitions[1].partition_type.known_name().is_some(),
-        true
-    );
+    assert!(table.partitions[1].partition_type.known_name().is_some());
     let (partition, volume) = find_windows_volume(&image)
         .unwrap()
         .expect("Windows volume");
