@@ -1,0 +1,214 @@
+//! Positional, bounded reads from the master image.
+//!
+//! All I/O goes through `FileExt::read_exact_at`: there is no shared seek cursor, so many
+//! readers (partitions, threads) can use one `File` at once. [`PartitionReader`] gives the
+//! `ntfs` crate the `Read + Seek` view it needs, with its own private cursor, bounded to one
+//! partition so that a hostile data run cannot read outside it.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use super::error::{ImageError, Result};
+
+/// A byte offset from the start of the whole image file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ImageOffset(pub u64);
+
+/// A byte offset from the start of one partition (what the `ntfs` crate calls a position).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct PartitionOffset(pub u64);
+
+impl ImageOffset {
+    /// `self + delta`, or `None` on overflow.
+    pub fn checked_add(self, delta: u64) -> Option<ImageOffset> {
+        self.0.checked_add(delta).map(ImageOffset)
+    }
+}
+
+impl fmt::Display for ImageOffset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "image offset {:#x}", self.0)
+    }
+}
+
+impl fmt::Display for PartitionOffset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "partition offset {:#x}", self.0)
+    }
+}
+
+/// The read-only master image: a shared file handle and its length, read only positionally.
+#[derive(Clone, Debug)]
+pub struct ImageFile {
+    file: Arc<File>,
+    len: u64,
+}
+
+impl ImageFile {
+    /// Wraps an open file; its length is taken once, now (the master never changes under us).
+    pub fn new(file: Arc<File>) -> Result<ImageFile> {
+        let len = file
+            .metadata()
+            .map_err(|source| ImageError::Io {
+                offset: ImageOffset(0),
+                len: 0,
+                source,
+            })?
+            .len();
+        Ok(ImageFile { file, len })
+    }
+
+    /// Opens a path read-only.
+    pub fn open(path: &std::path::Path) -> Result<ImageFile> {
+        let file = File::open(path).map_err(|source| ImageError::Io {
+            offset: ImageOffset(0),
+            len: 0,
+            source,
+        })?;
+        ImageFile::new(Arc::new(file))
+    }
+
+    /// Length of the image in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True for an empty image file.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The underlying file.
+    pub fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+
+    /// Fills `buf` from `offset`; an error if the range is not entirely inside the image.
+    pub fn read_exact_at(
+        &self,
+        offset: ImageOffset,
+        buf: &mut [u8],
+        what: &'static str,
+    ) -> Result<()> {
+        let needed = buf.len() as u64;
+        let end = offset.0.checked_add(needed);
+        if end.is_none_or(|end| end > self.len) {
+            return Err(ImageError::Truncated {
+                offset,
+                what,
+                needed,
+                available: self.len.saturating_sub(offset.0),
+            });
+        }
+        self.file
+            .read_exact_at(buf, offset.0)
+            .map_err(|source| ImageError::Io {
+                offset,
+                len: needed,
+                source,
+            })
+    }
+
+    /// Reads `len` bytes at `offset` into a new buffer, refusing lengths above `limit` so that a
+    /// corrupt length field cannot make us allocate without bound.
+    pub fn read_vec(
+        &self,
+        offset: ImageOffset,
+        len: u64,
+        limit: u64,
+        what: &'static str,
+    ) -> Result<Vec<u8>> {
+        if len > limit {
+            return Err(ImageError::TooLarge {
+                what: format!("{what} at {offset}"),
+                size: len,
+                limit,
+            });
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.read_exact_at(offset, &mut buf, what)?;
+        Ok(buf)
+    }
+}
+
+/// A `Read + Seek` view of `len` bytes of the image starting at `base`, with a private cursor.
+///
+/// Reads past the end return end-of-file, never bytes from outside the range.
+#[derive(Clone, Debug)]
+pub struct PartitionReader {
+    image: ImageFile,
+    base: ImageOffset,
+    len: u64,
+    pos: u64,
+}
+
+impl PartitionReader {
+    /// A reader over `[base, base + len)`; the range is clipped to the image's end.
+    pub fn new(image: ImageFile, base: ImageOffset, len: u64) -> PartitionReader {
+        let available = image.len().saturating_sub(base.0);
+        PartitionReader {
+            image,
+            base,
+            len: len.min(available),
+            pos: 0,
+        }
+    }
+
+    /// Image offset of the start of this view.
+    pub fn base(&self) -> ImageOffset {
+        self.base
+    }
+
+    /// Length of this view in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True if this view is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Converts an offset inside this view to an image offset.
+    pub fn to_image(&self, offset: PartitionOffset) -> Option<ImageOffset> {
+        self.base.checked_add(offset.0)
+    }
+}
+
+impl Read for PartitionReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let remaining = self.len.saturating_sub(self.pos);
+        let n = (buf.len() as u64).min(remaining) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        // The sum cannot overflow: pos < len and base + len <= image length.
+        let at = self.base.0 + self.pos;
+        self.image.file().read_exact_at(&mut buf[..n], at)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for PartitionReader {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        let new = match pos {
+            SeekFrom::Start(p) => Some(p),
+            SeekFrom::End(d) => self.len.checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        match new {
+            Some(p) => {
+                self.pos = p;
+                Ok(p)
+            }
+            None => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the start or past u64::MAX",
+            )),
+        }
+    }
+}
