@@ -15,4 +15,4 @@ pub use error::{OverlayError, Result};
 pub use master::{MasterFingerprint, MasterImage};
 pub use patch::{DeltaSink, IdentityPatch, PatchStage};
 pub use state::{AttachRequest, CloneState, StateMeta};
-pub use units::{BlockIndex, Geometry, ImageOffset, DEFAULT_BLOCK_SIZE};
+pub use units::{BlockIndex, Geometry, DEFAULT_BLOCK_SIZE};

@@ -1,17 +1,4 @@
-//! Units that must not be mixed: byte offsets in the virtual disk and delta block indexes.
-
-use std::fmt;
-
-/// A byte offset in the virtual disk, which is also the byte offset in the master image
-/// (the clone has exactly the master's geometry).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ImageOffset(pub u64);
-
-impl fmt::Display for ImageOffset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#x}", self.0)
-    }
-}
+//! Units of the delta: block indexes and the disk geometry that maps them to byte offsets.
 
 /// The index of one delta block: bytes `[index * block_size, (index + 1) * block_size)` of the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
