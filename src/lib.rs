@@ -8,3 +8,4 @@
 pub mod hive;
 pub mod image;
 pub mod overlay;
+pub mod sid;
