@@ -1,0 +1,1 @@
+//! Test-only access to the real hives.

@@ -1,0 +1,1 @@
+//! Windows facts read from hives.
