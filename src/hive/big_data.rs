@@ -33,8 +33,8 @@ impl<'h> BigData<'h> {
     /// Reads the db record at `offset`.
     pub fn parse(hive: &'h Hive<'h>, offset: CellOffset) -> Result<BigData<'h>> {
         let cell = hive.cell(offset)?;
-        cell.expect_len(HEADER_SIZE, "db record")?;
         cell.expect_signature("db")?;
+        cell.expect_len(HEADER_SIZE, "db record")?;
         Ok(BigData { hive, cell })
     }
 

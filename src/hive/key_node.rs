@@ -73,8 +73,8 @@ impl<'h> KeyNode<'h> {
     /// Reads the nk record at `offset`, checking its signature and that the name fits the cell.
     pub fn parse(hive: &'h Hive<'h>, offset: CellOffset) -> Result<KeyNode<'h>> {
         let cell = hive.cell(offset)?;
-        cell.expect_len(KEY_NAME, "nk record")?;
         cell.expect_signature("nk")?;
+        cell.expect_len(KEY_NAME, "nk record")?;
         let key = KeyNode { hive, cell };
         let name_len = u64::from(key.name_len());
         cell.sub_range(KEY_NAME, name_len, "nk key name")?;

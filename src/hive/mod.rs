@@ -29,6 +29,8 @@ mod walk;
 pub mod windows;
 
 #[cfg(test)]
+mod damaged_tests;
+#[cfg(test)]
 mod test_hives;
 
 use std::fmt;

@@ -36,8 +36,8 @@ impl<'h> SecurityKey<'h> {
     /// Reads the sk record at `offset`; its descriptor must fit in the cell.
     pub fn parse(hive: &'h Hive<'h>, offset: CellOffset) -> Result<SecurityKey<'h>> {
         let cell = hive.cell(offset)?;
-        cell.expect_len(SECURITY_DESCRIPTOR, "sk record")?;
         cell.expect_signature("sk")?;
+        cell.expect_len(SECURITY_DESCRIPTOR, "sk record")?;
         let key = SecurityKey { cell };
         cell.sub_range(
             SECURITY_DESCRIPTOR,

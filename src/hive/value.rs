@@ -125,8 +125,8 @@ impl<'h> ValueKey<'h> {
     /// Reads the vk record at `offset`, checking the signature and that the name fits.
     pub fn parse(hive: &'h Hive<'h>, offset: CellOffset) -> Result<ValueKey<'h>> {
         let cell = hive.cell(offset)?;
-        cell.expect_len(VALUE_NAME, "vk record")?;
         cell.expect_signature("vk")?;
+        cell.expect_len(VALUE_NAME, "vk record")?;
         let value = ValueKey { hive, cell };
         cell.sub_range(VALUE_NAME, u64::from(value.name_len()), "vk value name")?;
         Ok(value)
