@@ -104,7 +104,10 @@ fn truncated_files_are_errors() {
     for relative in [0, 16, 32, 4096, bins / 2, bins - 4096, bins - 8] {
         let cut = (BASE_BLOCK_SIZE as u64 + relative) as usize;
         let error = Hive::parse(&data[..cut]).unwrap_err();
-        assert!(matches!(error, HiveError::OutOfBounds { .. }), "cut {cut}: {error}");
+        assert!(
+            matches!(error, HiveError::OutOfBounds { .. }),
+            "cut {cut}: {error}"
+        );
         let error = read_everything(&data[..cut]).unwrap_err();
         println!("truncated at {cut:#x}: {error}");
     }
@@ -113,7 +116,10 @@ fn truncated_files_are_errors() {
 #[test]
 fn bad_cell_sizes_are_errors() {
     let zero = damaged(|d, m| put_u32(d, m.root_cell, 0)).unwrap_err();
-    assert!(matches!(zero, HiveError::BadCellSize { size: 0, .. }), "{zero}");
+    assert!(
+        matches!(zero, HiveError::BadCellSize { size: 0, .. }),
+        "{zero}"
+    );
     let free = damaged(|d, m| {
         let size = i32::from_le_bytes(d[m.root_cell as usize..][..4].try_into().unwrap());
         put_u32(d, m.root_cell, (-size) as u32);
@@ -121,10 +127,21 @@ fn bad_cell_sizes_are_errors() {
     .unwrap_err();
     assert!(matches!(free, HiveError::CellNotAllocated { .. }), "{free}");
     let past_bin = damaged(|d, m| put_u32(d, m.root_cell, (-0x7FFF_FFF8i32) as u32)).unwrap_err();
-    assert!(matches!(past_bin, HiveError::BadCellSize { .. }), "{past_bin}");
+    assert!(
+        matches!(past_bin, HiveError::BadCellSize { .. }),
+        "{past_bin}"
+    );
     let unaligned = damaged(|d, m| put_u32(d, m.root_cell, (-0x93i32) as u32)).unwrap_err();
-    assert!(matches!(unaligned, HiveError::BadCellSize { .. }), "{unaligned}");
-    assert!(unaligned.to_string().starts_with(&format!("at {:#x}", 0x1020)), "{unaligned}");
+    assert!(
+        matches!(unaligned, HiveError::BadCellSize { .. }),
+        "{unaligned}"
+    );
+    assert!(
+        unaligned
+            .to_string()
+            .starts_with(&format!("at {:#x}", 0x1020)),
+        "{unaligned}"
+    );
 }
 
 #[test]
@@ -133,7 +150,10 @@ fn bad_hbin_headers_are_errors() {
     let marks = landmarks(&data);
     put_u32(&mut data, marks.second_bin + 8, 0);
     let error = Hive::parse(&data).unwrap_err();
-    assert!(matches!(error, HiveError::BadBin { found: 0, .. }), "{error}");
+    assert!(
+        matches!(error, HiveError::BadBin { found: 0, .. }),
+        "{error}"
+    );
     // Without validation the bins stop there and cells beyond are unreachable.
     let hive = Hive::parse_unvalidated(&data).unwrap();
     assert_eq!(hive.bins().len(), 1);
@@ -146,7 +166,10 @@ fn bad_hbin_headers_are_errors() {
     put_u32(&mut moved, marks.second_bin + 4, 0);
     assert!(matches!(
         Hive::parse(&moved).unwrap_err(),
-        HiveError::BadBin { field: "offset", .. }
+        HiveError::BadBin {
+            field: "offset",
+            ..
+        }
     ));
 }
 
@@ -160,7 +183,10 @@ fn cyclic_subkey_lists_are_errors() {
         put_u32(d, m.domains_nk + 0x14, 1);
     })
     .unwrap_err();
-    assert!(matches!(li_self, HiveError::BadSignature { expected: "nk", .. }), "{li_self}");
+    assert!(
+        matches!(li_self, HiveError::BadSignature { expected: "nk", .. }),
+        "{li_self}"
+    );
     // An ri whose only element is the ri itself.
     let ri_ri = damaged(|d, m| {
         d[m.domains_list as usize..][..2].copy_from_slice(b"ri");
@@ -193,16 +219,25 @@ fn cyclic_subkey_lists_are_errors() {
 #[test]
 fn offsets_and_counts_past_the_data_are_errors() {
     let data_offset = damaged(|d, m| put_u32(d, m.cell_value_vk + 8, 0x7FFF_FFF8)).unwrap_err();
-    assert!(matches!(data_offset, HiveError::BadCellReference { .. }), "{data_offset}");
+    assert!(
+        matches!(data_offset, HiveError::BadCellReference { .. }),
+        "{data_offset}"
+    );
     let data_size = damaged(|d, m| put_u32(d, m.cell_value_vk + 4, 0x7FFF_FFF0)).unwrap_err();
-    assert!(matches!(data_size, HiveError::BadValueData { .. }), "{data_size}");
+    assert!(
+        matches!(data_size, HiveError::BadValueData { .. }),
+        "{data_size}"
+    );
     // Claiming version 1.5 turns that size into a db reference, which is not a db cell.
     let not_db = damaged(|d, m| {
         put_u32(d, 0x18, 5);
         put_u32(d, m.cell_value_vk + 4, 0x7FFF_FFF0);
     })
     .unwrap_err();
-    assert!(matches!(not_db, HiveError::BadSignature { expected: "db", .. }), "{not_db}");
+    assert!(
+        matches!(not_db, HiveError::BadSignature { expected: "db", .. }),
+        "{not_db}"
+    );
     let inline = damaged(|d, m| put_u32(d, m.cell_value_vk + 4, 0x8000_0010)).unwrap_err();
     assert!(matches!(inline, HiveError::BadValueData { .. }), "{inline}");
     let values = damaged(|d, m| {
@@ -210,11 +245,17 @@ fn offsets_and_counts_past_the_data_are_errors() {
         put_u32(d, m.root_cell + 4 + 0x28, m.domains_list_cell);
     })
     .unwrap_err();
-    assert!(matches!(values, HiveError::CountTooLarge { .. }), "{values}");
+    assert!(
+        matches!(values, HiveError::CountTooLarge { .. }),
+        "{values}"
+    );
     let list = damaged(|d, m| put_u16(d, m.domains_list + 2, u16::MAX)).unwrap_err();
     assert!(matches!(list, HiveError::CountTooLarge { .. }), "{list}");
     let subkeys = damaged(|d, m| put_u32(d, m.domains_nk + 0x14, u32::MAX)).unwrap_err();
-    assert!(matches!(subkeys, HiveError::CountMismatch { .. }), "{subkeys}");
+    assert!(
+        matches!(subkeys, HiveError::CountMismatch { .. }),
+        "{subkeys}"
+    );
     let name = damaged(|d, m| put_u16(d, m.domains_nk + 0x48, u16::MAX)).unwrap_err();
     assert!(matches!(name, HiveError::OutOfBounds { .. }), "{name}");
     let sd = damaged(|d, m| put_u32(d, m.root_sk + 0x10, u32::MAX)).unwrap_err();
@@ -225,7 +266,10 @@ fn offsets_and_counts_past_the_data_are_errors() {
         put_u32(d, m.root_sk + 4, own);
     })
     .unwrap_err();
-    assert!(matches!(sk_loop, HiveError::CountMismatch { .. }), "{sk_loop}");
+    assert!(
+        matches!(sk_loop, HiveError::CountMismatch { .. }),
+        "{sk_loop}"
+    );
     let root = damaged(|d, _| put_u32(d, 0x24, 0x7FFF_FFF8)).unwrap_err();
     assert!(matches!(root, HiveError::BadCellReference { .. }), "{root}");
 }

@@ -243,9 +243,7 @@ pub fn machine_sid_from_sam(sam: &Hive<'_>) -> Result<Option<MachineSidRecord>> 
             found: format!("{length} bytes"),
         });
     }
-    let start = ACCOUNT_V_HEADER_SIZE
-        .checked_add(offset as usize)
-        .unwrap_or(usize::MAX);
+    let start = ACCOUNT_V_HEADER_SIZE.saturating_add(offset as usize);
     let record = machine_sid_at(&data, &bytes, start, "SAM\\Domains\\Account\\V")?;
     let last = bytes.len().saturating_sub(MACHINE_SID_SIZE);
     if start != last {
