@@ -11,3 +11,4 @@ pub mod image;
 pub mod mount;
 pub mod mountinfo;
 pub mod overlay;
+pub mod sid;
