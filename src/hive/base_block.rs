@@ -194,7 +194,8 @@ impl BaseBlock {
                 self.file_format,
             ));
         }
-        if self.hive_bins_data_size == 0 || self.hive_bins_data_size % HBIN_ALIGNMENT != 0 {
+        if self.hive_bins_data_size == 0 || !self.hive_bins_data_size.is_multiple_of(HBIN_ALIGNMENT)
+        {
             return Err(field_error(
                 HIVE_BINS_DATA_SIZE,
                 "hive bins data size",

@@ -103,7 +103,7 @@ fn read_bin(data: &[u8], position: u64, end: u64) -> Result<HiveBin> {
         });
     }
     let size = le_u32(header, SIZE).unwrap_or(0);
-    if size < HBIN_ALIGNMENT || size % HBIN_ALIGNMENT != 0 {
+    if size < HBIN_ALIGNMENT || !size.is_multiple_of(HBIN_ALIGNMENT) {
         return Err(HiveError::BadBin {
             offset,
             field: "size (a non-zero multiple of 4096)",

@@ -124,7 +124,7 @@ pub(crate) fn read_cell<'a>(hive: &Hive<'a>, offset: CellOffset) -> Result<Cell<
             reason: "nil reference (0xFFFFFFFF) where a cell is required",
         });
     }
-    if offset.0 % CELL_ALIGNMENT != 0 {
+    if !offset.0.is_multiple_of(CELL_ALIGNMENT) {
         return Err(HiveError::BadCellReference {
             offset: file_offset,
             reason: "not 8-byte aligned",

@@ -15,7 +15,7 @@ const USA_COUNT_FIELD: usize = 6;
 
 /// Applies the fixups of a record of `buf.len()` bytes read at `offset` (for messages).
 pub fn apply_fixups(buf: &mut [u8], offset: ImageOffset, what: &'static str) -> Result<()> {
-    if buf.len() < FIXUP_BLOCK || buf.len() % FIXUP_BLOCK != 0 {
+    if buf.len() < FIXUP_BLOCK || !buf.len().is_multiple_of(FIXUP_BLOCK) {
         return Err(ImageError::invalid(
             offset,
             what,
@@ -26,7 +26,10 @@ pub fn apply_fixups(buf: &mut [u8], offset: ImageOffset, what: &'static str) -> 
     let usa_ofs = u16::from_le_bytes([buf[USA_OFFSET_FIELD], buf[USA_OFFSET_FIELD + 1]]) as usize;
     let usa_count = u16::from_le_bytes([buf[USA_COUNT_FIELD], buf[USA_COUNT_FIELD + 1]]) as usize;
     let blocks = buf.len() / FIXUP_BLOCK;
-    if usa_count != blocks + 1 || usa_ofs % 2 != 0 || usa_ofs + 2 * usa_count > FIXUP_BLOCK - 2 {
+    if usa_count != blocks + 1
+        || !usa_ofs.is_multiple_of(2)
+        || usa_ofs + 2 * usa_count > FIXUP_BLOCK - 2
+    {
         return Err(ImageError::invalid(
             ImageOffset(offset.0 + USA_OFFSET_FIELD as u64),
             what,

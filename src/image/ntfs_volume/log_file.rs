@@ -121,7 +121,7 @@ pub fn parse_restart_page(page: &[u8], offset: ImageOffset) -> Result<LogFileSta
         buf[RESTART_AREA_OFFSET_FIELD],
         buf[RESTART_AREA_OFFSET_FIELD + 1],
     ]) as usize;
-    if area + RESTART_AREA_MIN > buf.len() || area % 8 != 0 {
+    if area + RESTART_AREA_MIN > buf.len() || !area.is_multiple_of(8) {
         return Err(ImageError::invalid(
             ImageOffset(offset.0 + RESTART_AREA_OFFSET_FIELD as u64),
             "$LogFile restart area offset",

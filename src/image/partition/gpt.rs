@@ -122,7 +122,7 @@ impl GptHeader {
                 header.my_lba.to_string(),
             ));
         }
-        if header.entry_size < MIN_ENTRY_SIZE || header.entry_size % 8 != 0 {
+        if header.entry_size < MIN_ENTRY_SIZE || !header.entry_size.is_multiple_of(8) {
             return Err(ImageError::invalid(
                 offset,
                 "GPT entry size",
