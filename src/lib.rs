@@ -11,4 +11,5 @@ pub mod image;
 pub mod mount;
 pub mod mountinfo;
 pub mod overlay;
+pub mod rewrite;
 pub mod sid;
