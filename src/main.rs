@@ -85,6 +85,10 @@ struct MountArgs {
     /// Threads serving FUSE requests.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     threads: u16,
+    /// The clone's new machine SID (S-1-5-21-a-b-c, each number with as many digits as the
+    /// master's), instead of one derived from the seed.
+    #[arg(long, value_name = "SID")]
+    sid: Option<sidfs::sid::MachineSid>,
     /// Let other users (e.g. a qemu running as another user) open the disk.
     #[arg(long)]
     allow_other: bool,
@@ -100,6 +104,7 @@ impl MountArgs {
             read_only: self.read_only,
             threads: usize::from(self.threads),
             allow_other: self.allow_other,
+            sid: self.sid,
         }
     }
 }
@@ -154,6 +159,9 @@ fn run_status(target: &Path, json: bool) -> Result<(), String> {
         (None, _) => println!("mounted at:   (not mounted)"),
     }
     println!("seed:         {}", s.seed);
+    if let (Some(old), Some(new)) = (&s.old_sid, &s.new_sid) {
+        println!("machine SID:  {old} -> {new}");
+    }
     println!(
         "master:       {} ({} bytes)",
         s.master.path.display(),
@@ -272,6 +280,9 @@ fn spawn_daemon(args: &MountArgs, state_dir: &Path) -> Result<(), String> {
     }
     if args.allow_other {
         cmd.arg("--allow-other");
+    }
+    if let Some(sid) = &args.sid {
+        cmd.arg("--sid").arg(sid.to_string());
     }
     let log_err = log
         .try_clone()

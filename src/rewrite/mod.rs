@@ -8,6 +8,10 @@
 
 pub mod derive;
 pub mod mapping;
+pub mod model;
+pub mod plan;
+pub mod records;
+pub mod stage;
 
 pub use derive::{check_explicit_sid, derive_new_sid, DeriveError, OrderConstraints};
 pub use mapping::{Form, Occurrence, SidMapping};
