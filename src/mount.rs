@@ -210,46 +210,49 @@ pub struct PreparedClone {
     pub created: bool,
 }
 
-pub fn prepare(req: &MountRequest, state_dir: &Path) -> Result<PreparedClone, MountError> {
-    let kind = precheck(req)?;
-    std::fs::create_dir_all(state_dir).map_err(|e| {
-        MountError(format!(
-            "cannot create state directory {}: {e}",
-            state_dir.display()
-        ))
-    })?;
-    let state_dir = &std::fs::canonicalize(state_dir).map_err(|e| {
-        MountError(format!(
-            "cannot resolve state directory {}: {e}",
-            state_dir.display()
-        ))
-    })?;
-    let master = Arc::new(MasterImage::open(&req.master)?);
+/// A clone opened for serving or exporting: its locked state and its disk.
+pub struct OpenClone {
+    pub state: CloneState,
+    pub disk: Arc<CloneDisk>,
+    pub sids: Option<SidChoice>,
+    pub created: bool,
+}
+
+/// Opens (or creates) the clone of `master_path` kept in `state_dir`: surveys the master, takes
+/// the state's lock, decides the SID (recorded, explicit or from the seed) and builds the disk.
+pub fn open_clone(
+    master_path: &Path,
+    state_dir: &Path,
+    seed: Option<u64>,
+    sid: Option<crate::sid::MachineSid>,
+    read_only: bool,
+) -> Result<OpenClone, MountError> {
+    let master = Arc::new(MasterImage::open(master_path)?);
     if master.size() == 0 {
-        return fail(format!("master image {} is empty", req.master.display()));
+        return fail(format!("master image {} is empty", master_path.display()));
     }
     // Learn the Windows installation before creating anything, so a refused image leaves no
     // state behind.
-    let survey = rewrite::model::survey(&req.master, true)
-        .map_err(|e| MountError(format!("cannot clone {}: {e}", req.master.display())))?;
+    let survey = rewrite::model::survey(master_path, true)
+        .map_err(|e| MountError(format!("cannot clone {}: {e}", master_path.display())))?;
     let (mut state, delta, created) = CloneState::attach(&AttachRequest {
         dir: state_dir,
         master: &master,
-        seed: req.seed,
+        seed: seed,
         block_size: DEFAULT_BLOCK_SIZE,
     })?;
     let (stage, sids): (Box<dyn PatchStage>, Option<SidChoice>) = match &survey {
         None => {
             info!(
                 "{}: no Windows installation found; the clone is the master",
-                req.master.display()
+                master_path.display()
             );
             (Box::new(IdentityPatch), None)
         }
         Some(survey) => {
             let meta = state.meta();
-            let source = match (&meta.old_sid, &meta.new_sid, req.sid) {
-                (Some(o), Some(n), Some(explicit)) if explicit.to_string() != *n => {
+            let source = match (&meta.old_sid, &meta.new_sid, sid) {
+                (Some(_), Some(n), Some(explicit)) if explicit.to_string() != *n => {
                     return fail(format!(
                         "state {} is the clone with SID {n}, not {explicit}: pass another --state for a clone with that SID",
                         state.dir().display()
@@ -268,7 +271,35 @@ pub fn prepare(req: &MountRequest, state_dir: &Path) -> Result<PreparedClone, Mo
             (Box::new(stage), Some(choice))
         }
     };
-    let disk = Arc::new(CloneDisk::new(master, delta, stage, req.read_only));
+    let disk = Arc::new(CloneDisk::new(master, delta, stage, read_only));
+    Ok(OpenClone {
+        state,
+        disk,
+        sids,
+        created,
+    })
+}
+
+pub fn prepare(req: &MountRequest, state_dir: &Path) -> Result<PreparedClone, MountError> {
+    let kind = precheck(req)?;
+    std::fs::create_dir_all(state_dir).map_err(|e| {
+        MountError(format!(
+            "cannot create state directory {}: {e}",
+            state_dir.display()
+        ))
+    })?;
+    let state_dir = &std::fs::canonicalize(state_dir).map_err(|e| {
+        MountError(format!(
+            "cannot resolve state directory {}: {e}",
+            state_dir.display()
+        ))
+    })?;
+    let OpenClone {
+        state,
+        disk,
+        sids,
+        created,
+    } = open_clone(&req.master, state_dir, req.seed, req.sid, req.read_only)?;
     let meta = state.meta();
     let info = CloneInfo {
         sidfs_version: env!("CARGO_PKG_VERSION"),
