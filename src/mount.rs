@@ -238,7 +238,7 @@ pub fn open_clone(
     let (mut state, delta, created) = CloneState::attach(&AttachRequest {
         dir: state_dir,
         master: &master,
-        seed: seed,
+        seed,
         block_size: DEFAULT_BLOCK_SIZE,
     })?;
     let (stage, sids): (Box<dyn PatchStage>, Option<SidChoice>) = match &survey {
