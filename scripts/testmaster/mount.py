@@ -21,12 +21,13 @@ def faketime_env():
 
 
 class NtfsMount:
-    def __init__(self, image, mountpoint, readonly=False, log=None, fake_time=True):
+    def __init__(self, image, mountpoint, readonly=False, log=None, fake_time=True, extra_opts=""):
         self.image, self.mnt, self.ro, self.log, self.fake = image, mountpoint, readonly, log, fake_time
+        self.extra = extra_opts
         self.proc = None
 
     def __enter__(self):
-        opts = "no_detach" + (",ro" if self.ro else "")
+        opts = "no_detach" + (",ro" if self.ro else "") + ("," + self.extra if self.extra else "")
         out = open(self.log or os.devnull, "ab")
         env = faketime_env() if self.fake else None
         self.proc = subprocess.Popen(["ntfs-3g", "-o", opts, self.image, self.mnt],
