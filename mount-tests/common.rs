@@ -259,7 +259,15 @@ pub struct LoopDev(pub String);
 impl LoopDev {
     pub fn new(file: &Path, offset: u64, size: u64) -> LoopDev {
         let dev = ok(Command::new("losetup")
-            .args(["-f", "--show", "-r", "-o", &offset.to_string(), "--sizelimit", &size.to_string()])
+            .args([
+                "-f",
+                "--show",
+                "-r",
+                "-o",
+                &offset.to_string(),
+                "--sizelimit",
+                &size.to_string(),
+            ])
             .arg(file));
         LoopDev(dev.trim().to_string())
     }
@@ -277,7 +285,10 @@ pub struct NtfsMount(pub PathBuf);
 impl NtfsMount {
     pub fn new(dev: &str, at: &Path) -> NtfsMount {
         std::fs::create_dir_all(at).unwrap();
-        ok(Command::new("ntfs-3g").args(["-o", "ro,show_sys_files"]).arg(dev).arg(at));
+        ok(Command::new("ntfs-3g")
+            .args(["-o", "ro,show_sys_files"])
+            .arg(dev)
+            .arg(at));
         NtfsMount(at.to_path_buf())
     }
 }
@@ -290,7 +301,11 @@ impl Drop for NtfsMount {
 
 /// Comma-separated lowercase hex, as `hivexregedit --export` writes binary data.
 pub fn hex_csv(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(",")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The three encodings of a machine SID "S-1-5-21-a-b-c": (ascii, utf16le, binary triple).

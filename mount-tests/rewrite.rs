@@ -12,7 +12,10 @@ fn clone_info(m: &Mounted) -> serde_json::Value {
 
 /// `hivexregedit --export` of a hive file, as text.
 fn hive_export(path: &std::path::Path) -> String {
-    ok(Command::new("hivexregedit").arg("--export").arg(path).arg("\\"))
+    ok(Command::new("hivexregedit")
+        .arg("--export")
+        .arg(path)
+        .arg("\\"))
 }
 
 /// The master's export with every form of `old` replaced by `new`: what the clone's export must be.
@@ -33,7 +36,13 @@ fn expected_export(master_export: &str, old: &str, new: &str) -> String {
 /// master never changes.
 #[test]
 fn clone_has_new_sid_everywhere_and_valid_structures() {
-    for tool in ["hivexregedit", "ntfs-3g", "ntfssecaudit", "getfattr", "losetup"] {
+    for tool in [
+        "hivexregedit",
+        "ntfs-3g",
+        "ntfssecaudit",
+        "getfattr",
+        "losetup",
+    ] {
         if !have_tool(tool) {
             return;
         }
@@ -52,12 +61,19 @@ fn clone_has_new_sid_everywhere_and_valid_structures() {
         assert_eq!(new.len(), old.len());
 
         // No residual SID, every hive sound (sidfs verify), and the new SID where the old was.
-        ok(sidfs().arg("verify").arg(m.disk()).arg("--old-sid").arg(&old));
+        ok(sidfs()
+            .arg("verify")
+            .arg(m.disk())
+            .arg("--old-sid")
+            .arg(&old));
         let clone_bytes = read_all(&m.disk());
         let master_bytes = read_all(&master);
         let (oa, ou, ob) = sid_forms(&old);
         let (na, nu, nb) = sid_forms(&new);
-        assert_eq!(count(&clone_bytes, &oa) + count(&clone_bytes, &ou) + count(&clone_bytes, &ob), 0);
+        assert_eq!(
+            count(&clone_bytes, &oa) + count(&clone_bytes, &ou) + count(&clone_bytes, &ob),
+            0
+        );
         assert!(count(&clone_bytes, &na) >= count(&master_bytes, &oa));
         assert!(count(&clone_bytes, &nu) >= count(&master_bytes, &ou));
         assert!(count(&clone_bytes, &nb) >= count(&master_bytes, &ob));
@@ -70,15 +86,25 @@ fn clone_has_new_sid_everywhere_and_valid_structures() {
 
         // Mount == export == remount.
         let export = s.path("export.img");
-        ok(sidfs().arg("export").arg(&master).arg(&export).args(["--seed", "7"]));
-        assert!(read_all(&export) == clone_bytes, "export differs from the mounted clone");
+        ok(sidfs()
+            .arg("export")
+            .arg(&master)
+            .arg(&export)
+            .args(["--seed", "7"]));
+        assert!(
+            read_all(&export) == clone_bytes,
+            "export differs from the mounted clone"
+        );
 
         // Independent oracles on the clone's NTFS volume.
         let (start, size) = windows_partition(&manifest);
         let clone_dev = LoopDev::new(&m.disk(), start, size);
         let master_dev = LoopDev::new(&master, start, size);
         let audit = ok(Command::new("ntfssecaudit").arg("-a").arg(&clone_dev.0));
-        assert!(audit.contains("No errors were found"), "ntfssecaudit on the clone:\n{audit}");
+        assert!(
+            audit.contains("No errors were found"),
+            "ntfssecaudit on the clone:\n{audit}"
+        );
         let cm = NtfsMount::new(&clone_dev.0, &s.path("clone-ntfs"));
         let mm = NtfsMount::new(&master_dev.0, &s.path("master-ntfs"));
         // Hives: hivex exports equal the master's with the SID replaced.
@@ -108,15 +134,28 @@ fn clone_has_new_sid_everywhere_and_valid_structures() {
                     want[i..i + 12].copy_from_slice(&nb);
                 }
             }
-            assert!(got == want, "security descriptor of {path} is not the master's with the SID replaced");
+            assert!(
+                got == want,
+                "security descriptor of {path} is not the master's with the SID replaced"
+            );
         }
         // SID-named paths carry the new SID.
         for p in manifest["sid_named_paths"].as_array().unwrap() {
             let path = p["path"].as_str().unwrap();
-            let renamed = if p["machine_sid"].as_bool() == Some(true) { path.replace(&old, &new) } else { path.to_string() };
-            assert!(cm.0.join(&renamed).exists(), "{renamed} missing in the clone");
+            let renamed = if p["machine_sid"].as_bool() == Some(true) {
+                path.replace(&old, &new)
+            } else {
+                path.to_string()
+            };
+            assert!(
+                cm.0.join(&renamed).exists(),
+                "{renamed} missing in the clone"
+            );
             if renamed != path {
-                assert!(!cm.0.join(path).exists(), "{path} still present in the clone");
+                assert!(
+                    !cm.0.join(path).exists(),
+                    "{path} still present in the clone"
+                );
             }
         }
         drop(cm);
@@ -154,8 +193,16 @@ fn seeds_are_stable_and_clones_of_clones_work() {
     let info = clone_info(&cc);
     assert_eq!(info["old_sid"].as_str().unwrap(), sid_a);
     let sid_cc = info["new_sid"].as_str().unwrap().to_string();
-    ok(sidfs().arg("verify").arg(cc.disk()).arg("--old-sid").arg(&sid_a));
-    ok(sidfs().arg("verify").arg(cc.disk()).arg("--old-sid").arg(&old));
+    ok(sidfs()
+        .arg("verify")
+        .arg(cc.disk())
+        .arg("--old-sid")
+        .arg(&sid_a));
+    ok(sidfs()
+        .arg("verify")
+        .arg(cc.disk())
+        .arg("--old-sid")
+        .arg(&old));
     assert_ne!(sid_cc, sid_a);
     cc.unmount();
     a.unmount();

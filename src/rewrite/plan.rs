@@ -70,3 +70,66 @@ pub fn build_stage(
         disk_size,
     ))
 }
+
+/// Reads a stream's bytes from the master through its extents (holes read as zeros).
+pub fn read_stream(
+    master: &crate::overlay::MasterImage,
+    extents: &[crate::image::Extent],
+    size: u64,
+) -> Result<Vec<u8>, String> {
+    let len = usize::try_from(size).map_err(|_| "stream too large".to_string())?;
+    let mut out = vec![0u8; len];
+    for e in extents {
+        let (Some(at), Ok(start)) = (e.image_offset, usize::try_from(e.logical_offset)) else {
+            continue;
+        };
+        let end = (start as u64 + e.len).min(size) as usize;
+        if start >= end {
+            continue;
+        }
+        master
+            .read_at(at.0, &mut out[start..end])
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+/// Maps changed runs of a stream (stream offset, new bytes) to disk edits through its extents.
+pub fn runs_to_disk(
+    runs: Vec<(usize, Vec<u8>)>,
+    extents: &[crate::image::Extent],
+) -> Vec<(u64, Vec<u8>)> {
+    let mut edits = Vec::new();
+    for (start, bytes) in runs {
+        let mut pos = start as u64;
+        let end = pos + bytes.len() as u64;
+        while pos < end {
+            let Some(e) = extents
+                .iter()
+                .find(|e| pos >= e.logical_offset && pos < e.logical_offset + e.len)
+            else {
+                pos += 1;
+                continue;
+            };
+            let piece_end = end.min(e.logical_offset + e.len);
+            if let Some(at) = e.image_offset {
+                let from = (pos - start as u64) as usize;
+                let to = (piece_end - start as u64) as usize;
+                edits.push((at.0 + (pos - e.logical_offset), bytes[from..to].to_vec()));
+            }
+            pos = piece_end;
+        }
+    }
+    edits.sort_by_key(|(o, _)| *o);
+    edits
+}
+
+/// Disk ranges covered by a stream's extents.
+pub fn extent_ranges(extents: &[crate::image::Extent]) -> Vec<std::ops::Range<u64>> {
+    let mut r: Vec<_> = extents
+        .iter()
+        .filter_map(|e| e.image_offset.map(|at| at.0..at.0 + e.len))
+        .collect();
+    r.sort_by_key(|x| x.start);
+    r
+}
