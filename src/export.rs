@@ -18,6 +18,8 @@ pub struct ExportRequest {
     pub out: PathBuf,
     pub seed: Option<u64>,
     pub sid: Option<MachineSid>,
+    /// The machine SID to replace on a data disk without Windows.
+    pub old_sid: Option<MachineSid>,
     /// Export this clone (with its writes) instead of a fresh one.
     pub state: Option<PathBuf>,
     pub force: bool,
@@ -76,7 +78,14 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
             dir
         }
     };
-    let clone = open_clone(&req.master, &state_dir, req.seed, req.sid, true)?;
+    let clone = open_clone(
+        &req.master,
+        &state_dir,
+        req.seed,
+        req.sid,
+        req.old_sid,
+        true,
+    )?;
     let disk = clone.disk;
     let size = disk.size();
 

@@ -66,6 +66,9 @@ enum Cmd {
         /// An explicit new machine SID instead of one derived from the seed.
         #[arg(long, value_name = "SID")]
         sid: Option<sidfs::sid::MachineSid>,
+        /// For a data disk without Windows: the machine SID to replace.
+        #[arg(long, value_name = "SID")]
+        old_sid: Option<sidfs::sid::MachineSid>,
         /// Export this existing clone, with everything written to it (it must not be mounted).
         #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
@@ -123,6 +126,10 @@ struct MountArgs {
     /// master's), instead of one derived from the seed.
     #[arg(long, value_name = "SID")]
     sid: Option<sidfs::sid::MachineSid>,
+    /// For a disk without a Windows installation (a data disk of the master machine): the
+    /// machine SID to replace. A Windows master's SID is read from its registry.
+    #[arg(long, value_name = "SID")]
+    old_sid: Option<sidfs::sid::MachineSid>,
     /// Let other users (e.g. a qemu running as another user) open the disk.
     #[arg(long)]
     allow_other: bool,
@@ -139,6 +146,7 @@ impl MountArgs {
             threads: usize::from(self.threads),
             allow_other: self.allow_other,
             sid: self.sid,
+            old_sid: self.old_sid,
         }
     }
 }
@@ -174,6 +182,7 @@ fn main() -> ExitCode {
             out,
             seed,
             sid,
+            old_sid,
             state,
             force,
         } => run_export(sidfs::export::ExportRequest {
@@ -181,6 +190,7 @@ fn main() -> ExitCode {
             out,
             seed,
             sid,
+            old_sid,
             state,
             force,
         }),
@@ -412,6 +422,9 @@ fn spawn_daemon(args: &MountArgs, state_dir: &Path) -> Result<(), String> {
     }
     if let Some(sid) = &args.sid {
         cmd.arg("--sid").arg(sid.to_string());
+    }
+    if let Some(sid) = &args.old_sid {
+        cmd.arg("--old-sid").arg(sid.to_string());
     }
     let log_err = log
         .try_clone()

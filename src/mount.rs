@@ -35,6 +35,8 @@ pub struct MountRequest {
     pub allow_other: bool,
     /// An explicit new machine SID instead of one derived from the seed.
     pub sid: Option<crate::sid::MachineSid>,
+    /// The machine SID to replace on a disk without a Windows installation (a data disk).
+    pub old_sid: Option<crate::sid::MachineSid>,
 }
 
 /// A failure to mount, already phrased for the user.
@@ -225,6 +227,7 @@ pub fn open_clone(
     state_dir: &Path,
     seed: Option<u64>,
     sid: Option<crate::sid::MachineSid>,
+    old_sid: Option<crate::sid::MachineSid>,
     read_only: bool,
 ) -> Result<OpenClone, MountError> {
     let master = Arc::new(MasterImage::open(master_path)?);
@@ -233,7 +236,7 @@ pub fn open_clone(
     }
     // Learn the Windows installation before creating anything, so a refused image leaves no
     // state behind.
-    let survey = rewrite::model::survey(master_path, true)
+    let survey = rewrite::model::survey(master_path, true, old_sid)
         .map_err(|e| MountError(format!("cannot clone {}: {e}", master_path.display())))?;
     let (mut state, delta, created) = CloneState::attach(&AttachRequest {
         dir: state_dir,
@@ -299,7 +302,14 @@ pub fn prepare(req: &MountRequest, state_dir: &Path) -> Result<PreparedClone, Mo
         disk,
         sids,
         created,
-    } = open_clone(&req.master, state_dir, req.seed, req.sid, req.read_only)?;
+    } = open_clone(
+        &req.master,
+        state_dir,
+        req.seed,
+        req.sid,
+        req.old_sid,
+        req.read_only,
+    )?;
     let meta = state.meta();
     let info = CloneInfo {
         sidfs_version: env!("CARGO_PKG_VERSION"),

@@ -52,8 +52,13 @@ pub fn verify(image: &Path, old: MachineSid) -> Result<VerifyReport, String> {
     let master = MasterImage::open(image).map_err(|e| e.to_string())?;
     let dummy = derive_new_sid(&old, 0, &OrderConstraints::new()).map_err(|e| e.to_string())?;
     let finder = SidMapping::new(old, dummy)?;
-    let win =
-        survey(image, false).map_err(|e| format!("cannot read the Windows installation: {e}"))?;
+    // A clone's own SID is not `old`: survey it as it is; a disk without Windows is surveyed as
+    // a data disk of the machine whose SID is `old`.
+    let win = match survey(image, false, None) {
+        Ok(None) => survey(image, false, Some(old)),
+        other => other,
+    }
+    .map_err(|e| format!("cannot read the Windows installation: {e}"))?;
 
     let mut regions: Vec<(Range<u64>, String, bool)> = Vec::new();
     let mut problems = Vec::new();
@@ -62,13 +67,25 @@ pub fn verify(image: &Path, old: MachineSid) -> Result<VerifyReport, String> {
         for (r, name) in &w.excluded {
             regions.push((r.clone(), name.clone(), true));
         }
+        let Some(windows) = w.windows() else {
+            return finish(
+                image,
+                old,
+                &master,
+                &finder,
+                regions,
+                problems,
+                hives_checked,
+                true,
+            );
+        };
         for h in &w.hives {
             for e in h.extents() {
                 if let Some(at) = e.image_offset {
                     regions.push((at.0..at.0 + e.len, h.path.clone(), false));
                 }
             }
-            match w.volume.read_file(&h.path, "", HIVE_LIMIT) {
+            match windows.volume.read_file(&h.path, "", HIVE_LIMIT) {
                 Ok(bytes) => match Hive::parse(&bytes) {
                     Ok(hive) => {
                         for p in check_hive(&hive) {
@@ -83,6 +100,29 @@ pub fn verify(image: &Path, old: MachineSid) -> Result<VerifyReport, String> {
         }
     }
 
+    finish(
+        image,
+        old,
+        &master,
+        &finder,
+        regions,
+        problems,
+        hives_checked,
+        win.is_some(),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    image: &Path,
+    old: MachineSid,
+    master: &MasterImage,
+    finder: &SidMapping,
+    regions: Vec<(Range<u64>, String, bool)>,
+    problems: Vec<String>,
+    hives_checked: Vec<String>,
+    windows_found: bool,
+) -> Result<VerifyReport, String> {
     let size = master.size();
     let mut occurrences = Vec::new();
     let (mut unexpected, mut expected) = (0usize, 0usize);
@@ -136,7 +176,7 @@ pub fn verify(image: &Path, old: MachineSid) -> Result<VerifyReport, String> {
     Ok(VerifyReport {
         image: image.to_path_buf(),
         old_sid: old.to_string(),
-        windows_found: win.is_some(),
+        windows_found,
         unexpected,
         expected,
         occurrences,

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use crate::hive::{windows, Hive};
 use crate::image::{
-    find_windows_volume, HiveFileKind, HiveLocation, ImageFile, NtfsVolume, Partition,
+    FileSystemKind, HiveFileKind, HiveLocation, ImageFile, NtfsVolume, Partition, PartitionTable,
     StreamLocation,
 };
 use crate::rewrite::OrderConstraints;
@@ -42,24 +42,43 @@ const SID_NAMED_DIRS: [&str; 4] = [
     r"ProgramData\Microsoft\Crypto\RSA",
 ];
 
-pub struct WindowsSurvey {
-    pub image: ImageFile,
+/// One NTFS volume of the master.
+pub struct NtfsPart {
     pub partition: Partition,
     pub volume: NtfsVolume,
+    /// Holds `Windows\System32\config\SYSTEM`.
+    pub is_windows: bool,
+}
+
+/// A task file under `Windows\System32\Tasks`: its Task Scheduler path (`\Folder\Name`) and
+/// the master's bytes (for the TaskCache hash).
+pub struct TaskFile {
+    pub task_path: String,
+    pub bytes: Vec<u8>,
+}
+
+pub struct WindowsSurvey {
+    pub image: ImageFile,
+    /// Every NTFS volume that opened; the Windows one (if any) first.
+    pub volumes: Vec<NtfsPart>,
     pub old_sid: MachineSid,
     pub constraints: OrderConstraints,
     /// Disk ranges kept as in the master, with the file they belong to.
     pub excluded: Vec<(Range<u64>, String)>,
-    /// Primary hive files (not logs).
+    /// Primary hive files of the Windows volume (not logs).
     pub hives: Vec<HiveLocation>,
+    /// Scheduled tasks of the Windows volume.
+    pub tasks: Vec<TaskFile>,
 }
 
-/// Surveys the master. `Ok(None)`: no Windows installation (the clone is then the master).
-pub fn survey(master: &Path, with_constraints: bool) -> Result<Option<WindowsSurvey>, String> {
-    let image = ImageFile::open(master).map_err(|e| e.to_string())?;
-    let Some((partition, volume)) = find_windows_volume(&image).map_err(|e| e.to_string())? else {
-        return Ok(None);
-    };
+impl WindowsSurvey {
+    pub fn windows(&self) -> Option<&NtfsPart> {
+        self.volumes.iter().find(|v| v.is_windows)
+    }
+}
+
+/// The machine SID recorded in the Windows volume's SECURITY (and SAM, which must agree).
+fn machine_sid_of(volume: &NtfsVolume) -> Result<MachineSid, String> {
     let security = volume
         .read_file(r"Windows\System32\config\SECURITY", "", HIVE_LIMIT)
         .map_err(|e| format!("cannot read the SECURITY hive: {e}"))?;
@@ -80,83 +99,164 @@ pub fn survey(master: &Path, with_constraints: bool) -> Result<Option<WindowsSur
             }
         }
     }
-    let old_sid = from_security.sid;
+    Ok(from_security.sid)
+}
 
-    let mut excluded = Vec::new();
-    for (name, _) in EXCLUDED_FILES {
-        if volume
-            .try_lookup(name)
-            .map_err(|e| e.to_string())?
-            .is_none()
-        {
+/// Every file below `dir` (bounded), as paths relative to the volume.
+fn files_below(volume: &NtfsVolume, dir: &str, out: &mut Vec<String>, budget: &mut usize) {
+    let Ok(entries) = volume.list_dir(dir) else {
+        return;
+    };
+    for e in entries {
+        if *budget == 0 || e.name == "." || e.name == ".." {
             continue;
         }
-        let layout = volume.stream_layout(name, "").map_err(|e| e.to_string())?;
-        if let StreamLocation::NonResident { extents } = &layout.location {
-            for e in extents {
-                if let Some(at) = e.image_offset {
-                    excluded.push((at.0..at.0 + e.len, name.to_string()));
+        *budget -= 1;
+        let path = format!(r"{dir}\{}", e.name);
+        if e.is_directory {
+            files_below(volume, &path, out, budget);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+/// Surveys the master. `Ok(None)`: no Windows installation and no `old_sid` given (the clone is
+/// then the master). With `old_sid`, a disk without Windows (a data disk of the same machine) is
+/// rewritten for that SID; with Windows, `old_sid` must be the installation's SID.
+pub fn survey(
+    master: &Path,
+    with_constraints: bool,
+    old_sid: Option<MachineSid>,
+) -> Result<Option<WindowsSurvey>, String> {
+    let image = ImageFile::open(master).map_err(|e| e.to_string())?;
+    let table = PartitionTable::read(&image).map_err(|e| e.to_string())?;
+    let mut volumes = Vec::new();
+    for partition in table.partitions {
+        if partition.file_system != FileSystemKind::Ntfs {
+            continue;
+        }
+        let volume = NtfsVolume::open(&image, &partition)
+            .map_err(|e| format!("NTFS partition {}: {e}", partition.index))?;
+        let is_windows = volume
+            .try_lookup(r"Windows\System32\config\SYSTEM")
+            .map_err(|e| e.to_string())?
+            .is_some();
+        volumes.push(NtfsPart {
+            partition,
+            volume,
+            is_windows,
+        });
+    }
+    volumes.sort_by_key(|v| !v.is_windows);
+    let found = match volumes.iter().find(|v| v.is_windows) {
+        Some(w) => Some(machine_sid_of(&w.volume)?),
+        None => None,
+    };
+    let old_sid = match (found, old_sid) {
+        (Some(f), Some(given)) if f != given => {
+            return Err(format!(
+                "the master's machine SID is {f}, not {given}; leave out --old-sid for a Windows master"
+            ))
+        }
+        (Some(f), _) => f,
+        (None, Some(given)) => given,
+        (None, None) => return Ok(None),
+    };
+
+    let mut excluded = Vec::new();
+    for part in &volumes {
+        for (name, _) in EXCLUDED_FILES {
+            if part
+                .volume
+                .try_lookup(name)
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                continue;
+            }
+            let layout = part
+                .volume
+                .stream_layout(name, "")
+                .map_err(|e| e.to_string())?;
+            if let StreamLocation::NonResident { extents } = &layout.location {
+                for e in extents {
+                    if let Some(at) = e.image_offset {
+                        excluded.push((at.0..at.0 + e.len, name.to_string()));
+                    }
                 }
             }
         }
     }
 
-    let all_hives = volume.locate_hives().map_err(|e| e.to_string())?;
-    let hives: Vec<HiveLocation> = all_hives
-        .into_iter()
-        .filter(|h| h.kind == HiveFileKind::Primary)
-        .collect();
-
+    let mut hives = Vec::new();
+    let mut tasks = Vec::new();
     let mut constraints = OrderConstraints::new();
-    for h in hives.iter().filter(|_| with_constraints) {
-        let Ok(bytes) = volume.read_file(&h.path, "", HIVE_LIMIT) else {
-            continue;
-        };
-        let Ok(hive) = Hive::parse_unvalidated(&bytes) else {
-            continue;
-        };
-        for key in hive.walk().flatten() {
-            let name = key.key.name().to_string_lossy();
-            if name.len() > 9 && name[..9].eq_ignore_ascii_case("S-1-5-21-") {
-                constraints.add_name(&name);
+    if let Some(w) = volumes.iter().find(|v| v.is_windows) {
+        let volume = &w.volume;
+        hives = volume
+            .locate_hives()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|h| h.kind == HiveFileKind::Primary)
+            .collect();
+        let mut files = Vec::new();
+        let mut budget = 20_000;
+        files_below(volume, r"Windows\System32\Tasks", &mut files, &mut budget);
+        for f in files {
+            if let Ok(bytes) = volume.read_file(&f, "", 16 << 20) {
+                let task_path = f["Windows\\System32\\Tasks".len()..].to_string();
+                tasks.push(TaskFile { task_path, bytes });
             }
         }
     }
-    let mut dirs: Vec<String> = SID_NAMED_DIRS.iter().map(|s| s.to_string()).collect();
-    if !with_constraints {
-        dirs.clear();
-    }
-    for profile_root in ["Users", "Documents and Settings"]
-        .iter()
-        .filter(|_| with_constraints)
-    {
-        if let Ok(entries) = volume.list_dir(profile_root) {
-            for e in entries.iter().filter(|e| e.is_directory) {
-                dirs.push(format!(
-                    r"{profile_root}\{}\AppData\Roaming\Microsoft\Protect",
-                    e.name
-                ));
-                dirs.push(format!(
-                    r"{profile_root}\{}\AppData\Roaming\Microsoft\Crypto\RSA",
-                    e.name
-                ));
+    if with_constraints {
+        for part in &volumes {
+            let volume = &part.volume;
+            if part.is_windows {
+                for h in &hives {
+                    let Ok(bytes) = volume.read_file(&h.path, "", HIVE_LIMIT) else {
+                        continue;
+                    };
+                    let Ok(hive) = Hive::parse_unvalidated(&bytes) else {
+                        continue;
+                    };
+                    for key in hive.walk().flatten() {
+                        constraints.add_name(&key.key.name().to_string_lossy());
+                    }
+                }
             }
-        }
-    }
-    for d in dirs {
-        if let Ok(entries) = volume.list_dir(&d) {
-            for e in entries {
-                constraints.add_name(&e.name);
+            let mut dirs: Vec<String> = SID_NAMED_DIRS.iter().map(|s| s.to_string()).collect();
+            for profile_root in ["Users", "Documents and Settings"] {
+                if let Ok(entries) = volume.list_dir(profile_root) {
+                    for e in entries.iter().filter(|e| e.is_directory) {
+                        dirs.push(format!(
+                            r"{profile_root}\{}\AppData\Roaming\Microsoft\Protect",
+                            e.name
+                        ));
+                        dirs.push(format!(
+                            r"{profile_root}\{}\AppData\Roaming\Microsoft\Crypto\RSA",
+                            e.name
+                        ));
+                    }
+                }
+            }
+            for d in dirs {
+                if let Ok(entries) = volume.list_dir(&d) {
+                    for e in entries {
+                        constraints.add_name(&e.name);
+                    }
+                }
             }
         }
     }
     Ok(Some(WindowsSurvey {
         image,
-        partition,
-        volume,
+        volumes,
         old_sid,
         constraints,
         excluded,
         hives,
+        tasks,
     }))
 }
