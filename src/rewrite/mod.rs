@@ -7,6 +7,7 @@
 //! multi-sector records) build on it.
 
 pub mod derive;
+pub mod hive;
 pub mod mapping;
 
 pub use derive::{check_explicit_sid, derive_new_sid, DeriveError, OrderConstraints};
