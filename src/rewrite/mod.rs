@@ -7,6 +7,7 @@
 //! multi-sector records) build on it.
 
 pub mod derive;
+pub mod hive;
 pub mod mapping;
 pub mod model;
 pub mod plan;
