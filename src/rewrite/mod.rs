@@ -13,6 +13,7 @@ pub mod model;
 pub mod plan;
 pub mod records;
 pub mod stage;
+pub mod structures;
 
 pub use derive::{check_explicit_sid, derive_new_sid, DeriveError, OrderConstraints};
 pub use mapping::{Form, Occurrence, SidMapping};

@@ -3,6 +3,7 @@
 use crate::rewrite::derive::{check_explicit_sid, derive_new_sid};
 use crate::rewrite::model::WindowsSurvey;
 use crate::rewrite::stage::{SidPatchStage, Structure};
+use crate::rewrite::structures::HiveStructure;
 use crate::rewrite::SidMapping;
 use crate::sid::MachineSid;
 
@@ -52,8 +53,14 @@ pub fn choose_sid(survey: &WindowsSurvey, source: SidSource<'_>) -> Result<SidCh
 }
 
 /// The whole structures transformed on first touch (hives, `$Secure`).
-pub fn structures(_survey: &WindowsSurvey) -> Vec<Box<dyn Structure>> {
-    Vec::new()
+pub fn structures(survey: &WindowsSurvey) -> Vec<Box<dyn Structure>> {
+    let mut out: Vec<Box<dyn Structure>> = Vec::new();
+    for h in &survey.hives {
+        if h.layout.is_plain() && !h.extents().is_empty() {
+            out.push(Box::new(HiveStructure::new(h, &survey.tasks)));
+        }
+    }
+    out
 }
 
 pub fn build_stage(
