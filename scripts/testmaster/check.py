@@ -124,6 +124,8 @@ def check_windows_content(c, mnt, m):
              f"got {got!r}, expected {v['data']!r}")
     for h in m["hive_files"]:
         p = os.path.join(mnt, h)
+        r = sh(["hivexsh", p], input=b"ls\nlsval\nexit\n")
+        c.ok(r.returncode == 0 and not r.stderr, f"hivexsh opens {h}", r.stderr.decode()[:200])
         try:
             hv = hivex.Hivex(p)
             c.ok(hv.root() is not None, f"hivex opens {h}")
