@@ -242,9 +242,9 @@ def populate_windows(mnt, variant, hive_files, files_out):
             mk(f"{CONFIG}/{name}{ext}", b"")
     for p in PROFILES:
         for h in p["hives"]:
-            if h.endswith("NTUSER.DAT"):
-                mk(h[:-len("NTUSER.DAT")] + "ntuser.dat.LOG1", b"")
-                mk(h[:-len("NTUSER.DAT")] + "ntuser.dat.LOG2", b"")
+            stem = h[:-len("NTUSER.DAT")] + "ntuser.dat" if h.endswith("NTUSER.DAT") else h
+            mk(stem + ".LOG1", b"")
+            mk(stem + ".LOG2", b"")
     for path, _sid in SID_NAMED_DIRS:
         mkdir(path)
         if path.startswith("$Recycle.Bin/"):
@@ -374,6 +374,15 @@ def build(a, size, out, manifest_path, work):
     return 0
 
 
+def tool_versions():
+    """Debian package versions of the tools whose output lands in the image: the image is
+    byte-identical for the same arguments and the same versions."""
+    pkgs = ["ntfs-3g", "dosfstools", "mtools", "fdisk", "libhivex0", "libfaketime"]
+    r = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version}\\n"] + pkgs,
+                       capture_output=True, text=True)
+    return dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+
+
 def make_manifest(a, size, parts, win, volinfo, hive_files, reg_values, domain_sid, product,
                   sds, files, extra_files, out):
     h = hashlib.sha256()
@@ -437,6 +446,7 @@ def make_manifest(a, size, parts, win, volinfo, hive_files, reg_values, domain_s
         "files": files,
         "never_rewrite_sids": [DOMAIN_SID, WIN10_BUILD_SID],
         "expected_refusals": REFUSALS[a.variant],
+        "tool_versions": tool_versions(),
         "deterministic": True,
     }
 
