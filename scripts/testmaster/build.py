@@ -291,10 +291,23 @@ def main(argv=None):
                          "suffix, at least 128M; the image is sparse (default: small)")
     ap.add_argument("--manifest", metavar="OUT.json",
                     help="where to write the manifest (default: OUT.img.json)")
+    ap.add_argument("--realdata", metavar="DIR",
+                    help="directory holding winreg-kb-STUDENT-PC8/ (default: $SIDFS_REALDATA, "
+                         "else ../shared/realdata next to the project root)")
     ap.add_argument("--keep-work", action="store_true",
                     help="keep the temporary work directory (partition files, logs) for debugging")
     a = ap.parse_args(argv)
-    size = parse_size(a.size)
+    if a.realdata:
+        os.environ["SIDFS_REALDATA"] = a.realdata
+        global STUDENT_PC8
+        STUDENT_PC8 = os.path.join(a.realdata, "winreg-kb-STUDENT-PC8")
+    for f in ("SAM", "SECURITY", "NTUSER.DAT", "UsrClass.dat"):
+        if not os.path.isfile(os.path.join(STUDENT_PC8, f)):
+            ap.error(f"real hive {f} not found in {STUDENT_PC8} (use --realdata)")
+    try:
+        size = parse_size(a.size)
+    except ValueError:
+        ap.error(f"bad --size {a.size!r}")
     if size < MIN_SIZE:
         ap.error("--size must be at least 128M")
     out = os.path.abspath(a.out)
@@ -320,8 +333,10 @@ def main(argv=None):
 def build(a, size, out, manifest_path, work):
     progress(f"{a.layout} {a.variant} {size // MiB} MiB -> {out}")
     parts = layout(a.layout, size)
-    if os.path.exists(out):
-        os.unlink(out)
+    final_out, out = out, os.path.join(work, "disk.img")   # renamed into place when complete
+    for stale in (final_out, manifest_path):
+        if os.path.exists(stale):
+            os.unlink(stale)
     with open(out, "wb") as f:
         f.truncate(size)
     run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", out],
@@ -367,10 +382,12 @@ def build(a, size, out, manifest_path, work):
 
     manifest = make_manifest(a, size, parts, win, volinfo, hive_files, reg_values, domain_sid,
                              product, sds, files, extra_files, out)
-    with open(manifest_path, "w") as f:
+    os.replace(out, final_out)
+    with open(manifest_path + ".partial", "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=False)
         f.write("\n")
-    progress(f"done: {out} (manifest {manifest_path})")
+    os.replace(manifest_path + ".partial", manifest_path)
+    progress(f"done: {final_out} (manifest {manifest_path})")
     return 0
 
 
