@@ -204,7 +204,9 @@ def synthesize_hives(variant, work):
         hives.write_hive(hives.default_hive(), p, r"\??\C:\Windows\ntuser.dat", "ROOT")
         out[prof["hives"][0]] = p
     ntuser = os.path.join(STUDENT_PC8, "NTUSER.DAT")
-    out["Users/Student/NTUSER.DAT"] = ntuser   # a copy of the real (bperry's) NTUSER.DAT
+    student = os.path.join(work, "NTUSER-student")
+    recorded += hives.make_student_ntuser(ntuser, student, "Users/Student/NTUSER.DAT")
+    out["Users/Student/NTUSER.DAT"] = student   # the real (bperry's) NTUSER.DAT, see hives.py
     out["Users/bperry/NTUSER.DAT"] = ntuser
     out["Users/bperry/AppData/Local/Microsoft/Windows/UsrClass.dat"] = os.path.join(
         STUDENT_PC8, "UsrClass.dat")

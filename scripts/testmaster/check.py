@@ -114,7 +114,7 @@ def check_windows_content(c, mnt, m):
              f"SD {e['path']}", f"owner {d['owner']} aces {[a['sid'] for a in d['dacl']]}")
     # Registry: every recorded value, read with hivexget from the mounted volume.
     for v in m["registry_values"]:
-        hive = os.path.join(mnt, m["hives"][v["hive"]])
+        hive = os.path.join(mnt, v.get("hive_path") or m["hives"][v["hive"]])
         rc, out = hive_value(hive, v["key"], v["value"])
         if v["type"] == "REG_BINARY":
             got = out.hex()
