@@ -204,7 +204,9 @@ def synthesize_hives(variant, work):
         hives.write_hive(hives.default_hive(), p, r"\??\C:\Windows\ntuser.dat", "ROOT")
         out[prof["hives"][0]] = p
     ntuser = os.path.join(STUDENT_PC8, "NTUSER.DAT")
-    out["Users/Student/NTUSER.DAT"] = ntuser   # a copy of the real (bperry's) NTUSER.DAT
+    student = os.path.join(work, "NTUSER-student")
+    recorded += hives.make_student_ntuser(ntuser, student, "Users/Student/NTUSER.DAT")
+    out["Users/Student/NTUSER.DAT"] = student   # the real (bperry's) NTUSER.DAT, see hives.py
     out["Users/bperry/NTUSER.DAT"] = ntuser
     out["Users/bperry/AppData/Local/Microsoft/Windows/UsrClass.dat"] = os.path.join(
         STUDENT_PC8, "UsrClass.dat")
@@ -242,9 +244,9 @@ def populate_windows(mnt, variant, hive_files, files_out):
             mk(f"{CONFIG}/{name}{ext}", b"")
     for p in PROFILES:
         for h in p["hives"]:
-            if h.endswith("NTUSER.DAT"):
-                mk(h[:-len("NTUSER.DAT")] + "ntuser.dat.LOG1", b"")
-                mk(h[:-len("NTUSER.DAT")] + "ntuser.dat.LOG2", b"")
+            stem = h[:-len("NTUSER.DAT")] + "ntuser.dat" if h.endswith("NTUSER.DAT") else h
+            mk(stem + ".LOG1", b"")
+            mk(stem + ".LOG2", b"")
     for path, _sid in SID_NAMED_DIRS:
         mkdir(path)
         if path.startswith("$Recycle.Bin/"):
@@ -291,10 +293,23 @@ def main(argv=None):
                          "suffix, at least 128M; the image is sparse (default: small)")
     ap.add_argument("--manifest", metavar="OUT.json",
                     help="where to write the manifest (default: OUT.img.json)")
+    ap.add_argument("--realdata", metavar="DIR",
+                    help="directory holding winreg-kb-STUDENT-PC8/ (default: $SIDFS_REALDATA, "
+                         "else ../shared/realdata next to the project root)")
     ap.add_argument("--keep-work", action="store_true",
                     help="keep the temporary work directory (partition files, logs) for debugging")
     a = ap.parse_args(argv)
-    size = parse_size(a.size)
+    if a.realdata:
+        os.environ["SIDFS_REALDATA"] = a.realdata
+        global STUDENT_PC8
+        STUDENT_PC8 = os.path.join(a.realdata, "winreg-kb-STUDENT-PC8")
+    for f in ("SAM", "SECURITY", "NTUSER.DAT", "UsrClass.dat"):
+        if not os.path.isfile(os.path.join(STUDENT_PC8, f)):
+            ap.error(f"real hive {f} not found in {STUDENT_PC8} (use --realdata)")
+    try:
+        size = parse_size(a.size)
+    except ValueError:
+        ap.error(f"bad --size {a.size!r}")
     if size < MIN_SIZE:
         ap.error("--size must be at least 128M")
     out = os.path.abspath(a.out)
@@ -320,8 +335,10 @@ def main(argv=None):
 def build(a, size, out, manifest_path, work):
     progress(f"{a.layout} {a.variant} {size // MiB} MiB -> {out}")
     parts = layout(a.layout, size)
-    if os.path.exists(out):
-        os.unlink(out)
+    final_out, out = out, os.path.join(work, "disk.img")   # renamed into place when complete
+    for stale in (final_out, manifest_path):
+        if os.path.exists(stale):
+            os.unlink(stale)
     with open(out, "wb") as f:
         f.truncate(size)
     run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", out],
@@ -367,11 +384,22 @@ def build(a, size, out, manifest_path, work):
 
     manifest = make_manifest(a, size, parts, win, volinfo, hive_files, reg_values, domain_sid,
                              product, sds, files, extra_files, out)
-    with open(manifest_path, "w") as f:
+    os.replace(out, final_out)
+    with open(manifest_path + ".partial", "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=False)
         f.write("\n")
-    progress(f"done: {out} (manifest {manifest_path})")
+    os.replace(manifest_path + ".partial", manifest_path)
+    progress(f"done: {final_out} (manifest {manifest_path})")
     return 0
+
+
+def tool_versions():
+    """Debian package versions of the tools whose output lands in the image: the image is
+    byte-identical for the same arguments and the same versions."""
+    pkgs = ["ntfs-3g", "dosfstools", "mtools", "fdisk", "libhivex0", "libfaketime"]
+    r = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version}\\n"] + pkgs,
+                       capture_output=True, text=True)
+    return dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
 
 
 def make_manifest(a, size, parts, win, volinfo, hive_files, reg_values, domain_sid, product,
@@ -437,6 +465,7 @@ def make_manifest(a, size, parts, win, volinfo, hive_files, reg_values, domain_s
         "files": files,
         "never_rewrite_sids": [DOMAIN_SID, WIN10_BUILD_SID],
         "expected_refusals": REFUSALS[a.variant],
+        "tool_versions": tool_versions(),
         "deterministic": True,
     }
 

@@ -114,7 +114,7 @@ def check_windows_content(c, mnt, m):
              f"SD {e['path']}", f"owner {d['owner']} aces {[a['sid'] for a in d['dacl']]}")
     # Registry: every recorded value, read with hivexget from the mounted volume.
     for v in m["registry_values"]:
-        hive = os.path.join(mnt, m["hives"][v["hive"]])
+        hive = os.path.join(mnt, v.get("hive_path") or m["hives"][v["hive"]])
         rc, out = hive_value(hive, v["key"], v["value"])
         if v["type"] == "REG_BINARY":
             got = out.hex()
@@ -124,6 +124,8 @@ def check_windows_content(c, mnt, m):
              f"got {got!r}, expected {v['data']!r}")
     for h in m["hive_files"]:
         p = os.path.join(mnt, h)
+        r = sh(["hivexsh", p], input=b"ls\nlsval\nexit\n")
+        c.ok(r.returncode == 0 and not r.stderr, f"hivexsh opens {h}", r.stderr.decode()[:200])
         try:
             hv = hivex.Hivex(p)
             c.ok(hv.root() is not None, f"hivex opens {h}")

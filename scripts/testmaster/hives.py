@@ -185,3 +185,32 @@ def make_dc_security(src: str, out: str):
     h.node_set_values(prim, [{"key": "", "t": REG_NONE, "value": sid}])
     h.commit(out)
     return sids.sid_from_bytes(sid)[0]
+
+
+def make_student_ntuser(src: str, out: str, hive_path: str):
+    """Copy the real NTUSER.DAT (bperry's) for the local user: the REG_SZ values that name
+    bperry's SID (Windows Search ProcessedSearchRoots) are changed to name the local user's
+    SID, so that this hive carries machine-SID strings next to bperry's binary SIDs in its
+    sk cells (which must stay). Only values of existing keys change: no new subkey lists."""
+    old, new = BPERRY, STUDENT
+    h = hivex.Hivex(src, write=True)
+    recorded = []
+
+    def walk(n, path):
+        for v in h.node_values(n):
+            t, d = h.value_value(v)
+            if t in (REG_SZ, REG_EXPAND_SZ) and old.encode("utf-16-le") in d:
+                text = d.decode("utf-16-le").replace(old, new).replace(
+                    "\\Users\\bperry\\", "\\Users\\Student\\")
+                name = h.value_key(v)
+                h.node_set_value(n, {"key": name, "t": t, "value": text.encode("utf-16-le")})
+                recorded.append({"hive": "Users/Student/NTUSER.DAT", "hive_path": hive_path,
+                                 "key": path, "value": name, "type": TYPE_NAMES[t],
+                                 "data": text.rstrip("\0")})
+                return walk(n, path)   # value handles changed; rescan this key
+        for c in h.node_children(n):
+            walk(c, path + "\\" + h.node_name(c) if path else h.node_name(c))
+
+    walk(h.root(), "")
+    h.commit(out)
+    return recorded

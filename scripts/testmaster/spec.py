@@ -5,8 +5,15 @@ Single source of truth for the builder (build.py) and the manifest it writes; th
 """
 import hashlib
 
-REALDATA = "/work/shared/realdata"
-STUDENT_PC8 = REALDATA + "/winreg-kb-STUDENT-PC8"
+import os
+
+# ../shared/realdata relative to the project root (DESIGN.md), overridable with SIDFS_REALDATA
+# or build-test-master --realdata.
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REALDATA = os.environ.get("SIDFS_REALDATA") or next(
+    (d for d in (os.path.join(_ROOT, "..", "shared", "realdata"), "/work/shared/realdata")
+     if os.path.isdir(d)), os.path.join(_ROOT, "..", "shared", "realdata"))
+STUDENT_PC8 = os.path.normpath(REALDATA + "/winreg-kb-STUDENT-PC8")
 
 MACHINE_SID = "S-1-5-21-4070822719-3404542230-2541167049"
 COMPUTER_NAME = "STUDENT-PC8"
