@@ -576,9 +576,7 @@ fn update_task_hashes(
             continue;
         };
         let task_path = match path_value.data_type() {
-            value_type::REG_SZ | value_type::REG_EXPAND_SZ => {
-                path_value.data()?.to_utf16_string()
-            }
+            value_type::REG_SZ | value_type::REG_EXPAND_SZ => path_value.data()?.to_utf16_string(),
             _ => continue,
         };
         let hash_data = hash_value.data()?;
