@@ -339,13 +339,14 @@ fn collect_layout(hive: &Hive<'_>) -> Result<MasterLayout, HiveError> {
         start: BASE_FILE_NAME,
         len: BASE_FILE_NAME_SIZE,
     })];
-    let mut index_of: HashMap<CellOffset, usize> = HashMap::new();
+    let mut value_lists: HashSet<CellOffset> = HashSet::new();
+    let mut values_seen: HashSet<CellOffset> = HashSet::new();
+    let mut data_seen: HashSet<(usize, usize)> = HashSet::new();
     for walked in hive.walk() {
         let walked = walked?;
         let key = walked.key;
         let name = key.name();
         let index = keys.len();
-        index_of.insert(key.offset(), index);
         keys.push(KeyRecord {
             path: walked.path.clone(),
             offset: key.offset(),
@@ -364,14 +365,26 @@ fn collect_layout(hive: &Hive<'_>) -> Result<MasterLayout, HiveError> {
                 parent_entry.insert(entry.key, (entry, index));
             }
         }
+        // A value list (and so its values and their data) is read once even if a damaged or
+        // hostile hive shares it between keys: work stays linear in the hive size.
+        if key.value_count() > 0 && !value_lists.insert(key.value_list_offset()) {
+            continue;
+        }
         for value in key.values()? {
+            if !values_seen.insert(value.cell().offset()) {
+                continue;
+            }
             let value_name = value.name();
             regions.push(Region::single(Span::from_file(
                 value_name.file_offset(),
                 value_name.byte_len(),
             )));
             let data = value.data()?;
-            if data.segments.is_empty() {
+            let Some(first) = data.segments.first() else {
+                continue;
+            };
+            let start = Span::from_file(first.file_offset, 0).start;
+            if !data_seen.insert((start, data.len())) {
                 continue;
             }
             regions.push(Region {
@@ -576,9 +589,7 @@ fn update_task_hashes(
             continue;
         };
         let task_path = match path_value.data_type() {
-            value_type::REG_SZ | value_type::REG_EXPAND_SZ => {
-                path_value.data()?.to_utf16_string()
-            }
+            value_type::REG_SZ | value_type::REG_EXPAND_SZ => path_value.data()?.to_utf16_string(),
             _ => continue,
         };
         let hash_data = hash_value.data()?;

@@ -83,7 +83,11 @@ impl Drop for TempDir {
 /// True when the hivex tools are installed; otherwise prints why the oracle part is skipped.
 fn hivex_available() -> bool {
     let ok = Command::new("hivexregedit").arg("--help").output().is_ok()
-        && Command::new("hivexsh").arg("-d").arg("/dev/null").output().is_ok();
+        && Command::new("hivexsh")
+            .arg("-d")
+            .arg("/dev/null")
+            .output()
+            .is_ok();
     if !ok {
         println!("SKIPPED: hivexregedit/hivexsh (hivex) are not installed");
     }
@@ -140,7 +144,10 @@ fn replace_sid_in_export(text: &str) -> String {
     let mut pairs: Vec<(String, String)> = vec![
         (OLD.to_string(), NEW.to_string()),
         (OLD.to_lowercase(), NEW.to_lowercase()),
-        (reg_hex(&old.binary_pattern()), reg_hex(&new.binary_pattern())),
+        (
+            reg_hex(&old.binary_pattern()),
+            reg_hex(&new.binary_pattern()),
+        ),
         (reg_hex(&old.utf16le()), reg_hex(&new.utf16le())),
         (reg_hex(&old.ascii()), reg_hex(&new.ascii())),
     ];
@@ -291,7 +298,10 @@ fn real_student_hives_are_rewritten_completely_and_stay_valid() {
             map.find_all(out, true)
         );
         let after = counts(&reverse, out);
-        assert_eq!(after, before, "{name}: new SID as often as the old, per form");
+        assert_eq!(
+            after, before,
+            "{name}: new SID as often as the old, per form"
+        );
         assert_eq!(report.replaced, before, "{name}: report counts");
         if let Some(b) = expect_binary {
             assert_eq!(before.binary, b, "{name}: binary occurrences (README)");
@@ -323,9 +333,15 @@ fn real_student_hives_are_rewritten_completely_and_stay_valid() {
         println!("{name}: {lists} lists, {lh} lh and {lf} lf entries verified");
         assert_eq!(report.lf_hints_updated, 0, "{name}: lf hints keep S-1-");
         assert!(!report.checksum_updated, "{name}: no SID in the base block");
-        assert_eq!(hive.base_block(), Hive::parse(&original).unwrap().base_block());
+        assert_eq!(
+            hive.base_block(),
+            Hive::parse(&original).unwrap().base_block()
+        );
     }
-    assert!(total >= 13, "the sample has at least 13 occurrences, found {total}");
+    assert!(
+        total >= 13,
+        "the sample has at least 13 occurrences, found {total}"
+    );
 
     // SAM: the Aliases\Members\<SID> key is renamed; 3 remnants live in free cells.
     let sam = rewrite_hive(&student("SAM"), &map, &NoTasks).unwrap();
@@ -402,9 +418,15 @@ fn hivex_export_differs_only_by_the_sid() {
                 .map(|(a, b)| format!("expected {a:.200}\n   found {b:.200}"));
             panic!("{name}: hivex exports differ beyond the SID: {first:?}");
         }
-        assert!(!clone.contains(OLD), "{name}: old SID text in the clone export");
+        assert!(
+            !clone.contains(OLD),
+            "{name}: old SID text in the clone export"
+        );
     }
-    let clone = dir.write("SAM.clone", &rewrite_hive(&student("SAM"), &map, &NoTasks).unwrap().bytes);
+    let clone = dir.write(
+        "SAM.clone",
+        &rewrite_hive(&student("SAM"), &map, &NoTasks).unwrap().bytes,
+    );
     let members = "\\SAM\\Domains\\Builtin\\Aliases\\Members";
     assert!(hivexsh_can_cd(&clone, &format!("{members}\\{NEW}")));
     assert!(!hivexsh_can_cd(&clone, &format!("{members}\\{OLD}")));
@@ -466,16 +488,26 @@ fn lh_list_of_sid_keys_is_rehashed_and_stays_sorted() {
     let hive = Hive::parse(&built).unwrap();
     let parent = hive.open_key("SidKeys").unwrap().unwrap();
     let list = parent.subkey_list().unwrap().unwrap();
-    assert_eq!(list.kind(), SubkeyListKind::HashLeaf, "hivex wrote an lh list");
+    assert_eq!(
+        list.kind(),
+        SubkeyListKind::HashLeaf,
+        "hivex wrote an lh list"
+    );
 
     let result = rewrite_hive(&built, &map, &NoTasks).unwrap_or_else(|e| panic!("{e}"));
     let report = &result.report;
     println!("{report:?}");
     // 4 under SidKeys (lh) + SAM's own Aliases\Members\<SID> (lf).
     assert_eq!(report.keys_renamed, 5);
-    assert_eq!(report.lh_hashes_updated, 4, "every renamed key's hash changes");
+    assert_eq!(
+        report.lh_hashes_updated, 4,
+        "every renamed key's hash changes"
+    );
     assert_eq!(report.lists_checked, 2);
-    assert_eq!(report.found_only_logically, 1, "the name followed by a slack digit");
+    assert_eq!(
+        report.found_only_logically, 1,
+        "the name followed by a slack digit"
+    );
     assert_eq!(report.replaced.total(), flat_before + 1);
     assert!(map.find_all(&result.bytes, true).is_empty());
 
@@ -532,7 +564,10 @@ fn lh_list_of_sid_keys_is_rehashed_and_stays_sorted() {
 
     let path = dir.write("lh.clone", &result.bytes);
     for name in [NEW.to_string(), format!("{NEW}-1001_Classes")] {
-        assert!(hivexsh_can_cd(&path, &format!("\\SidKeys\\{name}")), "{name}");
+        assert!(
+            hivexsh_can_cd(&path, &format!("\\SidKeys\\{name}")),
+            "{name}"
+        );
     }
     assert!(!hivexsh_can_cd(&path, &format!("\\SidKeys\\{OLD}")));
 }
@@ -582,7 +617,8 @@ fn with_big_data_value(base: &[u8], key_path: &str, value_name: &str, data: &[u8
     let align = |n: usize| n.div_ceil(8) * 8;
     let db_cell = 16;
     let list_cell = align(4 + 4 * segments.len());
-    let used = 32 + db_cell + list_cell + segments.iter().map(|s| align(4 + s.len())).sum::<usize>();
+    let used =
+        32 + db_cell + list_cell + segments.iter().map(|s| align(4 + s.len())).sum::<usize>();
     let bin_size = (used + 8).div_ceil(4096) * 4096;
     let mut bin = vec![0u8; bin_size];
     bin[0..4].copy_from_slice(b"hbin");
@@ -642,7 +678,11 @@ fn big_data_sids_straddling_segments_are_replaced() {
     let trap = 2 * SEGMENT - old.ascii().len();
     put(trap, &old.ascii(), &old.ascii());
     put(2 * SEGMENT, b"7", b"7");
-    put(3 * SEGMENT - 5, &old.binary_pattern(), &new.binary_pattern());
+    put(
+        3 * SEGMENT - 5,
+        &old.binary_pattern(),
+        &new.binary_pattern(),
+    );
 
     let base = student("SAM");
     let built = with_big_data_value(&base, "SAM\\Domains\\Account", "F", &data);
@@ -760,19 +800,35 @@ fn task_cache_hash_is_updated_only_when_the_master_hash_matches() {
     let out = Hive::parse(&result.bytes).unwrap();
     let task = |guid: &str| format!("{TASKS_KEY}\\{guid}");
     assert_eq!(
-        value_bytes(&out, &task("{11111111-1111-1111-1111-111111111111}"), "Hash"),
+        value_bytes(
+            &out,
+            &task("{11111111-1111-1111-1111-111111111111}"),
+            "Hash"
+        ),
         a_clone
     );
     assert_eq!(
-        value_bytes(&out, &task("{22222222-2222-2222-2222-222222222222}"), "Hash"),
+        value_bytes(
+            &out,
+            &task("{22222222-2222-2222-2222-222222222222}"),
+            "Hash"
+        ),
         b
     );
     assert_eq!(
-        value_bytes(&out, &task("{33333333-3333-3333-3333-333333333333}"), "Hash"),
+        value_bytes(
+            &out,
+            &task("{33333333-3333-3333-3333-333333333333}"),
+            "Hash"
+        ),
         c
     );
     // The OneDrive task's Path (it names the SID) is rewritten like any string.
-    let path = value_bytes(&out, &task("{22222222-2222-2222-2222-222222222222}"), "Path");
+    let path = value_bytes(
+        &out,
+        &task("{22222222-2222-2222-2222-222222222222}"),
+        "Path",
+    );
     let expected_path: Vec<u8> = format!("\\OneDrive Standalone Update Task-{NEW}-1001\0")
         .encode_utf16()
         .flat_map(|u| u.to_le_bytes())
@@ -810,9 +866,15 @@ fn base_block_change_recomputes_the_checksum() {
         &new_sid().binary_pattern()
     );
     let hive = Hive::parse(&result.bytes).unwrap();
-    assert_eq!(hive.base_block().primary_sequence, hive.base_block().secondary_sequence);
     assert_eq!(
-        (hive.base_block().primary_sequence, hive.base_block().last_written),
+        hive.base_block().primary_sequence,
+        hive.base_block().secondary_sequence
+    );
+    assert_eq!(
+        (
+            hive.base_block().primary_sequence,
+            hive.base_block().last_written
+        ),
         {
             let b = Hive::parse(&base).unwrap();
             (b.base_block().primary_sequence, b.base_block().last_written)
@@ -842,8 +904,8 @@ fn dirty_truncated_or_corrupt_hives_are_errors_not_panics() {
         Err(HiveRewriteError::Input(HiveError::BadChecksum { .. }))
     ));
 
-    let bins_end = BASE_BLOCK_SIZE
-        + Hive::parse(&sam).unwrap().base_block().hive_bins_data_size as usize;
+    let bins_end =
+        BASE_BLOCK_SIZE + Hive::parse(&sam).unwrap().base_block().hive_bins_data_size as usize;
     for len in [0, 100, 4096, 5000, bins_end / 2, bins_end - 1] {
         assert!(
             rewrite_hive(&sam[..len], &map, &NoTasks).is_err(),
@@ -857,7 +919,10 @@ fn dirty_truncated_or_corrupt_hives_are_errors_not_panics() {
         Ok(output) if output.status.success() => {
             let error = rewrite_hive(&output.stdout, &map, &NoTasks).unwrap_err();
             assert!(
-                matches!(error, HiveRewriteError::Input(HiveError::SequenceMismatch { .. })),
+                matches!(
+                    error,
+                    HiveRewriteError::Input(HiveError::SequenceMismatch { .. })
+                ),
                 "{error}"
             );
             assert!(error.to_string().contains("dirty"));
