@@ -8,6 +8,7 @@
 
 pub mod derive;
 pub mod mapping;
+pub mod secure;
 
 pub use derive::{check_explicit_sid, derive_new_sid, DeriveError, OrderConstraints};
 pub use mapping::{Form, Occurrence, SidMapping};
