@@ -458,9 +458,7 @@ impl IndexTree {
                     "a {key_len}-byte key and {data_len}-byte data inside the {}-byte entry",
                     content_end
                 ),
-                format!(
-                    "key length {found_key}, data length {found_data} at offset {data_offset}"
-                ),
+                format!("key length {found_key}, data length {found_data} at offset {data_offset}"),
             ));
         }
         Ok((

@@ -369,10 +369,7 @@ pub fn verify_secure(parts: &SecureParts) -> Result<SecureSummary, SecureError> 
 /// The master must be consistent (what [`verify_secure`] checks); otherwise an error says where.
 /// The result has the master's lengths and tree shapes; INDX blocks keep their update sequence
 /// number, with fixups redone.
-pub fn rewrite_secure(
-    parts: &SecureParts,
-    map: &SidMapping,
-) -> Result<SecureRewrite, SecureError> {
+pub fn rewrite_secure(parts: &SecureParts, map: &SidMapping) -> Result<SecureRewrite, SecureError> {
     let Analysis {
         headers,
         mut sii,
