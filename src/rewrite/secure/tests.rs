@@ -468,7 +468,7 @@ fn built_descriptor(m: &MachineSid, i: u32) -> Vec<u8> {
         ace(0x01, 0x000116, &machine(m, None), &[]),
         object_ace(0x10, [i as u8; 16], &machine(m, Some(2000 + i))),
     ];
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         let mut text = m.utf16le();
         text.extend_from_slice(&[b'-', 0, b'5', 0, b'0', 0, b'0', 0]);
         // ACE sizes are multiples of 4.
