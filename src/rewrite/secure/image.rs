@@ -114,13 +114,13 @@ impl SecureParts {
             1 << 16,
             "$Secure MFT record",
         )?;
-        if &record[0..4] != RECORD_MAGIC {
+        if record.len() < 512 || &record[0..4] != RECORD_MAGIC {
             return Err(SecureError::corrupt(
                 Part::MftRecord,
                 record_offset.0,
                 "record magic",
                 "FILE",
-                format!("{:02x?}", &record[0..4]),
+                format!("{:02x?}", &record[..record.len().min(4)]),
             ));
         }
         unfix(&mut record, Part::MftRecord, record_offset.0)?;
