@@ -282,10 +282,7 @@ mod tests {
         }
         // Explicit SIDs: wrong shape, and right shape but on the other side of a domain.
         let short = MachineSid::new(1, 1, 1);
-        assert!(matches!(
-            check_explicit_sid(&old(), &short, &c),
-            Err(DeriveError::Shape(_))
-        ));
+        assert!(matches!(check_explicit_sid(&old(), &short, &c), Err(DeriveError::Shape(_))));
         let across = MachineSid::new(4070822719, 3404542232, 2541167049);
         assert!(matches!(
             check_explicit_sid(&old(), &across, &c),
