@@ -12,6 +12,7 @@ pub mod mapping;
 pub mod model;
 pub mod plan;
 pub mod records;
+pub mod secure;
 pub mod stage;
 pub mod structures;
 
