@@ -3,7 +3,7 @@
 use crate::rewrite::derive::{check_explicit_sid, derive_new_sid};
 use crate::rewrite::model::WindowsSurvey;
 use crate::rewrite::stage::{SidPatchStage, Structure};
-use crate::rewrite::structures::HiveStructure;
+use crate::rewrite::structures::{HiveStructure, SecureStructure};
 use crate::rewrite::SidMapping;
 use crate::sid::MachineSid;
 
@@ -58,6 +58,11 @@ pub fn structures(survey: &WindowsSurvey) -> Vec<Box<dyn Structure>> {
     for h in &survey.hives {
         if h.layout.is_plain() && !h.extents().is_empty() {
             out.push(Box::new(HiveStructure::new(h, &survey.tasks)));
+        }
+    }
+    for part in &survey.volumes {
+        if let Some(secure) = SecureStructure::locate(&survey.image, part) {
+            out.push(Box::new(secure));
         }
     }
     out

@@ -6,7 +6,9 @@ use std::ops::Range;
 use sha2::{Digest, Sha256};
 
 use super::hive::{rewrite_hive, TaskHashes};
-use super::model::TaskFile;
+use super::model::{NtfsPart, TaskFile};
+use super::records::record_at;
+use super::secure::{rewrite_secure, ResidentValue, SecureLayout, SecureParts};
 use super::plan::{extent_ranges, read_stream, runs_to_disk};
 use super::stage::{diff_runs, Structure, StructureOutput};
 use super::SidMapping;
@@ -90,6 +92,103 @@ impl Structure for HiveStructure {
             owned_edits: runs_to_disk(diff_runs(&original, &out.bytes), &self.extents),
             record_edits: Vec::new(),
             summary,
+        })
+    }
+}
+
+/// The `$Secure` file of one NTFS volume: `$SDS` with both copies and their hashes, `$SII` and
+/// `$SDH` (whose order changes with the hashes). The streams are owned; the two index roots live
+/// in MFT record 9 and are changed as record edits.
+pub struct SecureStructure {
+    volume_start: u64,
+    layout: SecureLayout,
+    sds_size: u64,
+    sii_alloc_size: u64,
+    sdh_alloc_size: u64,
+}
+
+impl SecureStructure {
+    /// Locates `$Secure` on a volume; `None` if it has none or it cannot be parsed (then the
+    /// structure is left to the generic rewrite and `verify` reports any problem).
+    pub fn locate(image: &crate::image::ImageFile, part: &NtfsPart) -> Option<Self> {
+        let (parts, layout) = SecureParts::read(image, &part.volume)
+            .map_err(|e| log::warn!("$Secure of partition {}: {e}", part.partition.index))
+            .ok()?;
+        Some(SecureStructure {
+            volume_start: part.partition.start.0,
+            layout,
+            sds_size: parts.sds.len() as u64,
+            sii_alloc_size: parts.sii_alloc.len() as u64,
+            sdh_alloc_size: parts.sdh_alloc.len() as u64,
+        })
+    }
+
+    fn read_root(master: &MasterImage, root: &ResidentValue) -> Result<Vec<u8>, String> {
+        let mut rec = vec![0u8; root.record_size as usize];
+        master
+            .read_at(root.record_offset.0, &mut rec)
+            .map_err(|e| e.to_string())?;
+        let r = record_at(&rec, 0).ok_or("MFT record 9 has invalid fixups")?;
+        r.unfix(&mut rec);
+        let s = root.value_offset as usize;
+        rec.get(s..s + root.len as usize)
+            .map(<[u8]>::to_vec)
+            .ok_or_else(|| "index root outside its record".to_string())
+    }
+
+    fn root_edits(root: &ResidentValue, old: &[u8], new: &[u8]) -> Vec<(u64, Vec<u8>)> {
+        diff_runs(old, new)
+            .into_iter()
+            .map(|(at, bytes)| (root.record_offset.0 + u64::from(root.value_offset) + at as u64, bytes))
+            .collect()
+    }
+}
+
+impl Structure for SecureStructure {
+    fn name(&self) -> String {
+        format!("$Secure of the volume at {:#x}", self.volume_start)
+    }
+
+    fn owned(&self) -> Vec<Range<u64>> {
+        let mut r = extent_ranges(&self.layout.sds);
+        r.extend(extent_ranges(&self.layout.sii_alloc));
+        r.extend(extent_ranges(&self.layout.sdh_alloc));
+        r.sort_by_key(|x| x.start);
+        r
+    }
+
+    fn triggers(&self) -> Vec<Range<u64>> {
+        let mut r = self.owned();
+        for root in [&self.layout.sii_root, &self.layout.sdh_root] {
+            let at = root.record_offset.0;
+            r.push(at..at + u64::from(root.record_size));
+        }
+        r.sort_by_key(|x| x.start);
+        r
+    }
+
+    fn transform(&self, master: &MasterImage, map: &SidMapping) -> Result<StructureOutput, String> {
+        let l = &self.layout;
+        let parts = SecureParts {
+            sds: read_stream(master, &l.sds, self.sds_size)?,
+            sii_root: Self::read_root(master, &l.sii_root)?,
+            sii_alloc: read_stream(master, &l.sii_alloc, self.sii_alloc_size)?,
+            sdh_root: Self::read_root(master, &l.sdh_root)?,
+            sdh_alloc: read_stream(master, &l.sdh_alloc, self.sdh_alloc_size)?,
+        };
+        let out = rewrite_secure(&parts, map).map_err(|e| e.to_string())?;
+        let new = &out.parts;
+        let mut owned_edits = runs_to_disk(diff_runs(&parts.sds, &new.sds), &l.sds);
+        owned_edits.extend(runs_to_disk(diff_runs(&parts.sii_alloc, &new.sii_alloc), &l.sii_alloc));
+        owned_edits.extend(runs_to_disk(diff_runs(&parts.sdh_alloc, &new.sdh_alloc), &l.sdh_alloc));
+        owned_edits.sort_by_key(|(o, _)| *o);
+        let mut record_edits = Self::root_edits(&l.sii_root, &parts.sii_root, &new.sii_root);
+        record_edits.extend(Self::root_edits(&l.sdh_root, &parts.sdh_root, &new.sdh_root));
+        record_edits.sort_by_key(|(o, _)| *o);
+        Ok(StructureOutput {
+            owned_edits,
+            record_edits,
+            summary: format!("{:?}", out.report),
         })
     }
 }
