@@ -8,6 +8,7 @@
 pub mod fuse;
 pub mod hive;
 pub mod image;
+pub mod inspect;
 pub mod mount;
 pub mod mountinfo;
 pub mod overlay;
