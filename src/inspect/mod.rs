@@ -51,6 +51,11 @@ pub const WINDOWS_MARKER: &str = r"Windows\System32\config\SYSTEM";
 /// The image could not be inspected at all.
 #[derive(Debug)]
 pub enum InspectError {
+    /// The image file cannot be opened.
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The image file cannot be opened or its partition map cannot be read.
     Image { path: PathBuf, source: ImageError },
     /// An NTFS volume cannot be opened, and no other volume holds Windows.
@@ -64,6 +69,9 @@ pub enum InspectError {
 impl fmt::Display for InspectError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            InspectError::Open { path, source } => {
+                write!(f, "{}: cannot open the image: {source}", path.display())
+            }
             InspectError::Image { path, source } => {
                 write!(f, "{}: cannot read the image: {source}", path.display())
             }
@@ -83,6 +91,7 @@ impl fmt::Display for InspectError {
 impl std::error::Error for InspectError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
+            InspectError::Open { source, .. } => Some(source),
             InspectError::Image { source, .. } | InspectError::Volume { source, .. } => {
                 Some(source)
             }
@@ -96,6 +105,12 @@ pub fn inspect(path: &Path) -> Result<InspectReport, InspectError> {
         path: path.to_path_buf(),
         source,
     };
+    if let Err(source) = std::fs::File::open(path) {
+        return Err(InspectError::Open {
+            path: path.to_path_buf(),
+            source,
+        });
+    }
     let image = ImageFile::open(path).map_err(image_error)?;
     let table = PartitionTable::read(&image).map_err(image_error)?;
     let mut report = InspectReport {
