@@ -17,12 +17,15 @@ pub enum RefusalReason {
     /// $Volume has the DIRTY flag.
     NtfsDirty,
     /// $LogFile has clients in use and no CLEAN flag: the journal must be replayed.
+    #[serde(rename = "logfile-unclean")]
     LogFileUnclean,
     /// $LogFile restart page version 2.0: Windows Fast Startup may have cached metadata.
     FastRestart,
     /// A hive is dirty and has transaction logs that must be replayed.
+    #[serde(rename = "hive-dirty")]
     DirtyHive,
-    /// A hive is dirty and has no transaction logs to recover it from.
+    /// A hive is dirty and has no (or only empty) transaction logs to recover it from.
+    #[serde(rename = "hive-dirty-no-logs")]
     DirtyHiveWithoutLogs,
     /// The image is a domain controller: its SIDs belong to the domain.
     DomainController,
@@ -108,10 +111,10 @@ impl RefusalReason {
             RefusalReason::Bitlocker => "bitlocker",
             RefusalReason::Hibernated => "hibernated",
             RefusalReason::NtfsDirty => "ntfs-dirty",
-            RefusalReason::LogFileUnclean => "log-file-unclean",
+            RefusalReason::LogFileUnclean => "logfile-unclean",
             RefusalReason::FastRestart => "fast-restart",
-            RefusalReason::DirtyHive => "dirty-hive",
-            RefusalReason::DirtyHiveWithoutLogs => "dirty-hive-without-logs",
+            RefusalReason::DirtyHive => "hive-dirty",
+            RefusalReason::DirtyHiveWithoutLogs => "hive-dirty-no-logs",
             RefusalReason::DomainController => "domain-controller",
             RefusalReason::SidMismatch => "sid-mismatch",
             RefusalReason::SidMissing => "sid-missing",

@@ -203,8 +203,33 @@ pub(super) fn inspect_installation(
         }),
         agree: matches!((security.machine_sid, sam.machine_sid), (Some(a), Some(b)) if a.sid == b.sid),
     };
+    let primary_sid = security.primary_domain.as_ref().and_then(|d| d.sid.clone());
+    let evidence = DomainControllerEvidence {
+        account_is_primary_domain: security.machine_sid.is_some()
+            && security.machine_sid.map(|r| r.sid.to_sid()) == primary_sid,
+        product_type: system.product_type.clone(),
+    };
+    let domain_controller = evidence.is_domain_controller();
+    if domain_controller {
+        findings.refuse(
+            RefusalReason::DomainController,
+            format!(
+                "This image is a domain controller ({}), whose SIDs belong to the domain and \
+                 must not be changed: clone member servers or workstations instead and promote \
+                 new domain controllers with dcpromo or Install-ADDSDomainController.",
+                if evidence.account_is_primary_domain {
+                    "the account domain SID equals the primary domain SID"
+                } else {
+                    "ProductType is LanmanNT"
+                }
+            ),
+        );
+    }
     let machine_sid: Option<MachineSid> = match (security.machine_sid, sam.machine_sid) {
         (Some(a), Some(b)) if a.sid == b.sid => Some(a.sid),
+        // On a domain controller PolAcDmS is the domain's SID and SAM holds the DSRM
+        // accounts' own SID; the domain-controller refusal already covers it.
+        (Some(_), Some(_)) if domain_controller => None,
         (Some(a), Some(b)) => {
             findings.refuse(
                 RefusalReason::SidMismatch,
@@ -235,28 +260,6 @@ pub(super) fn inspect_installation(
         }
     };
 
-    let primary_sid = security.primary_domain.as_ref().and_then(|d| d.sid.clone());
-    let evidence = DomainControllerEvidence {
-        account_is_primary_domain: security.machine_sid.is_some()
-            && security.machine_sid.map(|r| r.sid.to_sid()) == primary_sid,
-        product_type: system.product_type.clone(),
-    };
-    let domain_controller = evidence.is_domain_controller();
-    if domain_controller {
-        findings.refuse(
-            RefusalReason::DomainController,
-            format!(
-                "This image is a domain controller ({}), whose SIDs belong to the domain and \
-                 must not be changed: clone member servers or workstations instead and promote \
-                 new domain controllers with dcpromo or Install-ADDSDomainController.",
-                if evidence.account_is_primary_domain {
-                    "the account domain SID equals the primary domain SID"
-                } else {
-                    "ProductType is LanmanNT"
-                }
-            ),
-        );
-    }
     let (domain, workgroup) = match &security.primary_domain {
         Some(d) => match &d.sid {
             Some(sid) => (
@@ -477,18 +480,19 @@ fn judge_hive(
                      but do not restore it in a clone."
                 ),
             );
-        } else if logs.is_empty() {
+        } else if logs.iter().all(|l| l.size == 0) {
             f.refuse(
                 RefusalReason::DirtyHiveWithoutLogs,
                 format!(
-                    "The hive {path} is dirty ({sequences}) and has no transaction logs to \
-                     recover it from: repair it in the master (boot Windows, or restore the \
+                    "The hive {path} is dirty ({sequences}) and has no transaction log with \
+                     data to recover it from: repair it in the master (boot Windows, or restore the \
                      hive from a backup) and capture the master again."
                 ),
             );
         } else {
             let names: Vec<&str> = logs
                 .iter()
+                .filter(|l| l.size > 0)
                 .map(|l| l.path.rsplit('\\').next().unwrap_or(&l.path))
                 .collect();
             f.refuse(

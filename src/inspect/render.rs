@@ -80,10 +80,10 @@ impl InspectReport {
             String::new(),
         ]];
         for p in &t.partitions {
-            let type_name = match (&p.type_name, p.name.is_empty()) {
-                (Some(n), true) => n.clone(),
-                (Some(n), false) => format!("{n} \"{}\"", p.name),
-                (None, _) => p.type_id.clone(),
+            let type_name = match &p.type_name {
+                Some(n) if p.name.is_empty() || p.name.eq_ignore_ascii_case(n) => n.clone(),
+                Some(n) => format!("{n} \"{}\"", p.name),
+                None => p.type_id.clone(),
             };
             rows.push(vec![
                 p.index.to_string(),
@@ -178,6 +178,7 @@ fn render_windows(w: &WindowsReport, out: &mut String) {
             v.serial_number,
             v.label
                 .as_deref()
+                .filter(|l| !l.is_empty())
                 .map(|l| format!(", label \"{l}\""))
                 .unwrap_or_default()
         ),
