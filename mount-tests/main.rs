@@ -2,4 +2,5 @@
 //! They need root, /dev/fuse and the packages `scripts/setup` installs.
 
 mod common;
+mod inspect;
 mod overlay;

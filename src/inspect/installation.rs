@@ -104,10 +104,7 @@ pub(super) fn inspect_installation(
     let mut software = SoftwareFacts::default();
     let mut security = SecurityFacts::default();
     let mut sam = SamFacts::default();
-    for location in locations
-        .iter()
-        .filter(|l| l.kind == HiveFileKind::Primary)
-    {
+    for location in locations.iter().filter(|l| l.kind == HiveFileKind::Primary) {
         let logs: Vec<HiveLogReport> = locations
             .iter()
             .filter(|l| {
@@ -243,11 +240,14 @@ pub(super) fn inspect_installation(
             None
         }
         (a, b) => {
-            let missing: Vec<&str> = [(a.is_none(), "SECURITY Policy\\PolAcDmS"), (b.is_none(), "SAM Domains\\Account V")]
-                .iter()
-                .filter(|(m, _)| *m)
-                .map(|(_, n)| *n)
-                .collect();
+            let missing: Vec<&str> = [
+                (a.is_none(), "SECURITY Policy\\PolAcDmS"),
+                (b.is_none(), "SAM Domains\\Account V"),
+            ]
+            .iter()
+            .filter(|(m, _)| *m)
+            .map(|(_, n)| *n)
+            .collect();
             findings.refuse(
                 RefusalReason::SidMissing,
                 format!(
@@ -412,6 +412,13 @@ fn volume_state(partition: &Partition, volume: &NtfsVolume, f: &mut Findings<'_>
             }
         }
         Err(e) => f.unreadable("The Windows volume's $LogFile", e),
+    }
+    // The security descriptors every clone rewrites live in $Secure:$SDS.
+    if let Err(e) = volume.stream_layout("$Secure", "$SDS") {
+        f.unreadable(
+            "The Windows volume's security descriptors ($Secure:$SDS)",
+            e,
+        );
     }
     match volume.hibernation_state() {
         Ok(state) => {
@@ -618,8 +625,7 @@ pub(super) fn profile_volume_path(image_path: &str) -> Option<String> {
         }
     }
     let bytes = rest.as_bytes();
-    if bytes.len() >= 3 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' && bytes[2] == b'\\'
-    {
+    if bytes.len() >= 3 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' && bytes[2] == b'\\' {
         return Some(rest[3..].to_string());
     }
     None
@@ -676,9 +682,7 @@ fn profile_report(
         Some(dir) => locations
             .iter()
             .filter(|l| l.kind == HiveFileKind::Primary)
-            .filter(|l| {
-                profile_dir_of(l).is_some_and(|d| d.eq_ignore_ascii_case(dir))
-            })
+            .filter(|l| profile_dir_of(l).is_some_and(|d| d.eq_ignore_ascii_case(dir)))
             .map(|l| l.path.clone())
             .collect(),
         None => Vec::new(),

@@ -149,7 +149,10 @@ pub fn inspect(path: &Path) -> Result<InspectReport, InspectError> {
             }
             Ok(None) => {}
             Err(e) => {
-                log::warn!("NTFS partition {}: {e}", partition.index);
+                report.partition_table.notes.push(format!(
+                    "partition {}: the NTFS volume cannot be read: {e}",
+                    partition.index
+                ));
                 open_error.get_or_insert((partition.index, e));
             }
         }

@@ -12,12 +12,7 @@ impl InspectReport {
     /// whether the image can be cloned.
     pub fn render_text(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{} ({})",
-            self.image,
-            human_size(self.image_size)
-        );
+        let _ = writeln!(out, "{} ({})", self.image, human_size(self.image_size));
         out.push('\n');
         if !self.refusals.is_empty() {
             let _ = writeln!(
@@ -128,7 +123,9 @@ fn render_windows(w: &WindowsReport, out: &mut String) {
     line(
         out,
         "machine SID",
-        &w.machine_sid.clone().unwrap_or_else(|| "UNKNOWN".to_string()),
+        &w.machine_sid
+            .clone()
+            .unwrap_or_else(|| "UNKNOWN".to_string()),
     );
     for (label, source) in [
         ("  from SECURITY", &w.machine_sid_sources.security),
@@ -269,7 +266,11 @@ fn render_windows(w: &WindowsReport, out: &mut String) {
         out,
         "  {} MFT records checked{}: {} encrypted, {} compressed",
         s.records_scanned,
-        if s.truncated { " (stopped at the limit)" } else { "" },
+        if s.truncated {
+            " (stopped at the limit)"
+        } else {
+            ""
+        },
         s.encrypted,
         s.compressed
     );

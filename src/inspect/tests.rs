@@ -401,7 +401,10 @@ fn built_clean_volume() {
     let back: InspectReport = serde_json::from_str(&json).unwrap();
     assert_eq!(back, report);
     let text = report.render_text();
-    assert!(text.contains(MACHINE_SID) && text.contains("Result: cloneable"), "{text}");
+    assert!(
+        text.contains(MACHINE_SID) && text.contains("Result: cloneable"),
+        "{text}"
+    );
 }
 
 /// Refusals from a built volume: a dirty SYSTEM hive with its logs (the real SYSTEM_B and its
@@ -455,10 +458,7 @@ fn built_refused_volumes() {
     };
     let image = build_volume(&dc_dir, &spec);
     let report = inspect(&image).unwrap();
-    assert_eq!(
-        refusal_reasons(&report),
-        [RefusalReason::DomainController]
-    );
+    assert_eq!(refusal_reasons(&report), [RefusalReason::DomainController]);
     assert!(report.windows.as_ref().unwrap().domain_controller);
 }
 
