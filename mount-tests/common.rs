@@ -230,3 +230,96 @@ pub fn one_line_error(out: &Output) -> String {
     assert_eq!(err.lines().count(), 1, "a refusal is one line, got:\n{err}");
     err
 }
+
+/// Builds a test master with `scripts/build-test-master` (extra args such as `--layout mbr`,
+/// `--variant hibernated`); returns its path and its manifest.
+pub fn build_master(s: &Scratch, name: &str, args: &[&str]) -> (PathBuf, serde_json::Value) {
+    let out = s.path(name);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/build-test-master");
+    ok(Command::new(script).args(args).arg(&out));
+    let manifest = std::fs::read(format!("{}.json", out.display())).expect("manifest");
+    (out, serde_json::from_slice(&manifest).unwrap())
+}
+
+/// The Windows partition's (start, size) from a builder manifest.
+pub fn windows_partition(manifest: &serde_json::Value) -> (u64, u64) {
+    let index = manifest["windows_partition"].as_u64().unwrap();
+    let p = manifest["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["index"].as_u64() == Some(index))
+        .unwrap();
+    (p["start"].as_u64().unwrap(), p["size"].as_u64().unwrap())
+}
+
+/// A read-only loop device over part of a file; detached on drop.
+pub struct LoopDev(pub String);
+
+impl LoopDev {
+    pub fn new(file: &Path, offset: u64, size: u64) -> LoopDev {
+        let dev = ok(Command::new("losetup")
+            .args([
+                "-f",
+                "--show",
+                "-r",
+                "-o",
+                &offset.to_string(),
+                "--sizelimit",
+                &size.to_string(),
+            ])
+            .arg(file));
+        LoopDev(dev.trim().to_string())
+    }
+}
+
+impl Drop for LoopDev {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.0).output();
+    }
+}
+
+/// A read-only ntfs-3g mount of a device or image; unmounted on drop.
+pub struct NtfsMount(pub PathBuf);
+
+impl NtfsMount {
+    pub fn new(dev: &str, at: &Path) -> NtfsMount {
+        std::fs::create_dir_all(at).unwrap();
+        ok(Command::new("ntfs-3g")
+            .args(["-o", "ro,show_sys_files"])
+            .arg(dev)
+            .arg(at));
+        NtfsMount(at.to_path_buf())
+    }
+}
+
+impl Drop for NtfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3").arg("-u").arg(&self.0).output();
+    }
+}
+
+/// Comma-separated lowercase hex, as `hivexregedit --export` writes binary data.
+pub fn hex_csv(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The three encodings of a machine SID "S-1-5-21-a-b-c": (ascii, utf16le, binary triple).
+pub fn sid_forms(sid: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let ascii = sid.as_bytes().to_vec();
+    let utf16: Vec<u8> = sid.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+    let triple: Vec<u8> = sid
+        .trim_start_matches("S-1-5-21-")
+        .split('-')
+        .flat_map(|p| p.parse::<u32>().unwrap().to_le_bytes())
+        .collect();
+    (ascii, utf16, triple)
+}
+
+pub fn count(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).filter(|w| *w == needle).count()
+}

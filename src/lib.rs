@@ -5,6 +5,7 @@
 //! clone overlay (delta store) → FUSE adapter. The FUSE layer ([`fuse`]) is a thin adapter over
 //! [`overlay`], which is tested without a mount.
 
+pub mod export;
 pub mod fuse;
 pub mod hive;
 pub mod image;
@@ -12,4 +13,6 @@ pub mod inspect;
 pub mod mount;
 pub mod mountinfo;
 pub mod overlay;
+pub mod rewrite;
 pub mod sid;
+pub mod verify;

@@ -54,6 +54,43 @@ enum Cmd {
         /// The clone's mountpoint.
         mountpoint: PathBuf,
     },
+    /// Write a clone out eagerly as a sparse raw image (or onto a block device), with progress.
+    ///
+    /// The export equals what `sidfs mount` shows for the same master and seed, byte for byte.
+    Export {
+        /// The master disk image.
+        master: PathBuf,
+        /// The output image file (created; sparse), or a block device (every byte written).
+        out: PathBuf,
+        /// The clone's seed (as for mount).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// An explicit new machine SID instead of one derived from the seed.
+        #[arg(long, value_name = "SID")]
+        sid: Option<sidfs::sid::MachineSid>,
+        /// For a data disk without Windows: the machine SID to replace.
+        #[arg(long, value_name = "SID")]
+        old_sid: Option<sidfs::sid::MachineSid>,
+        /// Export this existing clone, with everything written to it (it must not be mounted).
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
+        /// Overwrite OUT if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check an image for a remaining old machine SID and for broken structures.
+    ///
+    /// Exit status 0: no unexpected occurrence and every structure sound; 4: problems found.
+    Verify {
+        /// Any raw disk image: a mounted clone's disk.img, an export, a master.
+        image: PathBuf,
+        /// The SID that must be gone (the master's machine SID).
+        #[arg(long, value_name = "SID")]
+        old_sid: sidfs::sid::MachineSid,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a clone's seed, master and delta usage.
     Status {
         /// A clone's mountpoint or state directory.
@@ -99,6 +136,14 @@ struct MountArgs {
     /// Threads serving FUSE requests.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     threads: u16,
+    /// The clone's new machine SID (S-1-5-21-a-b-c, each number with as many digits as the
+    /// master's), instead of one derived from the seed.
+    #[arg(long, value_name = "SID")]
+    sid: Option<sidfs::sid::MachineSid>,
+    /// For a disk without a Windows installation (a data disk of the master machine): the
+    /// machine SID to replace. A Windows master's SID is read from its registry.
+    #[arg(long, value_name = "SID")]
+    old_sid: Option<sidfs::sid::MachineSid>,
     /// Let other users (e.g. a qemu running as another user) open the disk.
     #[arg(long)]
     allow_other: bool,
@@ -114,11 +159,18 @@ impl MountArgs {
             read_only: self.read_only,
             threads: usize::from(self.threads),
             allow_other: self.allow_other,
+            sid: self.sid,
+            old_sid: self.old_sid,
         }
     }
 }
 
 fn main() -> ExitCode {
+    // SAFETY: restores the default SIGPIPE action before any thread exists, so that output piped
+    // into `head` ends the process quietly instead of failing a print.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let default_level = match &cli.command {
         Cmd::Mount(_) => "info",
@@ -140,6 +192,28 @@ fn main() -> ExitCode {
             })
             .map_err(|e| e.to_string()),
         Cmd::Status { target, json } => run_status(&target, json),
+        Cmd::Export {
+            master,
+            out,
+            seed,
+            sid,
+            old_sid,
+            state,
+            force,
+        } => run_export(sidfs::export::ExportRequest {
+            master,
+            out,
+            seed,
+            sid,
+            old_sid,
+            state,
+            force,
+        }),
+        Cmd::Verify {
+            image,
+            old_sid,
+            json,
+        } => return run_verify(&image, old_sid, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -194,6 +268,9 @@ fn run_status(target: &Path, json: bool) -> Result<(), String> {
         (None, _) => println!("mounted at:   (not mounted)"),
     }
     println!("seed:         {}", s.seed);
+    if let (Some(old), Some(new)) = (&s.old_sid, &s.new_sid) {
+        println!("machine SID:  {old} -> {new}");
+    }
     println!(
         "master:       {} ({} bytes)",
         s.master.path.display(),
@@ -207,6 +284,76 @@ fn run_status(target: &Path, json: bool) -> Result<(), String> {
     );
     println!("on disk:      {}", human(s.bytes_on_disk));
     Ok(())
+}
+
+fn run_export(req: sidfs::export::ExportRequest) -> Result<(), String> {
+    let s = sidfs::export::export(&req).map_err(|e| e.to_string())?;
+    if let (Some(old), Some(new)) = (&s.old_sid, &s.new_sid) {
+        println!("machine SID {old} -> {new}");
+    }
+    println!(
+        "exported {} ({} disk, {} of data, {} written) in {:.1}s",
+        s.out.display(),
+        human(s.disk_size),
+        human(s.data_bytes),
+        human(s.written_bytes),
+        s.seconds
+    );
+    Ok(())
+}
+
+/// Exit status of `verify` when it found problems.
+const EXIT_VERIFY_PROBLEMS: u8 = 4;
+
+fn run_verify(image: &Path, old: sidfs::sid::MachineSid, json: bool) -> ExitCode {
+    let report = match sidfs::verify::verify(image, old) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sidfs: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serializes")
+        );
+    } else {
+        println!("image:        {}", report.image.display());
+        println!("old SID:      {}", report.old_sid);
+        println!(
+            "occurrences:  {} unexpected, {} expected (in ranges kept on purpose)",
+            report.unexpected, report.expected
+        );
+        for o in report.occurrences.iter().filter(|o| !o.expected).take(20) {
+            println!(
+                "  at {:#x} ({:?}){}",
+                o.offset,
+                o.form,
+                o.region
+                    .as_deref()
+                    .map(|r| format!(" in {r}"))
+                    .unwrap_or_default()
+            );
+        }
+        println!("hives checked: {}", report.hives_checked.len());
+        for p in &report.problems {
+            println!("  problem: {p}");
+        }
+        println!(
+            "{}",
+            if report.is_clean() {
+                "clean"
+            } else {
+                "PROBLEMS FOUND"
+            }
+        );
+    }
+    if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_VERIFY_PROBLEMS)
+    }
 }
 
 fn human(bytes: u64) -> String {
@@ -312,6 +459,12 @@ fn spawn_daemon(args: &MountArgs, state_dir: &Path) -> Result<(), String> {
     }
     if args.allow_other {
         cmd.arg("--allow-other");
+    }
+    if let Some(sid) = &args.sid {
+        cmd.arg("--sid").arg(sid.to_string());
+    }
+    if let Some(sid) = &args.old_sid {
+        cmd.arg("--old-sid").arg(sid.to_string());
     }
     let log_err = log
         .try_clone()

@@ -14,8 +14,11 @@ use sha2::{Digest, Sha256};
 use crate::fuse::{CloneFs, MountKind};
 use crate::mountinfo;
 use crate::overlay::{
-    state, AttachRequest, CloneDisk, CloneState, IdentityPatch, MasterImage, DEFAULT_BLOCK_SIZE,
+    state, AttachRequest, CloneDisk, CloneState, IdentityPatch, MasterImage, PatchStage,
+    DEFAULT_BLOCK_SIZE,
 };
+use crate::rewrite;
+use crate::rewrite::plan::{build_stage, choose_sid, SidChoice, SidSource};
 
 /// How often unsynced block-map changes are written back even without fsync, bounding what a
 /// crash of the host can lose of writes the guest never synced.
@@ -30,6 +33,10 @@ pub struct MountRequest {
     pub read_only: bool,
     pub threads: usize,
     pub allow_other: bool,
+    /// An explicit new machine SID instead of one derived from the seed.
+    pub sid: Option<crate::sid::MachineSid>,
+    /// The machine SID to replace on a disk without a Windows installation (a data disk).
+    pub old_sid: Option<crate::sid::MachineSid>,
 }
 
 /// A failure to mount, already phrased for the user.
@@ -192,6 +199,8 @@ pub struct CloneInfo<'a> {
     pub disk_size: u64,
     pub read_only: bool,
     pub patch_stage: &'static str,
+    pub old_sid: Option<String>,
+    pub new_sid: Option<String>,
 }
 
 /// A clone ready to be served: state locked, delta open, mountpoint checked.
@@ -201,6 +210,77 @@ pub struct PreparedClone {
     pub kind: MountKind,
     pub info_json: Vec<u8>,
     pub created: bool,
+}
+
+/// A clone opened for serving or exporting: its locked state and its disk.
+pub struct OpenClone {
+    pub state: CloneState,
+    pub disk: Arc<CloneDisk>,
+    pub sids: Option<SidChoice>,
+    pub created: bool,
+}
+
+/// Opens (or creates) the clone of `master_path` kept in `state_dir`: surveys the master, takes
+/// the state's lock, decides the SID (recorded, explicit or from the seed) and builds the disk.
+pub fn open_clone(
+    master_path: &Path,
+    state_dir: &Path,
+    seed: Option<u64>,
+    sid: Option<crate::sid::MachineSid>,
+    old_sid: Option<crate::sid::MachineSid>,
+    read_only: bool,
+) -> Result<OpenClone, MountError> {
+    let master = Arc::new(MasterImage::open(master_path)?);
+    if master.size() == 0 {
+        return fail(format!("master image {} is empty", master_path.display()));
+    }
+    // Learn the Windows installation before creating anything, so a refused image leaves no
+    // state behind.
+    let survey = rewrite::model::survey(master_path, true, old_sid)
+        .map_err(|e| MountError(format!("cannot clone {}: {e}", master_path.display())))?;
+    let (mut state, delta, created) = CloneState::attach(&AttachRequest {
+        dir: state_dir,
+        master: &master,
+        seed,
+        block_size: DEFAULT_BLOCK_SIZE,
+    })?;
+    let (stage, sids): (Box<dyn PatchStage>, Option<SidChoice>) = match &survey {
+        None => {
+            info!(
+                "{}: no Windows installation found; the clone is the master",
+                master_path.display()
+            );
+            (Box::new(IdentityPatch), None)
+        }
+        Some(survey) => {
+            let meta = state.meta();
+            let source = match (&meta.old_sid, &meta.new_sid, sid) {
+                (Some(_), Some(n), Some(explicit)) if explicit.to_string() != *n => {
+                    return fail(format!(
+                        "state {} is the clone with SID {n}, not {explicit}: pass another --state for a clone with that SID",
+                        state.dir().display()
+                    ))
+                }
+                (Some(o), Some(n), _) => SidSource::Recorded(o, n),
+                (_, _, Some(explicit)) => SidSource::Explicit(explicit),
+                _ => SidSource::Seed(meta.seed),
+            };
+            let choice = choose_sid(survey, source).map_err(MountError)?;
+            if meta.new_sid.is_none() {
+                state.record_sids(&choice.old.to_string(), &choice.new.to_string())?;
+            }
+            let stage = build_stage(survey, &choice, master.size()).map_err(MountError)?;
+            info!("machine SID {} becomes {}", choice.old, choice.new);
+            (Box::new(stage), Some(choice))
+        }
+    };
+    let disk = Arc::new(CloneDisk::new(master, delta, stage, read_only));
+    Ok(OpenClone {
+        state,
+        disk,
+        sids,
+        created,
+    })
 }
 
 pub fn prepare(req: &MountRequest, state_dir: &Path) -> Result<PreparedClone, MountError> {
@@ -217,22 +297,19 @@ pub fn prepare(req: &MountRequest, state_dir: &Path) -> Result<PreparedClone, Mo
             state_dir.display()
         ))
     })?;
-    let master = Arc::new(MasterImage::open(&req.master)?);
-    if master.size() == 0 {
-        return fail(format!("master image {} is empty", req.master.display()));
-    }
-    let (state, delta, created) = CloneState::attach(&AttachRequest {
-        dir: state_dir,
-        master: &master,
-        seed: req.seed,
-        block_size: DEFAULT_BLOCK_SIZE,
-    })?;
-    let disk = Arc::new(CloneDisk::new(
-        master,
-        delta,
-        Box::new(IdentityPatch),
+    let OpenClone {
+        state,
+        disk,
+        sids,
+        created,
+    } = open_clone(
+        &req.master,
+        state_dir,
+        req.seed,
+        req.sid,
+        req.old_sid,
         req.read_only,
-    ));
+    )?;
     let meta = state.meta();
     let info = CloneInfo {
         sidfs_version: env!("CARGO_PKG_VERSION"),
@@ -245,6 +322,8 @@ pub fn prepare(req: &MountRequest, state_dir: &Path) -> Result<PreparedClone, Mo
         disk_size: disk.size(),
         read_only: req.read_only,
         patch_stage: disk.stage_name(),
+        old_sid: sids.map(|c| c.old.to_string()),
+        new_sid: sids.map(|c| c.new.to_string()),
     };
     let mut info_json = serde_json::to_vec_pretty(&info).expect("clone info serializes");
     info_json.push(b'\n');
@@ -440,6 +519,8 @@ pub struct CloneStatus {
     pub mountpoint: Option<PathBuf>,
     pub serving_pid: Option<u32>,
     pub seed: u64,
+    pub old_sid: Option<String>,
+    pub new_sid: Option<String>,
     pub master: state::MasterRecord,
     pub block_size: u32,
     pub delta_blocks: u64,
@@ -475,6 +556,8 @@ pub fn status(target: &Path) -> Result<CloneStatus, MountError> {
         mountpoint,
         serving_pid: state::lock_holder(&state_dir),
         seed: meta.seed,
+        old_sid: meta.old_sid.clone(),
+        new_sid: meta.new_sid.clone(),
         block_size: meta.block_size,
         delta_blocks,
         delta_bytes: delta_blocks * u64::from(meta.block_size),

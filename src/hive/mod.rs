@@ -19,6 +19,7 @@ mod base_block;
 mod big_data;
 mod bin;
 mod cell;
+pub mod check;
 mod error;
 mod key_node;
 mod name;

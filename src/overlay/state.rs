@@ -50,6 +50,12 @@ pub struct StateMeta {
     /// Whether the seed was chosen at random (no --seed given at creation).
     pub seed_was_random: bool,
     pub created_unix: u64,
+    /// The master's machine SID and the clone's new one, recorded the first time the clone is
+    /// mounted (absent for a master without Windows), so a remount never re-derives them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub old_sid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_sid: Option<String>,
     /// Fields added by later versions land here, so that rewriting the file keeps them.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -123,6 +129,8 @@ impl CloneState {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_secs())
                     .unwrap_or(0),
+                old_sid: None,
+                new_sid: None,
                 extra: Default::default(),
             };
             let delta = DeltaStore::create(dir, geometry_for(meta.block_size))?;
@@ -146,6 +154,13 @@ impl CloneState {
 
     pub fn meta(&self) -> &StateMeta {
         &self.meta
+    }
+
+    /// Records the clone's SIDs in state.json (atomically), once.
+    pub fn record_sids(&mut self, old: &str, new: &str) -> Result<()> {
+        self.meta.old_sid = Some(old.to_string());
+        self.meta.new_sid = Some(new.to_string());
+        write_meta_atomically(&self.dir, &self.meta)
     }
 }
 

@@ -1,0 +1,478 @@
+"""Build a synthetic Windows test master disk image for sidfs (see docs/TEST-MASTERS.md)."""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import hives  # noqa: E402
+import ntfs  # noqa: E402
+import regf  # noqa: E402
+import sids  # noqa: E402
+from mount import NtfsMount, faketime_env  # noqa: E402
+from spec import *  # noqa: E402,F401,F403
+
+MiB = 1 << 20
+SECTOR = 512
+VARIANTS = ["clean", "hibernated", "fast-startup", "dirty-ntfs", "unclean-logfile", "bitlocker",
+            "dirty-hive", "domain-controller"]
+SIZE_PRESETS = {"small": 256 * MiB, "medium": 1024 * MiB}
+MIN_SIZE = 128 * MiB
+
+GUID_ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+GUID_MSR = "E3C9E316-0B5C-4DB8-817D-F92DF00215AE"
+GUID_BASIC = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"
+DISK_GUID = "5D1F5D1F-0000-4000-8000-0000000000D1"
+PART_GUIDS = ["5D1F5D1F-0000-4000-8000-0000000000E1", "5D1F5D1F-0000-4000-8000-0000000000E2",
+              "5D1F5D1F-0000-4000-8000-0000000000E3"]
+MBR_DISK_ID = "0x5d1f5d1f"
+SERIAL_WINDOWS = 0x5D1F0000C10E0003
+SERIAL_SYSRES = 0x5D1F0000C10E0001
+ESP_VOLID = "5D1FE5B0"
+BITLOCKER_OEM = b"-FVE-FS-"
+
+HIBERFIL_SIZE = 4 * MiB
+HIBERFIL_FAST_SIZE = 2 * MiB     # Fast Startup writes a "reduced" hiberfile (kernel session only)
+PAGEFILE_SIZE = 2 * MiB
+
+REFUSALS = {
+    "clean": [],
+    "hibernated": [{"code": "hibernated", "detail": "hiberfil.sys starts with HIBR (hibernated)"}],
+    "fast-startup": [{"code": "hibernated",
+                      "detail": "hiberfil.sys starts with HIBR; HiberbootEnabled=1 (Fast Startup)"}],
+    "dirty-ntfs": [{"code": "ntfs-dirty", "detail": "$Volume VOLUME_INFORMATION flags has 0x0001"}],
+    "unclean-logfile": [{"code": "logfile-unclean",
+                         "detail": "$LogFile restart area has a client in use and no CLEAN flag"}],
+    "bitlocker": [{"code": "bitlocker", "detail": "Windows partition OEM ID is -FVE-FS-"}],
+    "dirty-hive": [{"code": "hive-dirty", "path": CONFIG + "/SYSTEM",
+                    "detail": "SYSTEM primary sequence number != secondary, logs empty"}],
+    "domain-controller": [{"code": "domain-controller",
+                           "detail": "ProductType LanmanNT and PolPrDmS == PolAcDmS"}],
+}
+
+T0 = time.monotonic()
+
+
+def progress(msg):
+    print(f"[build-test-master {time.monotonic() - T0:5.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd, **kw):
+    r = subprocess.run(cmd, capture_output=True, **kw)
+    if r.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({r.returncode}): {r.stderr.decode(errors='replace')}")
+    return r
+
+
+def parse_size(s):
+    if s in SIZE_PRESETS:
+        return SIZE_PRESETS[s]
+    units = {"K": 1 << 10, "M": MiB, "G": 1 << 30}
+    if s[-1:].upper() in units:
+        return int(s[:-1]) * units[s[-1:].upper()]
+    return int(s)
+
+
+def layout(kind, size):
+    """Partition list: dicts with index, start/size in bytes, type, name, role, fs."""
+    end = (size // MiB) * MiB
+    if kind == "gpt":
+        parts = [
+            dict(role="esp", type=GUID_ESP, name="EFI system partition", start=1 * MiB,
+                 size=36 * MiB, filesystem="vfat"),
+            dict(role="msr", type=GUID_MSR, name="Microsoft reserved partition", start=37 * MiB,
+                 size=4 * MiB, filesystem=None),
+            dict(role="windows", type=GUID_BASIC, name="Basic data partition", start=41 * MiB,
+                 size=end - MiB - 41 * MiB, filesystem="ntfs"),
+        ]
+        for i, p in enumerate(parts):
+            p["uuid"] = PART_GUIDS[i]
+    else:
+        parts = [
+            dict(role="system-reserved", type="7", name=None, start=1 * MiB, size=16 * MiB,
+                 filesystem="ntfs", bootable=True),
+            dict(role="windows", type="7", name=None, start=17 * MiB, size=end - 17 * MiB,
+                 filesystem="ntfs", bootable=False),
+        ]
+    for i, p in enumerate(parts, 1):
+        p["index"] = i
+    return parts
+
+
+def sfdisk_script(kind, parts):
+    lines = ["unit: sectors"]
+    if kind == "gpt":
+        lines += ["label: gpt", f"label-id: {DISK_GUID}"]
+        for p in parts:
+            lines.append(f"start={p['start'] // SECTOR}, size={p['size'] // SECTOR}, "
+                         f"type={p['type']}, uuid={p['uuid']}, name=\"{p['name']}\"")
+    else:
+        lines += ["label: dos", f"label-id: {MBR_DISK_ID}"]
+        for p in parts:
+            lines.append(f"start={p['start'] // SECTOR}, size={p['size'] // SECTOR}, "
+                         f"type={p['type']}" + (", bootable" if p.get("bootable") else ""))
+    return "\n".join(lines) + "\n"
+
+
+def put_partition(img, part_file, start):
+    run(["dd", f"if={part_file}", f"of={img}", "bs=1M", f"seek={start // MiB}",
+         "conv=notrunc,sparse", "status=none"])
+
+
+def mkntfs(path, size, start, label, serial):
+    with open(path, "wb") as f:
+        f.truncate(size)
+    # -T: zero time and a fixed random seed, so mkntfs output is deterministic.
+    run(["mkntfs", "-q", "-F", "-Q", "-T", "-c", "4096", "-s", "512", "-p", str(start // SECTOR),
+         "-H", "255", "-S", "63", "-L", label, path])
+    vol = ntfs.Volume(path, 0)
+    vol.patch_boot_both(0x48, struct.pack("<Q", serial))
+
+
+def build_esp(path, size, start, work):
+    with open(path, "wb") as f:
+        f.truncate(size)
+    run(["mkfs.fat", "-F", "32", "-s", "1", "-n", "SYSTEM", "-i", ESP_VOLID, "--invariant",
+         "-h", str(start // SECTOR), path])
+    bcd = os.path.join(work, "BCD")
+    hives.write_hive(hives.bcd(), bcd, r"\Device\HarddiskVolume1\EFI\Microsoft\Boot\BCD",
+                     "NewStoreRoot")
+    env = dict(faketime_env(), MTOOLS_SKIP_CHECK="1")
+    for d in ("::EFI", "::EFI/Microsoft", "::EFI/Microsoft/Boot", "::EFI/Boot"):
+        run(["mmd", "-i", path, d], env=env)
+    run(["mcopy", "-i", path, bcd, "::EFI/Microsoft/Boot/BCD"], env=env)
+    placeholder = os.path.join(work, "bootx64.efi")
+    with open(placeholder, "wb") as f:
+        f.write(b"MZ sidfs test master: placeholder, not a boot loader\r\n")
+    run(["mcopy", "-i", path, placeholder, "::EFI/Boot/bootx64.efi"], env=env)
+    run(["mcopy", "-i", path, placeholder, "::EFI/Microsoft/Boot/bootmgfw.efi"], env=env)
+    return ["EFI/Microsoft/Boot/BCD", "EFI/Boot/bootx64.efi", "EFI/Microsoft/Boot/bootmgfw.efi"]
+
+
+def build_system_reserved(path, size, start, work):
+    mkntfs(path, size, start, "System Reserved", SERIAL_SYSRES)
+    bcd = os.path.join(work, "BCD-sysres")
+    hives.write_hive(hives.bcd(), bcd, r"\Device\HarddiskVolume1\Boot\BCD", "NewStoreRoot")
+    mnt = os.path.join(work, "mnt-sysres")
+    os.mkdir(mnt)
+    with NtfsMount(path, mnt, log=os.path.join(work, "ntfs-3g-sysres.log")):
+        os.makedirs(os.path.join(mnt, "Boot"))
+        shutil.copyfile(bcd, os.path.join(mnt, "Boot/BCD"))
+        with open(os.path.join(mnt, "bootmgr"), "wb") as f:
+            f.write(b"sidfs test master: placeholder, not a boot manager\r\n")
+    vol = ntfs.Volume(path, 0)
+    ntfs.write_restart_pages(vol, clean=True)
+    return ["Boot/BCD", "bootmgr"]
+
+
+def synthesize_hives(variant, work):
+    """Return {volume path: local file} for every hive, plus manifest registry values."""
+    product = PRODUCTS["domain-controller" if variant == "domain-controller" else "workstation"]
+    hiberboot = 1 if variant == "fast-startup" else 0
+    out, recorded = {}, []
+    specs = [("SOFTWARE", hives.software(product)), ("SYSTEM", hives.system(product, hiberboot)),
+             ("DEFAULT", hives.default_hive())]
+    for name, hs in specs:
+        p = os.path.join(work, name)
+        hives.write_hive(hs, p, "\\SystemRoot\\System32\\Config\\" + name,
+                         "CMI-CreateHive{5D1F5D1F-%04d-4000-8000-000000000000}" % len(name))
+        out[f"{CONFIG}/{name}"] = p
+        recorded += hs.recorded
+    if variant == "dirty-hive":
+        b = regf.read_base(out[CONFIG + "/SYSTEM"])
+        regf.set_sequence_numbers(out[CONFIG + "/SYSTEM"], b["secondary"] + 1, b["secondary"])
+    sam = os.path.join(STUDENT_PC8, "SAM")
+    sec = os.path.join(STUDENT_PC8, "SECURITY")
+    domain_sid = DOMAIN_SID
+    if variant == "domain-controller":
+        sec = os.path.join(work, "SECURITY-dc")
+        domain_sid = hives.make_dc_security(os.path.join(STUDENT_PC8, "SECURITY"), sec)
+    out[CONFIG + "/SAM"] = sam
+    out[CONFIG + "/SECURITY"] = sec
+    out[CONFIG + "/RegBack/SAM"] = sam
+    out[CONFIG + "/RegBack/SECURITY"] = sec
+    for prof in PROFILES[:2]:   # systemprofile, LocalService: small synthesized user hives
+        p = os.path.join(work, "NTUSER-" + prof["sid"])
+        hives.write_hive(hives.default_hive(), p, r"\??\C:\Windows\ntuser.dat", "ROOT")
+        out[prof["hives"][0]] = p
+    ntuser = os.path.join(STUDENT_PC8, "NTUSER.DAT")
+    student = os.path.join(work, "NTUSER-student")
+    recorded += hives.make_student_ntuser(ntuser, student, "Users/Student/NTUSER.DAT")
+    out["Users/Student/NTUSER.DAT"] = student   # the real (bperry's) NTUSER.DAT, see hives.py
+    out["Users/bperry/NTUSER.DAT"] = ntuser
+    out["Users/bperry/AppData/Local/Microsoft/Windows/UsrClass.dat"] = os.path.join(
+        STUDENT_PC8, "UsrClass.dat")
+    return out, recorded, domain_sid, product
+
+
+def masterkey_placeholder():
+    """A DPAPI master-key file shape: version 2, GUID string (UTF-16), then zeroed blobs."""
+    b = struct.pack("<II", 2, 0) + MASTERKEY_GUID.encode("utf-16-le").ljust(72, b"\0")
+    b += struct.pack("<IIQQQQ", 0, 4, 0xB0, 0x90, 0x14, 0)
+    return b.ljust(468, b"\0")
+
+
+def populate_windows(mnt, variant, hive_files, files_out):
+    def mk(path, data):
+        full = os.path.join(mnt, path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "wb") as f:
+            f.write(data)
+        files_out.append({"path": path, "size": len(data),
+                          "sha256": hashlib.sha256(data).hexdigest()})
+
+    def mkdir(path):
+        os.makedirs(os.path.join(mnt, path), exist_ok=True)
+
+    for d in ["$Recycle.Bin", "Program Files", "ProgramData", "Users", "Windows",
+              "Windows/System32/config/RegBack", "Windows/System32/Tasks", "Windows/Logs",
+              "Windows/ServiceProfiles/LocalService"]:
+        mkdir(d)
+    for path in sorted(hive_files):
+        with open(hive_files[path], "rb") as f:
+            mk(path, f.read())
+    for name in ["SAM", "SECURITY", "SOFTWARE", "SYSTEM", "DEFAULT"]:
+        for ext in (".LOG1", ".LOG2"):
+            mk(f"{CONFIG}/{name}{ext}", b"")
+    for p in PROFILES:
+        for h in p["hives"]:
+            stem = h[:-len("NTUSER.DAT")] + "ntuser.dat" if h.endswith("NTUSER.DAT") else h
+            mk(stem + ".LOG1", b"")
+            mk(stem + ".LOG2", b"")
+    for path, _sid in SID_NAMED_DIRS:
+        mkdir(path)
+        if path.startswith("$Recycle.Bin/"):
+            mk(path + "/desktop.ini", b"\xff\xfe" + RECYCLE_DESKTOP_INI.encode("utf-16-le"))
+    protect = "Users/Student/AppData/Roaming/Microsoft/Protect/" + STUDENT
+    mk(protect + "/" + MASTERKEY_GUID, masterkey_placeholder())
+    mk(protect + "/Preferred", bytes.fromhex(MASTERKEY_GUID.replace("-", "")) +
+       struct.pack("<Q", regf.FIXED_FILETIME))
+    mk(TASK_PATH, task_xml())
+    for path, _enc, data in sid_text_files():
+        mk(path, data)
+    mk("Windows/System32/drivers/etc/hosts", b"# sidfs test master\r\n127.0.0.1 localhost\r\n")
+    hib_size = HIBERFIL_FAST_SIZE if variant == "fast-startup" else HIBERFIL_SIZE
+    hib = bytearray(hib_size)
+    if variant in ("hibernated", "fast-startup"):
+        hib[0:4] = b"HIBR"
+    mk("hiberfil.sys", bytes(hib))
+    mk("pagefile.sys", bytes(PAGEFILE_SIZE))
+    sds = {}
+    for path, sdname in SD_ASSIGNMENTS:
+        owner, group, dacl = SDS[sdname]
+        sd = sids.build_sd(owner, group, dacl)
+        os.setxattr(os.path.join(mnt, path), "system.ntfs_acl", sd)
+        sds[path] = sd
+    return sds
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(
+        prog="build-test-master",
+        description="Build a deterministic synthetic Windows disk image (a 'test master') "
+                    "for sidfs tests and demos, and a JSON manifest describing it.",
+        epilog="Needs root (FUSE mounts of ntfs-3g) and the packages from scripts/setup-deps. "
+               "See docs/TEST-MASTERS.md.")
+    ap.add_argument("out", metavar="OUT.img", help="disk image to write (overwritten)")
+    ap.add_argument("--layout", choices=["gpt", "mbr"], default="gpt",
+                    help="partition table: gpt = ESP (FAT32) + MSR + Windows NTFS; "
+                         "mbr = System Reserved NTFS + Windows NTFS (default: gpt)")
+    ap.add_argument("--variant", choices=VARIANTS, default="clean",
+                    help="clean (cloneable) or one of the states sidfs must refuse "
+                         "(default: clean)")
+    ap.add_argument("--size", default="small",
+                    help="disk size: small (256 MiB), medium (1 GiB) or a number with K/M/G "
+                         "suffix, at least 128M; the image is sparse (default: small)")
+    ap.add_argument("--manifest", metavar="OUT.json",
+                    help="where to write the manifest (default: OUT.img.json)")
+    ap.add_argument("--realdata", metavar="DIR",
+                    help="directory holding winreg-kb-STUDENT-PC8/ (default: $SIDFS_REALDATA, "
+                         "else ../shared/realdata next to the project root)")
+    ap.add_argument("--keep-work", action="store_true",
+                    help="keep the temporary work directory (partition files, logs) for debugging")
+    a = ap.parse_args(argv)
+    if a.realdata:
+        os.environ["SIDFS_REALDATA"] = a.realdata
+        global STUDENT_PC8
+        STUDENT_PC8 = os.path.join(a.realdata, "winreg-kb-STUDENT-PC8")
+    for f in ("SAM", "SECURITY", "NTUSER.DAT", "UsrClass.dat"):
+        if not os.path.isfile(os.path.join(STUDENT_PC8, f)):
+            ap.error(f"real hive {f} not found in {STUDENT_PC8} (use --realdata)")
+    try:
+        size = parse_size(a.size)
+    except ValueError:
+        ap.error(f"bad --size {a.size!r}")
+    if size < MIN_SIZE:
+        ap.error("--size must be at least 128M")
+    out = os.path.abspath(a.out)
+    manifest_path = os.path.abspath(a.manifest or a.out + ".json")
+    if os.geteuid() != 0:
+        ap.error("must run as root (ntfs-3g FUSE mounts, system.ntfs_acl)")
+
+    def on_signal(signum, _frame):
+        raise SystemExit(f"interrupted by signal {signum}")
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    work = tempfile.mkdtemp(prefix=".build-test-master-", dir=os.path.dirname(out))
+    try:
+        return build(a, size, out, manifest_path, work)
+    finally:
+        if a.keep_work:
+            progress(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def build(a, size, out, manifest_path, work):
+    progress(f"{a.layout} {a.variant} {size // MiB} MiB -> {out}")
+    parts = layout(a.layout, size)
+    final_out, out = out, os.path.join(work, "disk.img")   # renamed into place when complete
+    for stale in (final_out, manifest_path):
+        if os.path.exists(stale):
+            os.unlink(stale)
+    with open(out, "wb") as f:
+        f.truncate(size)
+    run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", out],
+        input=sfdisk_script(a.layout, parts).encode())
+    progress("partition table written")
+    extra_files = {}
+    for p in parts:
+        pf = os.path.join(work, f"part{p['index']}.img")
+        if p["role"] == "esp":
+            extra_files[p["index"]] = build_esp(pf, p["size"], p["start"], work)
+            put_partition(out, pf, p["start"])
+            progress("ESP (FAT32) built")
+        elif p["role"] == "system-reserved":
+            extra_files[p["index"]] = build_system_reserved(pf, p["size"], p["start"], work)
+            put_partition(out, pf, p["start"])
+            progress("System Reserved NTFS built")
+    win = next(p for p in parts if p["role"] == "windows")
+    pf = os.path.join(work, "windows.img")
+    hive_files, reg_values, domain_sid, product = synthesize_hives(a.variant, work)
+    progress("hives synthesized")
+    mkntfs(pf, win["size"], win["start"], "Windows", SERIAL_WINDOWS)
+    progress("Windows NTFS formatted")
+    mnt = os.path.join(work, "mnt")
+    os.mkdir(mnt)
+    files = []
+    with NtfsMount(pf, mnt, log=os.path.join(work, "ntfs-3g.log")):
+        sds = populate_windows(mnt, a.variant, hive_files, files)
+    progress("Windows NTFS populated and unmounted")
+    vol = ntfs.Volume(pf, 0)
+    ntfs.write_restart_pages(vol, clean=a.variant != "unclean-logfile")
+    if a.variant == "dirty-ntfs":
+        ntfs.set_volume_flags(vol, ntfs.VOLUME_IS_DIRTY)
+    logfile_off, logfile_size = ntfs.logfile_extent(vol)
+    volinfo = {"serial": f"{SERIAL_WINDOWS:#018x}", "label": "Windows",
+               "cluster_size": vol.cluster, "mft_record_size": vol.record_size,
+               "mft_lcn": vol.mft_lcn, "mftmirr_lcn": vol.mftmirr_lcn,
+               "logfile": {"offset": logfile_off, "size": logfile_size},
+               "volume_flags": ntfs.volume_flags(vol)}
+    if a.variant == "bitlocker":
+        vol.patch_boot_both(3, BITLOCKER_OEM)
+    put_partition(out, pf, win["start"])
+    progress("Windows partition written into the disk image")
+
+    manifest = make_manifest(a, size, parts, win, volinfo, hive_files, reg_values, domain_sid,
+                             product, sds, files, extra_files, out)
+    os.replace(out, final_out)
+    with open(manifest_path + ".partial", "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=False)
+        f.write("\n")
+    os.replace(manifest_path + ".partial", manifest_path)
+    progress(f"done: {final_out} (manifest {manifest_path})")
+    return 0
+
+
+def tool_versions():
+    """Debian package versions of the tools whose output lands in the image: the image is
+    byte-identical for the same arguments and the same versions."""
+    pkgs = ["ntfs-3g", "dosfstools", "mtools", "fdisk", "libhivex0", "libfaketime"]
+    r = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version}\\n"] + pkgs,
+                       capture_output=True, text=True)
+    return dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+
+
+def make_manifest(a, size, parts, win, volinfo, hive_files, reg_values, domain_sid, product,
+                  sds, files, extra_files, out):
+    h = hashlib.sha256()
+    with open(out, "rb") as f:
+        for chunk in iter(lambda: f.read(4 * MiB), b""):
+            h.update(chunk)
+    mparts = []
+    for p in parts:
+        e = {"index": p["index"], "start": p["start"], "size": p["size"],
+             "start_lba": p["start"] // SECTOR, "sectors": p["size"] // SECTOR,
+             "type": p["type"], "role": p["role"], "filesystem": p["filesystem"]}
+        if a.layout == "gpt":
+            e["uuid"], e["name"] = p["uuid"], p["name"]
+        else:
+            e["bootable"] = p["bootable"]
+        if p["index"] in extra_files:
+            e["files"] = extra_files[p["index"]]
+        mparts.append(e)
+    xml = task_xml()
+    sd_entries = []
+    for path, sd in sds.items():
+        d = sids.parse_sd(sd)
+        sd_entries.append({"path": path, "owner": d["owner"], "group": d["group"],
+                           "ace_sids": [x["sid"] for x in d["dacl"]], "dacl": d["dacl"],
+                           "sd_hex": sd.hex()})
+    text_files = []
+    for path, enc, data in sid_text_files():
+        needle = STUDENT.encode("utf-16-le" if enc == "utf-16le" else "ascii")
+        text_files.append({"path": path, "encoding": enc, "sid": STUDENT,
+                           "offsets": occurrences(data, needle)})
+    hive_names = {"SAM", "SECURITY", "SOFTWARE", "SYSTEM", "DEFAULT"}
+    return {
+        "schema": 1,
+        "generator": "scripts/build-test-master",
+        "variant": a.variant,
+        "layout": a.layout,
+        "disk": {"size": size, "sector_size": SECTOR, "sha256": h.hexdigest(),
+                 "label_id": DISK_GUID if a.layout == "gpt" else MBR_DISK_ID},
+        "partitions": mparts,
+        "windows_partition": win["index"],
+        "windows_volume": volinfo,
+        "machine_sid": MACHINE_SID,
+        "computer_name": COMPUTER_NAME,
+        "domain": {"name": DOMAIN_NAME, "sid": domain_sid},
+        "product": product,
+        "local_accounts": [{"name": n, "rid": r, "sid": msid(r)} for n, r in LOCAL_ACCOUNTS],
+        "domain_accounts": [{"name": n, "rid": r, "sid": dsid(r)} for n, r in DOMAIN_ACCOUNTS],
+        "profiles": PROFILES,
+        "hives": {n: f"{CONFIG}/{n}" for n in sorted(hive_names)},
+        "hive_files": sorted(hive_files),
+        "registry_values": reg_values,
+        "sid_named_paths": [{"path": p, "sid": s, "machine_sid": s.startswith(MACHINE_SID + "-")}
+                            for p, s in SID_NAMED_DIRS],
+        "security_descriptors": sd_entries,
+        "task": {"name": TASK_NAME, "path": TASK_PATH, "guid": TASK_GUID, "user_id": STUDENT,
+                 "taskcache_key": r"Microsoft\Windows NT\CurrentVersion\Schedule\TaskCache\Tasks"
+                                  + "\\" + TASK_GUID,
+                 "hash_sha256": task_hash(xml).hex(),
+                 "hash_input": "task XML file bytes without the UTF-16LE BOM (UNCONFIRMED)"},
+        "sid_text_files": text_files,
+        "files": files,
+        "never_rewrite_sids": [DOMAIN_SID, WIN10_BUILD_SID],
+        "expected_refusals": REFUSALS[a.variant],
+        "tool_versions": tool_versions(),
+        "deterministic": True,
+    }
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except RuntimeError as e:
+        print(f"build-test-master: error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,20 @@
+//! The SID rewrite: what replaces the old machine SID by the new one, everywhere it appears,
+//! keeping every structure valid.
+//!
+//! [`SidMapping`] is the one place that knows the three forms of an occurrence (the binary 12-byte
+//! sub-authority triple, and the string `S-1-5-21-a-b-c` in ASCII and UTF-16LE followed by a
+//! non-digit) and replaces them size for size. Structure-aware transforms (hives, `$Secure`,
+//! multi-sector records) build on it.
+
+pub mod derive;
+pub mod hive;
+pub mod mapping;
+pub mod model;
+pub mod plan;
+pub mod records;
+pub mod secure;
+pub mod stage;
+pub mod structures;
+
+pub use derive::{check_explicit_sid, derive_new_sid, DeriveError, OrderConstraints};
+pub use mapping::{Form, Occurrence, SidMapping};

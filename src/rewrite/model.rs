@@ -1,0 +1,262 @@
+//! What the rewrite needs to know about a master, learned once when a clone is mounted: the
+//! Windows volume, the machine SID, the names that constrain the new SID's order, the ranges never
+//! to touch, and the whole structures (hives, `$Secure`) to transform on first touch.
+//!
+//! Cost: it reads the partition table, a few MFT records, the SECURITY and SAM hives, and walks
+//! the key names of every hive (to find SID-named keys); no scan of the disk's data. The chosen
+//! SID is stored in the clone's state, so a remount does not depend on this being repeated
+//! identically.
+
+use std::ops::Range;
+use std::path::Path;
+
+use crate::hive::{windows, Hive};
+use crate::image::{
+    FileSystemKind, HiveFileKind, HiveLocation, ImageFile, NtfsVolume, Partition, PartitionTable,
+    StreamLocation,
+};
+use crate::rewrite::OrderConstraints;
+use crate::sid::MachineSid;
+
+/// Largest hive read into memory; real SOFTWARE hives are ~100 MiB.
+pub const HIVE_LIMIT: u64 = 1 << 30;
+/// Files whose content is never rewritten, with the reason (docs/SEMANTICS.md).
+pub const EXCLUDED_FILES: [(&str, &str); 4] = [
+    (
+        "$LogFile",
+        "the NTFS journal: replaying it must find the bytes it logged; a clean volume ignores it",
+    ),
+    ("pagefile.sys", "virtual memory contents, discarded at boot"),
+    ("swapfile.sys", "virtual memory contents, discarded at boot"),
+    (
+        "hiberfil.sys",
+        "a hibernation image is refused; a clean one is discarded at boot",
+    ),
+];
+/// Directories whose entries are commonly named after SIDs; their names constrain the new SID's
+/// order. (`Users\*\...` profile directories are added per profile.)
+const SID_NAMED_DIRS: [&str; 4] = [
+    "$Recycle.Bin",
+    "RECYCLER",
+    r"Windows\System32\Microsoft\Protect",
+    r"ProgramData\Microsoft\Crypto\RSA",
+];
+
+/// One NTFS volume of the master.
+pub struct NtfsPart {
+    pub partition: Partition,
+    pub volume: NtfsVolume,
+    /// Holds `Windows\System32\config\SYSTEM`.
+    pub is_windows: bool,
+}
+
+/// A task file under `Windows\System32\Tasks`: its Task Scheduler path (`\Folder\Name`) and
+/// the master's bytes (for the TaskCache hash).
+pub struct TaskFile {
+    pub task_path: String,
+    pub bytes: Vec<u8>,
+}
+
+pub struct WindowsSurvey {
+    pub image: ImageFile,
+    /// Every NTFS volume that opened; the Windows one (if any) first.
+    pub volumes: Vec<NtfsPart>,
+    pub old_sid: MachineSid,
+    pub constraints: OrderConstraints,
+    /// Disk ranges kept as in the master, with the file they belong to.
+    pub excluded: Vec<(Range<u64>, String)>,
+    /// Primary hive files of the Windows volume (not logs).
+    pub hives: Vec<HiveLocation>,
+    /// Scheduled tasks of the Windows volume.
+    pub tasks: Vec<TaskFile>,
+}
+
+impl WindowsSurvey {
+    pub fn windows(&self) -> Option<&NtfsPart> {
+        self.volumes.iter().find(|v| v.is_windows)
+    }
+}
+
+/// The machine SID recorded in the Windows volume's SECURITY (and SAM, which must agree).
+fn machine_sid_of(volume: &NtfsVolume) -> Result<MachineSid, String> {
+    let security = volume
+        .read_file(r"Windows\System32\config\SECURITY", "", HIVE_LIMIT)
+        .map_err(|e| format!("cannot read the SECURITY hive: {e}"))?;
+    let security = Hive::parse(&security).map_err(|e| format!("SECURITY hive: {e}"))?;
+    let from_security = windows::machine_sid_from_security(&security)
+        .map_err(|e| format!("SECURITY hive: {e}"))?
+        .ok_or("the SECURITY hive has no machine SID (Policy\\PolAcDmS)")?;
+    if let Ok(sam) = volume.read_file(r"Windows\System32\config\SAM", "", HIVE_LIMIT) {
+        let sam = Hive::parse(&sam).map_err(|e| format!("SAM hive: {e}"))?;
+        if let Some(from_sam) =
+            windows::machine_sid_from_sam(&sam).map_err(|e| format!("SAM hive: {e}"))?
+        {
+            if from_sam.sid != from_security.sid {
+                return Err(format!(
+                    "SAM says the machine SID is {} but SECURITY says {}: the image is inconsistent",
+                    from_sam.sid, from_security.sid
+                ));
+            }
+        }
+    }
+    Ok(from_security.sid)
+}
+
+/// Every file below `dir` (bounded), as paths relative to the volume.
+fn files_below(volume: &NtfsVolume, dir: &str, out: &mut Vec<String>, budget: &mut usize) {
+    let Ok(entries) = volume.list_dir(dir) else {
+        return;
+    };
+    for e in entries {
+        if *budget == 0 || e.name == "." || e.name == ".." {
+            continue;
+        }
+        *budget -= 1;
+        let path = format!(r"{dir}\{}", e.name);
+        if e.is_directory {
+            files_below(volume, &path, out, budget);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+/// Surveys the master. `Ok(None)`: no Windows installation and no `old_sid` given (the clone is
+/// then the master). With `old_sid`, a disk without Windows (a data disk of the same machine) is
+/// rewritten for that SID; with Windows, `old_sid` must be the installation's SID.
+pub fn survey(
+    master: &Path,
+    with_constraints: bool,
+    old_sid: Option<MachineSid>,
+) -> Result<Option<WindowsSurvey>, String> {
+    let image = ImageFile::open(master).map_err(|e| e.to_string())?;
+    let table = PartitionTable::read(&image).map_err(|e| e.to_string())?;
+    let mut volumes = Vec::new();
+    for partition in table.partitions {
+        if partition.file_system != FileSystemKind::Ntfs {
+            continue;
+        }
+        let volume = NtfsVolume::open(&image, &partition)
+            .map_err(|e| format!("NTFS partition {}: {e}", partition.index))?;
+        let is_windows = volume
+            .try_lookup(r"Windows\System32\config\SYSTEM")
+            .map_err(|e| e.to_string())?
+            .is_some();
+        volumes.push(NtfsPart {
+            partition,
+            volume,
+            is_windows,
+        });
+    }
+    volumes.sort_by_key(|v| !v.is_windows);
+    let found = match volumes.iter().find(|v| v.is_windows) {
+        Some(w) => Some(machine_sid_of(&w.volume)?),
+        None => None,
+    };
+    let old_sid = match (found, old_sid) {
+        (Some(f), Some(given)) if f != given => {
+            return Err(format!(
+                "the master's machine SID is {f}, not {given}; leave out --old-sid for a Windows master"
+            ))
+        }
+        (Some(f), _) => f,
+        (None, Some(given)) => given,
+        (None, None) => return Ok(None),
+    };
+
+    let mut excluded = Vec::new();
+    for part in &volumes {
+        for (name, _) in EXCLUDED_FILES {
+            if part
+                .volume
+                .try_lookup(name)
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                continue;
+            }
+            let layout = part
+                .volume
+                .stream_layout(name, "")
+                .map_err(|e| e.to_string())?;
+            if let StreamLocation::NonResident { extents } = &layout.location {
+                for e in extents {
+                    if let Some(at) = e.image_offset {
+                        excluded.push((at.0..at.0 + e.len, name.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    let mut hives = Vec::new();
+    let mut tasks = Vec::new();
+    let mut constraints = OrderConstraints::new();
+    if let Some(w) = volumes.iter().find(|v| v.is_windows) {
+        let volume = &w.volume;
+        hives = volume
+            .locate_hives()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|h| h.kind == HiveFileKind::Primary)
+            .collect();
+        let mut files = Vec::new();
+        let mut budget = 20_000;
+        files_below(volume, r"Windows\System32\Tasks", &mut files, &mut budget);
+        for f in files {
+            if let Ok(bytes) = volume.read_file(&f, "", 16 << 20) {
+                let task_path = f["Windows\\System32\\Tasks".len()..].to_string();
+                tasks.push(TaskFile { task_path, bytes });
+            }
+        }
+    }
+    if with_constraints {
+        for part in &volumes {
+            let volume = &part.volume;
+            if part.is_windows {
+                for h in &hives {
+                    let Ok(bytes) = volume.read_file(&h.path, "", HIVE_LIMIT) else {
+                        continue;
+                    };
+                    let Ok(hive) = Hive::parse_unvalidated(&bytes) else {
+                        continue;
+                    };
+                    for key in hive.walk().flatten() {
+                        constraints.add_name(&key.key.name().to_string_lossy());
+                    }
+                }
+            }
+            let mut dirs: Vec<String> = SID_NAMED_DIRS.iter().map(|s| s.to_string()).collect();
+            for profile_root in ["Users", "Documents and Settings"] {
+                if let Ok(entries) = volume.list_dir(profile_root) {
+                    for e in entries.iter().filter(|e| e.is_directory) {
+                        dirs.push(format!(
+                            r"{profile_root}\{}\AppData\Roaming\Microsoft\Protect",
+                            e.name
+                        ));
+                        dirs.push(format!(
+                            r"{profile_root}\{}\AppData\Roaming\Microsoft\Crypto\RSA",
+                            e.name
+                        ));
+                    }
+                }
+            }
+            for d in dirs {
+                if let Ok(entries) = volume.list_dir(&d) {
+                    for e in entries {
+                        constraints.add_name(&e.name);
+                    }
+                }
+            }
+        }
+    }
+    Ok(Some(WindowsSurvey {
+        image,
+        volumes,
+        old_sid,
+        constraints,
+        excluded,
+        hives,
+        tasks,
+    }))
+}

@@ -1,0 +1,142 @@
+//! Turning a surveyed master and a seed into the clone's SID and its patch stage.
+
+use crate::rewrite::derive::{check_explicit_sid, derive_new_sid};
+use crate::rewrite::model::WindowsSurvey;
+use crate::rewrite::stage::{SidPatchStage, Structure};
+use crate::rewrite::structures::HiveStructure;
+use crate::rewrite::SidMapping;
+use crate::sid::MachineSid;
+
+/// The clone's identity: the master's machine SID and the one that replaces it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SidChoice {
+    pub old: MachineSid,
+    pub new: MachineSid,
+}
+
+/// How the new SID is decided, in order of precedence.
+pub enum SidSource<'a> {
+    /// Recorded in the clone's state by an earlier mount (old, new as strings).
+    Recorded(&'a str, &'a str),
+    /// Given with `--sid`.
+    Explicit(MachineSid),
+    /// Derived from the seed.
+    Seed(u64),
+}
+
+pub fn choose_sid(survey: &WindowsSurvey, source: SidSource<'_>) -> Result<SidChoice, String> {
+    let old = survey.old_sid;
+    match source {
+        SidSource::Recorded(o, n) => {
+            let recorded_old: MachineSid = o
+                .parse()
+                .map_err(|e| format!("state records SID {o:?}: {e}"))?;
+            let new: MachineSid = n
+                .parse()
+                .map_err(|e| format!("state records SID {n:?}: {e}"))?;
+            if recorded_old != old {
+                return Err(format!(
+                    "the clone was made for machine SID {recorded_old}, but the master's is {old}; restore the master or pass a new --state"
+                ));
+            }
+            Ok(SidChoice { old, new })
+        }
+        SidSource::Explicit(new) => {
+            check_explicit_sid(&old, &new, &survey.constraints).map_err(|e| e.to_string())?;
+            Ok(SidChoice { old, new })
+        }
+        SidSource::Seed(seed) => {
+            let new = derive_new_sid(&old, seed, &survey.constraints).map_err(|e| e.to_string())?;
+            Ok(SidChoice { old, new })
+        }
+    }
+}
+
+/// The whole structures transformed on first touch (hives, `$Secure`).
+pub fn structures(survey: &WindowsSurvey) -> Vec<Box<dyn Structure>> {
+    let mut out: Vec<Box<dyn Structure>> = Vec::new();
+    for h in &survey.hives {
+        if h.layout.is_plain() && !h.extents().is_empty() {
+            out.push(Box::new(HiveStructure::new(h, &survey.tasks)));
+        }
+    }
+    out
+}
+
+pub fn build_stage(
+    survey: &WindowsSurvey,
+    choice: &SidChoice,
+    disk_size: u64,
+) -> Result<SidPatchStage, String> {
+    let map = SidMapping::new(choice.old, choice.new)?;
+    let excluded = survey.excluded.iter().map(|(r, _)| r.clone()).collect();
+    Ok(SidPatchStage::new(
+        map,
+        excluded,
+        structures(survey),
+        disk_size,
+    ))
+}
+
+/// Reads a stream's bytes from the master through its extents (holes read as zeros).
+pub fn read_stream(
+    master: &crate::overlay::MasterImage,
+    extents: &[crate::image::Extent],
+    size: u64,
+) -> Result<Vec<u8>, String> {
+    let len = usize::try_from(size).map_err(|_| "stream too large".to_string())?;
+    let mut out = vec![0u8; len];
+    for e in extents {
+        let (Some(at), Ok(start)) = (e.image_offset, usize::try_from(e.logical_offset)) else {
+            continue;
+        };
+        let end = (start as u64 + e.len).min(size) as usize;
+        if start >= end {
+            continue;
+        }
+        master
+            .read_at(at.0, &mut out[start..end])
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+/// Maps changed runs of a stream (stream offset, new bytes) to disk edits through its extents.
+pub fn runs_to_disk(
+    runs: Vec<(usize, Vec<u8>)>,
+    extents: &[crate::image::Extent],
+) -> Vec<(u64, Vec<u8>)> {
+    let mut edits = Vec::new();
+    for (start, bytes) in runs {
+        let mut pos = start as u64;
+        let end = pos + bytes.len() as u64;
+        while pos < end {
+            let Some(e) = extents
+                .iter()
+                .find(|e| pos >= e.logical_offset && pos < e.logical_offset + e.len)
+            else {
+                pos += 1;
+                continue;
+            };
+            let piece_end = end.min(e.logical_offset + e.len);
+            if let Some(at) = e.image_offset {
+                let from = (pos - start as u64) as usize;
+                let to = (piece_end - start as u64) as usize;
+                edits.push((at.0 + (pos - e.logical_offset), bytes[from..to].to_vec()));
+            }
+            pos = piece_end;
+        }
+    }
+    edits.sort_by_key(|(o, _)| *o);
+    edits
+}
+
+/// Disk ranges covered by a stream's extents.
+pub fn extent_ranges(extents: &[crate::image::Extent]) -> Vec<std::ops::Range<u64>> {
+    let mut r: Vec<_> = extents
+        .iter()
+        .filter_map(|e| e.image_offset.map(|at| at.0..at.0 + e.len))
+        .collect();
+    r.sort_by_key(|x| x.start);
+    r
+}

@@ -1,0 +1,149 @@
+//! NTFS multi-sector records (FILE records, INDX blocks) inside a buffer of disk bytes.
+//!
+//! The last two bytes of every 512-byte sector of such a record are replaced on disk by the
+//! update sequence number; the real bytes live in the update sequence array (FORMAT-FACTS §3
+//! "Fixups"). A SID that crosses a sector end is therefore invisible in the raw bytes: the
+//! rewrite undoes the fixups of every record it sees, patches the logical bytes, and redoes them.
+//! Records are recognized by signature and a consistent update sequence array, wherever they are
+//! (the MFT, every directory's index blocks, `$Secure`'s and `$Quota`'s indexes), so no index has
+//! to be enumerated up front.
+
+use crate::image::ntfs_volume::fixup::{apply_fixups, FIXUP_BLOCK};
+use crate::image::ImageOffset;
+
+/// The largest record recognized: 8 KiB (FILE records are 1 or 4 KiB, INDX blocks 4 KiB).
+pub const MAX_RECORD: usize = 8192;
+const SIGNATURES: [&[u8; 4]; 2] = [b"FILE", b"INDX"];
+
+/// One record found in a buffer: its position and size, and its update sequence array.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MultiSectorRecord {
+    pub start: usize,
+    pub len: usize,
+    usa_ofs: usize,
+}
+
+/// If a valid multi-sector record starts at `buf[at..]` and lies wholly in `buf`, describes it.
+pub fn record_at(buf: &[u8], at: usize) -> Option<MultiSectorRecord> {
+    let head = buf.get(at..at + 8)?;
+    if !SIGNATURES.iter().any(|s| &head[..4] == *s) {
+        return None;
+    }
+    let usa_ofs = u16::from_le_bytes([head[4], head[5]]) as usize;
+    let usa_count = u16::from_le_bytes([head[6], head[7]]) as usize;
+    let sectors = usa_count.checked_sub(1)?;
+    let len = sectors * FIXUP_BLOCK;
+    if sectors == 0 || len > MAX_RECORD || !usa_ofs.is_multiple_of(2) || usa_ofs < 8 {
+        return None;
+    }
+    if usa_ofs + 2 * usa_count > FIXUP_BLOCK - 2 {
+        return None;
+    }
+    let rec = buf.get(at..at + len)?;
+    let usn = &rec[usa_ofs..usa_ofs + 2];
+    let consistent = (1..=sectors).all(|s| &rec[s * FIXUP_BLOCK - 2..s * FIXUP_BLOCK] == usn);
+    consistent.then_some(MultiSectorRecord {
+        start: at,
+        len,
+        usa_ofs,
+    })
+}
+
+/// Every record wholly inside `buf` whose start is 512-aligned on the disk (`buf[0]` is at disk
+/// offset `base`).
+pub fn find_records(buf: &[u8], base: u64) -> Vec<MultiSectorRecord> {
+    let mut out = Vec::new();
+    let first = ((FIXUP_BLOCK as u64 - base % FIXUP_BLOCK as u64) % FIXUP_BLOCK as u64) as usize;
+    let mut at = first;
+    while at + FIXUP_BLOCK <= buf.len() {
+        if let Some(r) = record_at(buf, at) {
+            out.push(r);
+            at += r.len;
+        } else {
+            at += FIXUP_BLOCK;
+        }
+    }
+    out
+}
+
+impl MultiSectorRecord {
+    /// Replaces the sector-end bytes by their real values from the update sequence array.
+    pub fn unfix(&self, buf: &mut [u8]) {
+        let rec = &mut buf[self.start..self.start + self.len];
+        // `record_at` checked the array, so this cannot fail.
+        let _ = apply_fixups(rec, ImageOffset(0), "record");
+    }
+
+    /// Stores the sector-end bytes in the update sequence array and writes the update sequence
+    /// number back at every sector end (the same USN: the record is not a new version on disk,
+    /// only the clone's view of it).
+    pub fn refix(&self, buf: &mut [u8]) {
+        let rec = &mut buf[self.start..self.start + self.len];
+        let usn = [rec[self.usa_ofs], rec[self.usa_ofs + 1]];
+        for s in 1..=self.len / FIXUP_BLOCK {
+            let end = s * FIXUP_BLOCK - 2;
+            let slot = self.usa_ofs + 2 * s;
+            rec[slot] = rec[end];
+            rec[slot + 1] = rec[end + 1];
+            rec[end] = usn[0];
+            rec[end + 1] = usn[1];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(sig: &[u8; 4], len: usize, fill: u8) -> Vec<u8> {
+        let mut r = vec![fill; len];
+        r[..4].copy_from_slice(sig);
+        let usa_ofs = 0x30usize;
+        let count = len / 512 + 1;
+        r[4..6].copy_from_slice(&(usa_ofs as u16).to_le_bytes());
+        r[6..8].copy_from_slice(&(count as u16).to_le_bytes());
+        r[usa_ofs] = 0x07;
+        r[usa_ofs + 1] = 0x00;
+        // Logical bytes at sector ends: 0xAA 0xBB; on disk the USN, real bytes in the array.
+        for s in 1..count {
+            r[usa_ofs + 2 * s] = 0xAA;
+            r[usa_ofs + 2 * s + 1] = 0xBB;
+            r[s * 512 - 2] = 0x07;
+            r[s * 512 - 1] = 0x00;
+        }
+        r
+    }
+
+    #[test]
+    fn finds_unfixes_and_refixes_records() {
+        let mut buf = vec![0u8; 512];
+        buf.extend(record(b"FILE", 1024, 1));
+        buf.extend(record(b"INDX", 4096, 2));
+        buf.extend(vec![b'F'; 700]);
+        let orig = buf.clone();
+        let recs = find_records(&buf, 0);
+        assert_eq!(recs.len(), 2);
+        assert_eq!((recs[0].start, recs[0].len), (512, 1024));
+        assert_eq!((recs[1].start, recs[1].len), (1536, 4096));
+        for r in &recs {
+            r.unfix(&mut buf);
+        }
+        assert_eq!(&buf[512 + 510..512 + 512], &[0xAA, 0xBB]);
+        for r in &recs {
+            r.refix(&mut buf);
+        }
+        assert_eq!(buf, orig);
+    }
+
+    #[test]
+    fn rejects_torn_or_misaligned_records() {
+        let mut r = record(b"FILE", 1024, 1);
+        r[1022] = 9; // torn: a sector end without the USN
+        assert!(record_at(&r, 0).is_none());
+        let mut buf = vec![0u8; 100];
+        buf.extend(record(b"FILE", 1024, 1));
+        // Starts at disk offset 100: not 512-aligned, so not a record.
+        assert!(find_records(&buf, 0).is_empty());
+        assert_eq!(find_records(&buf, 412).len(), 1);
+    }
+}

@@ -1,0 +1,186 @@
+//! `sidfs verify`: checks an image (a mounted clone's disk, an export, any raw image) for
+//! occurrences of an old machine SID and for broken structures.
+//!
+//! Every occurrence is found the way the rewrite sees the disk: in raw bytes and inside NTFS
+//! multi-sector records with their fixups undone. An occurrence inside a range the rewrite keeps
+//! on purpose (`$LogFile`, `pagefile.sys`, … see docs/SEMANTICS.md) is reported as expected.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use crate::hive::{check::check_hive, Hive};
+use crate::overlay::MasterImage;
+use crate::rewrite::mapping::SEARCH_CONTEXT;
+use crate::rewrite::model::{survey, HIVE_LIMIT};
+use crate::rewrite::records::{find_records, MAX_RECORD};
+use crate::rewrite::{derive_new_sid, Form, OrderConstraints, SidMapping};
+use crate::sid::MachineSid;
+
+const CHUNK: u64 = 4 << 20;
+/// Occurrences listed in full; beyond this only counted.
+const MAX_LISTED: usize = 200;
+
+#[derive(Debug, serde::Serialize)]
+pub struct FoundSid {
+    pub offset: u64,
+    pub form: Form,
+    /// Where it is: the excluded file or hive it lies in, if known.
+    pub region: Option<String>,
+    /// Inside a range the rewrite deliberately keeps.
+    pub expected: bool,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct VerifyReport {
+    pub image: PathBuf,
+    pub old_sid: String,
+    pub windows_found: bool,
+    pub unexpected: usize,
+    pub expected: usize,
+    pub occurrences: Vec<FoundSid>,
+    pub hives_checked: Vec<String>,
+    pub problems: Vec<String>,
+}
+
+impl VerifyReport {
+    pub fn is_clean(&self) -> bool {
+        self.unexpected == 0 && self.problems.is_empty()
+    }
+}
+
+pub fn verify(image: &Path, old: MachineSid) -> Result<VerifyReport, String> {
+    let master = MasterImage::open(image).map_err(|e| e.to_string())?;
+    let dummy = derive_new_sid(&old, 0, &OrderConstraints::new()).map_err(|e| e.to_string())?;
+    let finder = SidMapping::new(old, dummy)?;
+    // A clone's own SID is not `old`: survey it as it is; a disk without Windows is surveyed as
+    // a data disk of the machine whose SID is `old`.
+    let win = match survey(image, false, None) {
+        Ok(None) => survey(image, false, Some(old)),
+        other => other,
+    }
+    .map_err(|e| format!("cannot read the Windows installation: {e}"))?;
+
+    let mut regions: Vec<(Range<u64>, String, bool)> = Vec::new();
+    let mut problems = Vec::new();
+    let mut hives_checked = Vec::new();
+    if let Some(w) = &win {
+        for (r, name) in &w.excluded {
+            regions.push((r.clone(), name.clone(), true));
+        }
+        let Some(windows) = w.windows() else {
+            return finish(
+                image,
+                old,
+                &master,
+                &finder,
+                regions,
+                problems,
+                hives_checked,
+                true,
+            );
+        };
+        for h in &w.hives {
+            for e in h.extents() {
+                if let Some(at) = e.image_offset {
+                    regions.push((at.0..at.0 + e.len, h.path.clone(), false));
+                }
+            }
+            match windows.volume.read_file(&h.path, "", HIVE_LIMIT) {
+                Ok(bytes) => match Hive::parse(&bytes) {
+                    Ok(hive) => {
+                        for p in check_hive(&hive) {
+                            problems.push(format!("{}: {p}", h.path));
+                        }
+                        hives_checked.push(h.path.clone());
+                    }
+                    Err(e) => problems.push(format!("{}: {e}", h.path)),
+                },
+                Err(e) => problems.push(format!("{}: cannot read: {e}", h.path)),
+            }
+        }
+    }
+
+    finish(
+        image,
+        old,
+        &master,
+        &finder,
+        regions,
+        problems,
+        hives_checked,
+        win.is_some(),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    image: &Path,
+    old: MachineSid,
+    master: &MasterImage,
+    finder: &SidMapping,
+    regions: Vec<(Range<u64>, String, bool)>,
+    problems: Vec<String>,
+    hives_checked: Vec<String>,
+    windows_found: bool,
+) -> Result<VerifyReport, String> {
+    let size = master.size();
+    let mut occurrences = Vec::new();
+    let (mut unexpected, mut expected) = (0usize, 0usize);
+    let mut pos = 0;
+    while let Some(d) = master.next_data(pos).map_err(|e| e.to_string())? {
+        let h = master.next_hole(d).map_err(|e| e.to_string())?;
+        let mut at = d;
+        while at < h {
+            let end = (at + CHUNK).min(h);
+            let margin = (MAX_RECORD + SEARCH_CONTEXT) as u64;
+            let ws = at.saturating_sub(margin) / 512 * 512;
+            let we = (end + margin).min(size);
+            let mut w = vec![0u8; (we - ws) as usize];
+            master.read_at(ws, &mut w).map_err(|e| e.to_string())?;
+            let mut views = vec![w.clone()];
+            let records = find_records(&w, ws);
+            if !records.is_empty() {
+                for r in &records {
+                    r.unfix(&mut w);
+                }
+                views.push(w);
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for view in &views {
+                for occ in finder.find_all(view, we >= size) {
+                    let off = ws + occ.offset as u64;
+                    if off < at || off >= end || !seen.insert(off) {
+                        continue;
+                    }
+                    let region = regions.iter().find(|(r, _, _)| r.contains(&off));
+                    let is_expected = region.is_some_and(|(_, _, x)| *x);
+                    if is_expected {
+                        expected += 1;
+                    } else {
+                        unexpected += 1;
+                    }
+                    if occurrences.len() < MAX_LISTED {
+                        occurrences.push(FoundSid {
+                            offset: off,
+                            form: occ.form,
+                            region: region.map(|(_, n, _)| n.clone()),
+                            expected: is_expected,
+                        });
+                    }
+                }
+            }
+            at = end;
+        }
+        pos = h;
+    }
+    Ok(VerifyReport {
+        image: image.to_path_buf(),
+        old_sid: old.to_string(),
+        windows_found,
+        unexpected,
+        expected,
+        occurrences,
+        hives_checked,
+        problems,
+    })
+}
