@@ -2,5 +2,6 @@
 //! They need root, /dev/fuse and the packages `scripts/setup` installs.
 
 mod common;
+mod inspect;
 mod overlay;
 mod rewrite;

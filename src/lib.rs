@@ -9,6 +9,7 @@ pub mod export;
 pub mod fuse;
 pub mod hive;
 pub mod image;
+pub mod inspect;
 pub mod mount;
 pub mod mountinfo;
 pub mod overlay;

@@ -13,6 +13,8 @@ use sidfs::mount::{self, MountRequest};
 
 /// Exit status of a command that failed or refused.
 const EXIT_FAILURE: u8 = 1;
+/// Exit status of `sidfs inspect` when the master must not be cloned.
+const EXIT_REFUSED: u8 = 3;
 /// The environment variable through which a background daemon learns the fd of its readiness pipe.
 const READY_FD_ENV: &str = "SIDFS_READY_FD";
 const READY_FD: i32 = 3;
@@ -97,6 +99,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Inspect a master: partitions, Windows, machine SID, domain, accounts, profiles, hives,
+    /// and every reason it cannot be cloned safely.
+    ///
+    /// Exit status: 0 when the master can be cloned, 3 when it is refused (the reasons are
+    /// listed), 1 when the image cannot be read.
+    Inspect {
+        /// The master disk image (raw) or a bare NTFS volume image. Opened read-only.
+        master: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -166,6 +180,7 @@ fn main() -> ExitCode {
         .format_target(false)
         .init();
     let result = match cli.command {
+        Cmd::Inspect { master, json } => return run_inspect(&master, json),
         Cmd::Mount(args) => run_mount(&args),
         Cmd::Umount { mountpoint } => mount::unmount(&mountpoint, Duration::from_secs(120))
             .map(|state| {
@@ -206,6 +221,31 @@ fn main() -> ExitCode {
             eprintln!("sidfs: {msg}");
             ExitCode::from(EXIT_FAILURE)
         }
+    }
+}
+
+/// `sidfs inspect`: prints the report; exit 0 cloneable, 3 refused, 1 unreadable.
+fn run_inspect(master: &Path, json: bool) -> ExitCode {
+    let report = match sidfs::inspect::inspect(master) {
+        Ok(report) => report,
+        Err(e) => {
+            let message = e.to_string().replace(['\n', '\r'], " ");
+            eprintln!("sidfs: {message}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report serializes")
+        );
+    } else {
+        print!("{}", report.render_text());
+    }
+    if report.is_cloneable() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_REFUSED)
     }
 }
 

@@ -1,0 +1,760 @@
+//! The Windows installation on one NTFS volume: volume state, hives, machine SID, domain,
+//! accounts, profiles, special files. Anything that cannot be read becomes a refusal with reason
+//! `unreadable`; the rest of the report is still filled in.
+
+use super::finding::{Refusal, RefusalReason, Warning, WarningReason};
+use super::hive_file::{self, HiveCheck};
+use super::report::{
+    AccountReport, DomainReport, HiveLogReport, HiveReport, MachineSidSources, ProfileReport,
+    SidSource, SpecialFilesReport, VolumeReport, WindowsReport,
+};
+use super::{SPECIAL_FILE_EXAMPLES, SPECIAL_FILE_SCAN_LIMIT};
+use crate::hive::windows::{
+    self, DomainControllerEvidence, MachineSidRecord, POL_AC_DM_S, SAM_ACCOUNT,
+};
+use crate::hive::Hive;
+use crate::image::ntfs_volume::HibernationState;
+use crate::image::{HiveFileKind, HiveLocation, HiveRole, NtfsVolume, Partition};
+use crate::sid::{MachineSid, Sid};
+
+/// Where a local user keeps DPAPI master keys, relative to the profile directory (Vista+ and
+/// XP) [FORMAT-FACTS §5 DPAPI].
+const PROTECT_DIRS: [&str; 2] = [
+    r"AppData\Roaming\Microsoft\Protect",
+    r"Application Data\Microsoft\Protect",
+];
+
+/// Collects refusals and warnings while the installation is inspected.
+struct Findings<'a> {
+    refusals: &'a mut Vec<Refusal>,
+    warnings: &'a mut Vec<Warning>,
+}
+
+impl Findings<'_> {
+    fn refuse(&mut self, reason: RefusalReason, message: String) {
+        self.refusals.push(Refusal::new(reason, message));
+    }
+
+    fn warn(&mut self, reason: WarningReason, message: String) {
+        self.warnings.push(Warning::new(reason, message));
+    }
+
+    fn unreadable(&mut self, what: &str, error: impl std::fmt::Display) {
+        self.refuse(
+            RefusalReason::Unreadable,
+            format!(
+                "{what} cannot be read ({error}): check the master with chkdsk in Windows and \
+                 capture it again."
+            ),
+        );
+    }
+}
+
+/// Facts taken from SYSTEM.
+#[derive(Default)]
+struct SystemFacts {
+    computer_name: Option<String>,
+    hostname: Option<String>,
+    product_type: Option<String>,
+}
+
+/// Facts taken from SOFTWARE.
+#[derive(Default)]
+struct SoftwareFacts {
+    product_name: Option<String>,
+    build: Option<String>,
+    display_version: Option<String>,
+    profiles: Vec<windows::UserProfile>,
+}
+
+/// Facts taken from SECURITY.
+#[derive(Default)]
+struct SecurityFacts {
+    machine_sid: Option<MachineSidRecord>,
+    account_domain_name: Option<String>,
+    primary_domain: Option<windows::PrimaryDomain>,
+}
+
+/// Facts taken from SAM.
+#[derive(Default)]
+struct SamFacts {
+    machine_sid: Option<MachineSidRecord>,
+    accounts: Vec<windows::LocalAccount>,
+}
+
+/// Inspects the Windows installation on `volume`.
+pub(super) fn inspect_installation(
+    partition: &Partition,
+    volume: &NtfsVolume,
+    refusals: &mut Vec<Refusal>,
+    warnings: &mut Vec<Warning>,
+) -> WindowsReport {
+    let mut findings = Findings { refusals, warnings };
+    let volume_report = volume_state(partition, volume, &mut findings);
+
+    let locations = match volume.locate_hives() {
+        Ok(l) => l,
+        Err(e) => {
+            findings.unreadable("The list of registry hives on the Windows volume", e);
+            Vec::new()
+        }
+    };
+    let mut hives = Vec::new();
+    let mut system = SystemFacts::default();
+    let mut software = SoftwareFacts::default();
+    let mut security = SecurityFacts::default();
+    let mut sam = SamFacts::default();
+    for location in locations.iter().filter(|l| l.kind == HiveFileKind::Primary) {
+        let logs: Vec<HiveLogReport> = locations
+            .iter()
+            .filter(|l| {
+                matches!(l.kind, HiveFileKind::Log(suffix)
+                    if l.path.eq_ignore_ascii_case(&format!("{}{suffix}", location.path)))
+            })
+            .map(|l| HiveLogReport {
+                path: l.path.clone(),
+                size: l.size,
+            })
+            .collect();
+        if location.layout.compressed || location.layout.encrypted {
+            findings.refuse(
+                RefusalReason::HiveNotPatchable,
+                format!(
+                    "The hive {} is stored {} by NTFS, so its SIDs cannot be patched in place: \
+                     uncompress or decrypt it in the master (compact /u, cipher /d) and capture \
+                     it again.",
+                    location.path,
+                    if location.layout.encrypted {
+                        "encrypted"
+                    } else {
+                        "compressed"
+                    }
+                ),
+            );
+        }
+        let check = hive_file::read_and_check(volume, location);
+        judge_hive(location, &check, &logs, &mut findings);
+        if check.error.is_none() || check.dirty {
+            extract_facts(
+                location,
+                &check,
+                &mut system,
+                &mut software,
+                &mut security,
+                &mut sam,
+                &mut findings,
+            );
+        }
+        hives.push(HiveReport {
+            role: role_name(&location.role).to_string(),
+            path: location.path.clone(),
+            profile: location.profile.clone(),
+            size: location.size,
+            state: if check.dirty {
+                "dirty"
+            } else if check.error.is_some() {
+                "unreadable"
+            } else {
+                "clean"
+            }
+            .to_string(),
+            primary_sequence: check.primary_sequence,
+            secondary_sequence: check.secondary_sequence,
+            logs,
+            error: check.error.clone(),
+        });
+    }
+    for (role, name) in [
+        (HiveRole::System, "SYSTEM"),
+        (HiveRole::Software, "SOFTWARE"),
+        (HiveRole::Sam, "SAM"),
+        (HiveRole::Security, "SECURITY"),
+    ] {
+        let present = locations
+            .iter()
+            .any(|l| l.role == role && l.kind == HiveFileKind::Primary);
+        if !present && !locations.is_empty() {
+            findings.refuse(
+                RefusalReason::Unreadable,
+                format!(
+                    "The {name} hive is missing from Windows\\System32\\config, so the \
+                     installation is incomplete: capture the master again from a complete \
+                     Windows system."
+                ),
+            );
+        }
+    }
+
+    let sources = MachineSidSources {
+        security: security.machine_sid.map(|r| SidSource {
+            sid: r.sid.to_string(),
+            hive: hive_path(&locations, HiveRole::Security),
+            key: format!("{POL_AC_DM_S} (default)"),
+            hive_offset: r.file_offset.0,
+        }),
+        sam: sam.machine_sid.map(|r| SidSource {
+            sid: r.sid.to_string(),
+            hive: hive_path(&locations, HiveRole::Sam),
+            key: format!("{SAM_ACCOUNT} V"),
+            hive_offset: r.file_offset.0,
+        }),
+        agree: matches!((security.machine_sid, sam.machine_sid), (Some(a), Some(b)) if a.sid == b.sid),
+    };
+    let primary_sid = security.primary_domain.as_ref().and_then(|d| d.sid.clone());
+    let evidence = DomainControllerEvidence {
+        account_is_primary_domain: security.machine_sid.is_some()
+            && security.machine_sid.map(|r| r.sid.to_sid()) == primary_sid,
+        product_type: system.product_type.clone(),
+    };
+    let domain_controller = evidence.is_domain_controller();
+    if domain_controller {
+        findings.refuse(
+            RefusalReason::DomainController,
+            format!(
+                "This image is a domain controller ({}), whose SIDs belong to the domain and \
+                 must not be changed: clone member servers or workstations instead and promote \
+                 new domain controllers with dcpromo or Install-ADDSDomainController.",
+                if evidence.account_is_primary_domain {
+                    "the account domain SID equals the primary domain SID"
+                } else {
+                    "ProductType is LanmanNT"
+                }
+            ),
+        );
+    }
+    let machine_sid: Option<MachineSid> = match (security.machine_sid, sam.machine_sid) {
+        (Some(a), Some(b)) if a.sid == b.sid => Some(a.sid),
+        // On a domain controller PolAcDmS is the domain's SID and SAM holds the DSRM
+        // accounts' own SID; the domain-controller refusal already covers it.
+        (Some(_), Some(_)) if domain_controller => None,
+        (Some(a), Some(b)) => {
+            findings.refuse(
+                RefusalReason::SidMismatch,
+                format!(
+                    "SECURITY names the machine SID {} but SAM names {}, so the master's \
+                     identity is inconsistent: repair the master (or run Sysprep) so that both \
+                     agree before cloning.",
+                    a.sid, b.sid
+                ),
+            );
+            None
+        }
+        (a, b) => {
+            let missing: Vec<&str> = [
+                (a.is_none(), "SECURITY Policy\\PolAcDmS"),
+                (b.is_none(), "SAM Domains\\Account V"),
+            ]
+            .iter()
+            .filter(|(m, _)| *m)
+            .map(|(_, n)| *n)
+            .collect();
+            findings.refuse(
+                RefusalReason::SidMissing,
+                format!(
+                    "The machine SID could not be read from {}, so sidfs does not know which SID \
+                     to replace: check that the SAM and SECURITY hives are complete.",
+                    missing.join(" and ")
+                ),
+            );
+            a.or(b).map(|r| r.sid)
+        }
+    };
+
+    let (domain, workgroup) = match &security.primary_domain {
+        Some(d) => match &d.sid {
+            Some(sid) => (
+                Some(DomainReport {
+                    name: d.name.clone(),
+                    sid: sid.to_string(),
+                }),
+                None,
+            ),
+            None => (None, d.name.clone()),
+        },
+        None => (None, None),
+    };
+
+    if let (Some(a), Some(b)) = (&system.computer_name, &system.hostname) {
+        if !a.eq_ignore_ascii_case(b) {
+            findings.warn(
+                WarningReason::NamesDiffer,
+                format!(
+                    "SYSTEM names the computer {a} but its TCP/IP host name is {b}; every clone \
+                     keeps both names, so rename the clones after first boot."
+                ),
+            );
+        }
+    }
+
+    let mut accounts: Vec<AccountReport> = sam
+        .accounts
+        .iter()
+        .map(|a| AccountReport {
+            name: a.name.clone(),
+            rid: a.rid,
+            sid: a.sid.to_string(),
+        })
+        .collect();
+    accounts.sort_by_key(|a| a.rid);
+
+    let domain_sid = primary_sid.clone();
+    let profiles: Vec<ProfileReport> = software
+        .profiles
+        .iter()
+        .map(|p| profile_report(volume, p, &locations, machine_sid, domain_sid.as_ref()))
+        .collect();
+    for p in &profiles {
+        if let (Some(keys), "local") = (&p.dpapi_master_keys, p.kind.as_str()) {
+            let user = accounts
+                .iter()
+                .find(|a| a.sid == p.sid)
+                .map(|a| a.name.clone())
+                .unwrap_or_else(|| p.sid.clone());
+            findings.warn(
+                WarningReason::DpapiMasterKeys,
+                format!(
+                    "Local user {user} has DPAPI master keys in {keys}; under a clone's new SID \
+                     they will not decrypt, so that user's saved passwords, certificates' \
+                     private keys and EFS keys are lost in every clone unless you remove them \
+                     from the master or re-create them after cloning."
+                ),
+            );
+        }
+    }
+
+    let special_files = special_files(volume, &mut findings);
+
+    WindowsReport {
+        partition_index: partition.index,
+        volume: volume_report,
+        product_name: software.product_name,
+        build: software.build,
+        display_version: software.display_version,
+        computer_name: system.computer_name,
+        hostname: system.hostname,
+        product_type: system.product_type,
+        machine_sid: if sources.agree {
+            machine_sid.map(|s| s.to_string())
+        } else {
+            None
+        },
+        machine_sid_sources: sources,
+        account_domain_name: security.account_domain_name,
+        domain,
+        workgroup,
+        domain_controller,
+        local_accounts: accounts,
+        profiles,
+        hives,
+        special_files,
+    }
+}
+
+/// $Volume flags, $LogFile and hiberfil.sys, with their refusals.
+fn volume_state(partition: &Partition, volume: &NtfsVolume, f: &mut Findings<'_>) -> VolumeReport {
+    let mut report = VolumeReport {
+        start: partition.start.0,
+        size: partition.len,
+        cluster_size: 0,
+        ntfs_version: String::new(),
+        serial_number: String::new(),
+        label: None,
+        dirty: false,
+        log_file_clean: None,
+        log_file_version: None,
+        hibernation: "unknown".to_string(),
+    };
+    match volume.facts() {
+        Ok(facts) => {
+            report.cluster_size = facts.cluster_size;
+            report.ntfs_version = format!("{}.{}", facts.ntfs_major, facts.ntfs_minor);
+            report.serial_number = format!("{:016x}", facts.serial_number);
+            report.label = facts.volume_name.clone();
+            report.dirty = facts.is_dirty();
+            if facts.is_dirty() {
+                f.refuse(
+                    RefusalReason::NtfsDirty,
+                    format!(
+                        "The Windows volume (partition {}) is marked dirty, so its metadata may \
+                         be inconsistent: boot the master, run chkdsk /f on it, shut down \
+                         cleanly and capture it again.",
+                        partition.index
+                    ),
+                );
+            }
+        }
+        Err(e) => f.unreadable("The Windows volume's $Volume record", e),
+    }
+    match volume.log_file_state() {
+        Ok(log) => {
+            report.log_file_clean = Some(log.clean);
+            if !log.emptied {
+                report.log_file_version =
+                    Some(format!("{}.{}", log.major_version, log.minor_version));
+            }
+            if !log.clean {
+                f.refuse(
+                    RefusalReason::LogFileUnclean,
+                    "The NTFS journal ($LogFile) of the Windows volume has operations that were \
+                     never applied, so the volume was not shut down cleanly: boot the master \
+                     and shut it down completely (shutdown /s /t 0) before capturing it."
+                        .to_string(),
+                );
+            } else if log.is_version_2() {
+                f.refuse(
+                    RefusalReason::FastRestart,
+                    "The NTFS journal ($LogFile) has a version 2.0 restart page, which Windows \
+                     Fast Startup writes when it may keep file-system metadata cached: disable \
+                     Fast Startup (powercfg /h off) in the master, shut down and capture it \
+                     again."
+                        .to_string(),
+                );
+            }
+        }
+        Err(e) => f.unreadable("The Windows volume's $LogFile", e),
+    }
+    // The security descriptors every clone rewrites live in $Secure:$SDS.
+    if let Err(e) = volume.stream_layout("$Secure", "$SDS") {
+        f.unreadable(
+            "The Windows volume's security descriptors ($Secure:$SDS)",
+            e,
+        );
+    }
+    match volume.hibernation_state() {
+        Ok(state) => {
+            report.hibernation = match &state {
+                HibernationState::Absent => "absent",
+                HibernationState::Clean { .. } => "clean",
+                HibernationState::Hibernated { .. } => "hibernated",
+                HibernationState::Wake { .. } => "wake",
+                HibernationState::Restore { .. } => "restore",
+                HibernationState::Unknown { .. } => "unknown",
+            }
+            .to_string();
+            match state {
+                HibernationState::Hibernated { signature, .. } => f.refuse(
+                    RefusalReason::Hibernated,
+                    format!(
+                        "hiberfil.sys holds a hibernation or Fast Startup image (signature {:?}), \
+                         so Windows would resume a state that does not match the clone: boot the \
+                         master, disable Fast Startup (powercfg /h off), shut down and capture it \
+                         again.",
+                        String::from_utf8_lossy(&signature)
+                    ),
+                ),
+                HibernationState::Restore { .. } => f.refuse(
+                    RefusalReason::Hibernated,
+                    "hiberfil.sys says a resume from hibernation was in progress (RSTR): boot \
+                     the master, let it finish, disable hibernation (powercfg /h off) and \
+                     capture it again."
+                        .to_string(),
+                ),
+                HibernationState::Unknown { size, signature } => f.warn(
+                    WarningReason::HibernationUnknown,
+                    format!(
+                        "hiberfil.sys ({size} bytes) starts with {signature:02X?}, which is \
+                         neither a hibernation image nor a cleared one; if the master was \
+                         hibernated, resume and shut it down before cloning."
+                    ),
+                ),
+                _ => {}
+            }
+        }
+        Err(e) => f.unreadable("The Windows volume's hiberfil.sys", e),
+    }
+    report
+}
+
+/// Refusals and warnings for one hive's state.
+fn judge_hive(
+    location: &HiveLocation,
+    check: &HiveCheck,
+    logs: &[HiveLogReport],
+    f: &mut Findings<'_>,
+) {
+    let path = &location.path;
+    if check.dirty {
+        let sequences = format!(
+            "sequence numbers {} and {}",
+            check.primary_sequence.unwrap_or(0),
+            check.secondary_sequence.unwrap_or(0)
+        );
+        if location.role == HiveRole::RegBack {
+            f.warn(
+                WarningReason::DirtyBackupHive,
+                format!(
+                    "The backup hive {path} is dirty ({sequences}); Windows does not load it, \
+                     but do not restore it in a clone."
+                ),
+            );
+        } else if logs.iter().all(|l| l.size == 0) {
+            f.refuse(
+                RefusalReason::DirtyHiveWithoutLogs,
+                format!(
+                    "The hive {path} is dirty ({sequences}) and has no transaction log with \
+                     data to recover it from: repair it in the master (boot Windows, or restore the \
+                     hive from a backup) and capture the master again."
+                ),
+            );
+        } else {
+            let names: Vec<&str> = logs
+                .iter()
+                .filter(|l| l.size > 0)
+                .map(|l| l.path.rsplit('\\').next().unwrap_or(&l.path))
+                .collect();
+            f.refuse(
+                RefusalReason::DirtyHive,
+                format!(
+                    "The hive {path} is dirty ({sequences}) and its changes are still in {}: \
+                     boot the master once and shut it down cleanly so that Windows writes them \
+                     into the hive, then capture it again.",
+                    names.join(", ")
+                ),
+            );
+        }
+    } else if let Some(error) = &check.error {
+        f.refuse(
+            RefusalReason::Unreadable,
+            format!(
+                "The hive {path} cannot be read ({error}): restore it from a backup or repair \
+                 the master, then capture it again."
+            ),
+        );
+    }
+}
+
+/// Reads the facts of the four system hives; errors become `unreadable` refusals.
+fn extract_facts(
+    location: &HiveLocation,
+    check: &HiveCheck,
+    system: &mut SystemFacts,
+    software: &mut SoftwareFacts,
+    security: &mut SecurityFacts,
+    sam: &mut SamFacts,
+    f: &mut Findings<'_>,
+) {
+    let wanted = matches!(
+        location.role,
+        HiveRole::System | HiveRole::Software | HiveRole::Sam | HiveRole::Security
+    );
+    if !wanted {
+        return;
+    }
+    let hive = match Hive::parse_unvalidated(&check.bytes) {
+        Ok(h) => h,
+        Err(e) => return f.unreadable(&format!("The hive {}", location.path), e),
+    };
+    let result = match location.role {
+        HiveRole::System => (|| -> crate::hive::Result<()> {
+            let names = windows::computer_names(&hive)?;
+            system.computer_name = names.as_ref().and_then(|n| n.computer_name.clone());
+            system.hostname = names.and_then(|n| n.hostname);
+            system.product_type = windows::product_type(&hive)?;
+            Ok(())
+        })(),
+        HiveRole::Software => (|| -> crate::hive::Result<()> {
+            if let Some(v) = windows::windows_version(&hive)? {
+                software.product_name = v.product_name;
+                software.build = v.current_build;
+                software.display_version = v.display_version;
+            }
+            software.profiles = windows::user_profiles(&hive)?;
+            Ok(())
+        })(),
+        HiveRole::Security => (|| -> crate::hive::Result<()> {
+            security.machine_sid = windows::machine_sid_from_security(&hive)?;
+            security.account_domain_name = windows::account_domain_name(&hive)?;
+            security.primary_domain = windows::primary_domain(&hive)?;
+            Ok(())
+        })(),
+        HiveRole::Sam => (|| -> crate::hive::Result<()> {
+            sam.machine_sid = windows::machine_sid_from_sam(&hive)?;
+            if sam.machine_sid.is_some() {
+                sam.accounts = windows::local_accounts(&hive)?;
+            }
+            Ok(())
+        })(),
+        _ => Ok(()),
+    };
+    if let Err(e) = result {
+        if !check.dirty {
+            f.unreadable(&format!("The hive {}", location.path), e);
+        }
+    }
+}
+
+fn hive_path(locations: &[HiveLocation], role: HiveRole) -> String {
+    locations
+        .iter()
+        .find(|l| l.role == role && l.kind == HiveFileKind::Primary)
+        .map(|l| l.path.clone())
+        .unwrap_or_default()
+}
+
+/// The JSON name of a hive role.
+pub(super) fn role_name(role: &HiveRole) -> &'static str {
+    match role {
+        HiveRole::Sam => "sam",
+        HiveRole::Security => "security",
+        HiveRole::Software => "software",
+        HiveRole::System => "system",
+        HiveRole::Default => "default",
+        HiveRole::RegBack => "regback",
+        HiveRole::UserNtuser => "ntuser",
+        HiveRole::UserClasses => "usrclass",
+        HiveRole::ServiceProfileNtuser => "service-ntuser",
+        HiveRole::SystemProfileNtuser => "systemprofile-ntuser",
+        HiveRole::Bcd => "bcd",
+    }
+}
+
+/// `ProfileImagePath` as a path on the volume: drops a drive letter or `%SystemDrive%`, expands
+/// `%SystemRoot%`/`%windir%` to `Windows`. `None` for a path on another drive letter form we
+/// cannot place.
+pub(super) fn profile_volume_path(image_path: &str) -> Option<String> {
+    let mut rest = image_path.trim().trim_end_matches('\\').to_string();
+    let lower = rest.to_ascii_lowercase();
+    for (prefix, replacement) in [
+        ("%systemdrive%\\", ""),
+        ("%systemroot%", "Windows"),
+        ("%windir%", "Windows"),
+    ] {
+        if lower.starts_with(prefix) {
+            rest = format!("{replacement}{}", &rest[prefix.len()..]);
+            return Some(rest.trim_start_matches('\\').to_string());
+        }
+    }
+    let bytes = rest.as_bytes();
+    if bytes.len() >= 3 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' && bytes[2] == b'\\' {
+        return Some(rest[3..].to_string());
+    }
+    None
+}
+
+/// The profile directory of a per-user hive (the hive's path without the part below the
+/// profile), or `None` for other hives.
+fn profile_dir_of(location: &HiveLocation) -> Option<String> {
+    let suffixes: &[&str] = match location.role {
+        HiveRole::UserNtuser | HiveRole::ServiceProfileNtuser | HiveRole::SystemProfileNtuser => {
+            &[r"\NTUSER.DAT"]
+        }
+        HiveRole::UserClasses => &[
+            r"\AppData\Local\Microsoft\Windows\UsrClass.dat",
+            r"\Local Settings\Application Data\Microsoft\Windows\UsrClass.dat",
+        ],
+        _ => return None,
+    };
+    let lower = location.path.to_ascii_lowercase();
+    suffixes.iter().find_map(|s| {
+        lower
+            .ends_with(&s.to_ascii_lowercase())
+            .then(|| location.path[..location.path.len() - s.len()].to_string())
+    })
+}
+
+fn profile_report(
+    volume: &NtfsVolume,
+    profile: &windows::UserProfile,
+    locations: &[HiveLocation],
+    machine_sid: Option<MachineSid>,
+    domain_sid: Option<&Sid>,
+) -> ProfileReport {
+    let kind = match &profile.sid {
+        Some(sid) => {
+            let parent = sid.domain();
+            if machine_sid.is_some_and(|m| parent.as_ref() == Some(&m.to_sid())) {
+                "local"
+            } else if domain_sid.is_some() && parent.as_ref() == domain_sid {
+                "domain"
+            } else if sid.authority() == 5 && sid.sub_authorities().len() == 1 {
+                "well-known"
+            } else {
+                "other"
+            }
+        }
+        None => "other",
+    };
+    let dir = profile
+        .profile_image_path
+        .as_deref()
+        .and_then(profile_volume_path);
+    let hives = match &dir {
+        Some(dir) => locations
+            .iter()
+            .filter(|l| l.kind == HiveFileKind::Primary)
+            .filter(|l| profile_dir_of(l).is_some_and(|d| d.eq_ignore_ascii_case(dir)))
+            .map(|l| l.path.clone())
+            .collect(),
+        None => Vec::new(),
+    };
+    let dpapi_master_keys = dir.as_ref().and_then(|dir| {
+        PROTECT_DIRS.iter().find_map(|protect| {
+            let path = format!(r"{dir}\{protect}\{}", profile.key_name);
+            match volume.list_dir(&path) {
+                Ok(entries) if entries.iter().any(|e| !e.is_directory) => Some(path),
+                _ => None,
+            }
+        })
+    });
+    ProfileReport {
+        sid: profile.key_name.clone(),
+        kind: kind.to_string(),
+        path: profile.profile_image_path.clone(),
+        hives,
+        dpapi_master_keys,
+    }
+}
+
+/// EFS-encrypted and compressed files, from a bounded MFT walk.
+fn special_files(volume: &NtfsVolume, f: &mut Findings<'_>) -> SpecialFilesReport {
+    let scan = match volume.scan_special_files(SPECIAL_FILE_SCAN_LIMIT, SPECIAL_FILE_EXAMPLES) {
+        Ok(s) => s,
+        Err(e) => {
+            f.unreadable("The Windows volume's MFT", e);
+            return SpecialFilesReport::default();
+        }
+    };
+    if scan.encrypted > 0 {
+        f.warn(
+            WarningReason::EfsFiles,
+            format!(
+                "{} EFS-encrypted file(s) (e.g. {}) hold their users' SIDs in encrypted form and \
+                 their keys are DPAPI-protected by those SIDs, so local users cannot open them in \
+                 a clone: decrypt them in the master (cipher /d) if clones need them.",
+                scan.encrypted,
+                scan.encrypted_examples.join(", ")
+            ),
+        );
+    }
+    if scan.compressed > 0 {
+        f.warn(
+            WarningReason::CompressedFiles,
+            format!(
+                "{} NTFS-compressed file(s) (e.g. {}) are not searched for the SID, so any SID \
+                 inside them stays the master's: uncompress them in the master (compact /u) if \
+                 they may carry it.",
+                scan.compressed,
+                scan.compressed_examples.join(", ")
+            ),
+        );
+    }
+    if scan.truncated {
+        f.warn(
+            WarningReason::ScanIncomplete,
+            format!(
+                "Only the first {} MFT records were checked for encrypted and compressed files; \
+                 the counts above may be incomplete.",
+                scan.records_scanned
+            ),
+        );
+    }
+    SpecialFilesReport {
+        records_scanned: scan.records_scanned,
+        truncated: scan.truncated,
+        encrypted: scan.encrypted,
+        compressed: scan.compressed,
+        encrypted_examples: scan.encrypted_examples,
+        compressed_examples: scan.compressed_examples,
+        unreadable: scan.unreadable,
+    }
+}

@@ -1,0 +1,241 @@
+//! `sidfs inspect`: understand a Windows master before cloning it.
+//!
+//! [`inspect`] reads the partition map, finds the NTFS volume that holds Windows, reads its
+//! registry hives (SYSTEM, SOFTWARE, SAM, SECURITY and every other hive located on the volume)
+//! and reports the machine SID and where it lives, the AD domain, local accounts, profiles, every
+//! hive's state, and every reason the image cannot be cloned safely ([`Refusal`]) or that the
+//! user should know about ([`Warning`]).
+//!
+//! Errors versus refusals: an image whose partition map or NTFS volumes cannot be read at all is
+//! an [`InspectError`] (exit status 1 in the CLI). Once the Windows volume is found, anything
+//! wrong inside it (a corrupt hive, an unreadable $LogFile) is a refusal with reason
+//! `unreadable`, and the rest of the report is still filled in.
+#![forbid(unsafe_code)]
+
+pub mod finding;
+mod hive_file;
+mod installation;
+mod render;
+pub mod report;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use finding::{Refusal, RefusalReason, Warning, WarningReason};
+pub use report::{
+    AccountReport, DomainReport, HiveLogReport, HiveReport, InspectReport, MachineSidSources,
+    PartitionReport, PartitionTableReport, ProfileReport, SidSource, SpecialFilesReport,
+    VolumeReport, WindowsReport,
+};
+
+use crate::image::partition::PartitionType;
+use crate::image::{
+    FileSystemKind, ImageError, ImageFile, NtfsVolume, Partition, PartitionTable,
+    PartitionTableKind,
+};
+
+/// The largest hive file we read into memory. Real SOFTWARE hives reach ~200 MiB; anything
+/// larger is refused rather than allocated.
+pub const HIVE_SIZE_LIMIT: u64 = 256 << 20;
+/// Most MFT records walked when looking for EFS-encrypted and compressed files.
+pub const SPECIAL_FILE_SCAN_LIMIT: u64 = 1 << 18;
+/// Example paths kept per kind of special file.
+pub const SPECIAL_FILE_EXAMPLES: usize = 5;
+
+/// The path whose presence marks an NTFS volume as holding Windows.
+pub const WINDOWS_MARKER: &str = r"Windows\System32\config\SYSTEM";
+
+/// The image could not be inspected at all.
+#[derive(Debug)]
+pub enum InspectError {
+    /// The image file cannot be opened.
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The image file cannot be opened or its partition map cannot be read.
+    Image { path: PathBuf, source: ImageError },
+    /// An NTFS volume cannot be opened, and no other volume holds Windows.
+    Volume {
+        path: PathBuf,
+        partition: u32,
+        source: ImageError,
+    },
+}
+
+impl fmt::Display for InspectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InspectError::Open { path, source } => {
+                write!(f, "{}: cannot open the image: {source}", path.display())
+            }
+            InspectError::Image { path, source } => {
+                write!(f, "{}: cannot read the image: {source}", path.display())
+            }
+            InspectError::Volume {
+                path,
+                partition,
+                source,
+            } => write!(
+                f,
+                "{}: cannot read the NTFS volume in partition {partition}: {source}",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for InspectError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            InspectError::Open { source, .. } => Some(source),
+            InspectError::Image { source, .. } | InspectError::Volume { source, .. } => {
+                Some(source)
+            }
+        }
+    }
+}
+
+/// Inspects the master image at `path`. Never writes to it.
+pub fn inspect(path: &Path) -> Result<InspectReport, InspectError> {
+    let image_error = |source| InspectError::Image {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Err(source) = std::fs::File::open(path) {
+        return Err(InspectError::Open {
+            path: path.to_path_buf(),
+            source,
+        });
+    }
+    let image = ImageFile::open(path).map_err(image_error)?;
+    let table = PartitionTable::read(&image).map_err(image_error)?;
+    let mut report = InspectReport {
+        image: path.display().to_string(),
+        image_size: image.len(),
+        partition_table: table_report(&table),
+        windows: None,
+        refusals: Vec::new(),
+        warnings: Vec::new(),
+    };
+    for partition in &table.partitions {
+        if partition.file_system == FileSystemKind::BitLocker {
+            report.refusals.push(Refusal::new(
+                RefusalReason::Bitlocker,
+                format!(
+                    "Partition {} is encrypted with BitLocker, so its content cannot be read or \
+                     patched: turn BitLocker off in the master (manage-bde -off) and capture the \
+                     image again.",
+                    partition.index
+                ),
+            ));
+        }
+    }
+    let mut open_error = None;
+    let mut found = None;
+    for partition in &table.partitions {
+        if partition.file_system != FileSystemKind::Ntfs {
+            continue;
+        }
+        let opened = NtfsVolume::open(&image, partition)
+            .and_then(|v| v.try_lookup(WINDOWS_MARKER).map(|r| r.map(|_| v)));
+        match opened {
+            Ok(Some(volume)) => {
+                found = Some((partition.clone(), volume));
+                break;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                report.partition_table.notes.push(format!(
+                    "partition {}: the NTFS volume cannot be read: {e}",
+                    partition.index
+                ));
+                open_error.get_or_insert((partition.index, e));
+            }
+        }
+    }
+    match found {
+        Some((partition, volume)) => {
+            for p in &mut report.partition_table.partitions {
+                p.holds_windows = p.index == partition.index;
+            }
+            let windows = installation::inspect_installation(
+                &partition,
+                &volume,
+                &mut report.refusals,
+                &mut report.warnings,
+            );
+            report.windows = Some(windows);
+        }
+        None => {
+            if let Some((index, source)) = open_error {
+                if report.refusals.is_empty() {
+                    return Err(InspectError::Volume {
+                        path: path.to_path_buf(),
+                        partition: index,
+                        source,
+                    });
+                }
+            }
+            if report.refusals.is_empty() {
+                report.refusals.push(Refusal::new(
+                    RefusalReason::NoWindows,
+                    format!(
+                        "No Windows installation was found (no NTFS volume holds {WINDOWS_MARKER}): \
+                         give sidfs a whole-disk image or volume of a Windows system."
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn table_report(table: &PartitionTable) -> PartitionTableReport {
+    let (kind, disk_id) = match &table.kind {
+        PartitionTableKind::Mbr { disk_signature } => {
+            ("mbr", Some(format!("{disk_signature:08x}")))
+        }
+        PartitionTableKind::Gpt { disk_guid, .. } => ("gpt", Some(disk_guid.to_string())),
+        PartitionTableKind::WholeImage => ("none", None),
+    };
+    PartitionTableReport {
+        kind: kind.to_string(),
+        sector_size: table.sector_size,
+        disk_id,
+        partitions: table.partitions.iter().map(partition_report).collect(),
+        notes: table.notes.clone(),
+    }
+}
+
+fn partition_report(p: &Partition) -> PartitionReport {
+    let (type_id, name) = match &p.partition_type {
+        PartitionType::Mbr { type_byte, .. } => (format!("0x{type_byte:02x}"), String::new()),
+        PartitionType::Gpt {
+            type_guid, name, ..
+        } => (type_guid.to_string(), name.clone()),
+        PartitionType::WholeImage => ("none".to_string(), String::new()),
+    };
+    PartitionReport {
+        index: p.index,
+        start: p.start.0,
+        size: p.len,
+        type_id,
+        type_name: p.partition_type.known_name().map(str::to_string),
+        name,
+        file_system: file_system_name(p.file_system).to_string(),
+        holds_windows: false,
+    }
+}
+
+fn file_system_name(kind: FileSystemKind) -> &'static str {
+    match kind {
+        FileSystemKind::Ntfs => "ntfs",
+        FileSystemKind::BitLocker => "bitlocker",
+        FileSystemKind::Fat => "fat",
+        FileSystemKind::Unknown => "unknown",
+    }
+}
