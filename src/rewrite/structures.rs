@@ -7,9 +7,9 @@ use sha2::{Digest, Sha256};
 
 use super::hive::{rewrite_hive, TaskHashes};
 use super::model::{NtfsPart, TaskFile};
+use super::plan::{extent_ranges, read_stream, runs_to_disk};
 use super::records::record_at;
 use super::secure::{rewrite_secure, ResidentValue, SecureLayout, SecureParts};
-use super::plan::{extent_ranges, read_stream, runs_to_disk};
 use super::stage::{diff_runs, Structure, StructureOutput};
 use super::SidMapping;
 use crate::image::{Extent, HiveLocation};
@@ -139,7 +139,12 @@ impl SecureStructure {
     fn root_edits(root: &ResidentValue, old: &[u8], new: &[u8]) -> Vec<(u64, Vec<u8>)> {
         diff_runs(old, new)
             .into_iter()
-            .map(|(at, bytes)| (root.record_offset.0 + u64::from(root.value_offset) + at as u64, bytes))
+            .map(|(at, bytes)| {
+                (
+                    root.record_offset.0 + u64::from(root.value_offset) + at as u64,
+                    bytes,
+                )
+            })
             .collect()
     }
 }
@@ -179,11 +184,21 @@ impl Structure for SecureStructure {
         let out = rewrite_secure(&parts, map).map_err(|e| e.to_string())?;
         let new = &out.parts;
         let mut owned_edits = runs_to_disk(diff_runs(&parts.sds, &new.sds), &l.sds);
-        owned_edits.extend(runs_to_disk(diff_runs(&parts.sii_alloc, &new.sii_alloc), &l.sii_alloc));
-        owned_edits.extend(runs_to_disk(diff_runs(&parts.sdh_alloc, &new.sdh_alloc), &l.sdh_alloc));
+        owned_edits.extend(runs_to_disk(
+            diff_runs(&parts.sii_alloc, &new.sii_alloc),
+            &l.sii_alloc,
+        ));
+        owned_edits.extend(runs_to_disk(
+            diff_runs(&parts.sdh_alloc, &new.sdh_alloc),
+            &l.sdh_alloc,
+        ));
         owned_edits.sort_by_key(|(o, _)| *o);
         let mut record_edits = Self::root_edits(&l.sii_root, &parts.sii_root, &new.sii_root);
-        record_edits.extend(Self::root_edits(&l.sdh_root, &parts.sdh_root, &new.sdh_root));
+        record_edits.extend(Self::root_edits(
+            &l.sdh_root,
+            &parts.sdh_root,
+            &new.sdh_root,
+        ));
         record_edits.sort_by_key(|(o, _)| *o);
         Ok(StructureOutput {
             owned_edits,
