@@ -341,3 +341,39 @@ fn real_windows_volumes_are_rewritten_and_verify_clean() {
         assert_eq!(sha256(&master), before);
     }
 }
+
+/// Prove that `sidfs mount` and `sidfs export` refuse every master that cannot be cloned safely,
+/// each with one sentence, leaving no state directory and no mount behind.
+#[test]
+fn unclonable_masters_are_refused_before_mounting() {
+    let s = Scratch::new("refuse-variants");
+    let mp = s.mkdir("mp");
+    for variant in [
+        "hibernated",
+        "fast-startup",
+        "dirty-ntfs",
+        "unclean-logfile",
+        "bitlocker",
+        "dirty-hive",
+        "domain-controller",
+    ] {
+        let (master, _) = build_master(&s, &format!("{variant}.img"), &["--variant", variant]);
+        let state = s.path(&format!("st-{variant}"));
+        let err = one_line_error(&mount_cmd(&master, &mp, 1, &state, &[]));
+        assert!(err.contains("cannot clone"), "{variant}: {err}");
+        assert!(
+            !state.exists(),
+            "{variant}: a refused mount left its state directory"
+        );
+        let out = run(sidfs()
+            .arg("export")
+            .arg(&master)
+            .arg(s.path("x.img"))
+            .args(["--seed", "1"]));
+        let err = one_line_error(&out);
+        assert!(err.contains("cannot clone"), "{variant}: {err}");
+        let _ = std::fs::remove_file(s.path("x.img"));
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&s.dir.to_string_lossy().into_owned()));
+}

@@ -432,6 +432,16 @@ fn serve_foreground(
 /// Starts the clone's daemon (this binary, `--foreground`, in a new session, logging to the state
 /// directory) and waits until it reports the mount ready or failed.
 fn spawn_daemon(args: &MountArgs, state_dir: &Path) -> Result<(), String> {
+    let existed = state_dir.exists();
+    let result = start_daemon(args, state_dir);
+    if result.is_err() && !existed {
+        // A refused first mount leaves nothing behind.
+        let _ = std::fs::remove_dir_all(state_dir);
+    }
+    result
+}
+
+fn start_daemon(args: &MountArgs, state_dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(state_dir)
         .map_err(|e| format!("cannot create state directory {}: {e}", state_dir.display()))?;
     let log_path = state_dir.join(sidfs::overlay::state::LOG_FILE);

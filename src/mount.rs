@@ -212,6 +212,39 @@ pub struct PreparedClone {
     pub created: bool,
 }
 
+/// Refuses a master that `sidfs inspect` refuses (hibernated, dirty, BitLocker, domain
+/// controller, ...), with its first reason as one sentence.
+fn refuse_unclonable(master: &Path, has_windows: bool) -> Result<(), MountError> {
+    let report = match crate::inspect::inspect(master) {
+        Ok(r) => r,
+        Err(e) if has_windows => return fail(format!("cannot clone {}: {e}", master.display())),
+        // Not a Windows disk sidfs can read: it is cloned as it is.
+        Err(_) => return Ok(()),
+    };
+    let refusals: Vec<_> = report
+        .refusals
+        .iter()
+        .filter(|r| has_windows || r.reason != crate::inspect::RefusalReason::NoWindows)
+        .collect();
+    match refusals.first() {
+        None => Ok(()),
+        Some(first) => fail(format!(
+            "cannot clone {}: {}{}",
+            master.display(),
+            first.message,
+            if refusals.len() > 1 {
+                format!(
+                    " ({} more reasons: sidfs inspect {})",
+                    refusals.len() - 1,
+                    master.display()
+                )
+            } else {
+                String::new()
+            }
+        )),
+    }
+}
+
 /// A clone opened for serving or exporting: its locked state and its disk.
 pub struct OpenClone {
     pub state: CloneState,
@@ -235,9 +268,18 @@ pub fn open_clone(
         return fail(format!("master image {} is empty", master_path.display()));
     }
     // Learn the Windows installation before creating anything, so a refused image leaves no
-    // state behind.
-    let survey = rewrite::model::survey(master_path, true, old_sid)
+    // state behind. A clone that exists already was checked when it was created (and its master
+    // is fingerprinted), so its remount skips the checks and the SID constraints.
+    let recorded = state::read_meta(&state_dir.join(state::STATE_FILE)).ok();
+    let is_new = recorded.as_ref().is_none_or(|m| m.new_sid.is_none());
+    let survey = rewrite::model::survey(master_path, is_new, old_sid)
         .map_err(|e| MountError(format!("cannot clone {}: {e}", master_path.display())))?;
+    if is_new {
+        refuse_unclonable(
+            master_path,
+            survey.as_ref().is_some_and(|s| s.windows().is_some()),
+        )?;
+    }
     let (mut state, delta, created) = CloneState::attach(&AttachRequest {
         dir: state_dir,
         master: &master,
