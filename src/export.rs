@@ -20,6 +20,8 @@ pub struct ExportRequest {
     pub sid: Option<MachineSid>,
     /// The machine SID to replace on a data disk without Windows.
     pub old_sid: Option<MachineSid>,
+    /// A plain copy that keeps the master's SID.
+    pub keep_sid: bool,
     /// Export this clone (with its writes) instead of a fresh one.
     pub state: Option<PathBuf>,
     pub force: bool,
@@ -47,7 +49,7 @@ impl Drop for TempState {
 
 pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
     let fail = |m: String| Err(MountError(m));
-    if req.state.is_none() && req.seed.is_none() && req.sid.is_none() {
+    if req.state.is_none() && req.seed.is_none() && req.sid.is_none() && !req.keep_sid {
         return fail(
             "give --seed N or --sid SID (or --state DIR to export an existing clone)".into(),
         );
@@ -84,6 +86,7 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
         req.seed,
         req.sid,
         req.old_sid,
+        req.keep_sid,
         true,
     )?;
     let disk = clone.disk;

@@ -71,6 +71,9 @@ enum Cmd {
         /// For a data disk without Windows: the machine SID to replace.
         #[arg(long, value_name = "SID")]
         old_sid: Option<sidfs::sid::MachineSid>,
+        /// A plain copy that keeps the master's SID.
+        #[arg(long, conflicts_with_all = ["sid", "old_sid"])]
+        keep_sid: bool,
         /// Export this existing clone, with everything written to it (it must not be mounted).
         #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
@@ -144,6 +147,9 @@ struct MountArgs {
     /// machine SID to replace. A Windows master's SID is read from its registry.
     #[arg(long, value_name = "SID")]
     old_sid: Option<sidfs::sid::MachineSid>,
+    /// A plain copy-on-write clone that keeps the master's SID (no rewrite).
+    #[arg(long, conflicts_with_all = ["sid", "old_sid"])]
+    keep_sid: bool,
     /// Let other users (e.g. a qemu running as another user) open the disk.
     #[arg(long)]
     allow_other: bool,
@@ -161,6 +167,7 @@ impl MountArgs {
             allow_other: self.allow_other,
             sid: self.sid,
             old_sid: self.old_sid,
+            keep_sid: self.keep_sid,
         }
     }
 }
@@ -198,6 +205,7 @@ fn main() -> ExitCode {
             seed,
             sid,
             old_sid,
+            keep_sid,
             state,
             force,
         } => run_export(sidfs::export::ExportRequest {
@@ -206,6 +214,7 @@ fn main() -> ExitCode {
             seed,
             sid,
             old_sid,
+            keep_sid,
             state,
             force,
         }),
@@ -475,6 +484,9 @@ fn start_daemon(args: &MountArgs, state_dir: &Path) -> Result<(), String> {
     }
     if let Some(sid) = &args.old_sid {
         cmd.arg("--old-sid").arg(sid.to_string());
+    }
+    if args.keep_sid {
+        cmd.arg("--keep-sid");
     }
     let log_err = log
         .try_clone()

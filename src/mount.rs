@@ -37,6 +37,8 @@ pub struct MountRequest {
     pub sid: Option<crate::sid::MachineSid>,
     /// The machine SID to replace on a disk without a Windows installation (a data disk).
     pub old_sid: Option<crate::sid::MachineSid>,
+    /// A plain copy-on-write clone that keeps the master's SID.
+    pub keep_sid: bool,
 }
 
 /// A failure to mount, already phrased for the user.
@@ -261,6 +263,7 @@ pub fn open_clone(
     seed: Option<u64>,
     sid: Option<crate::sid::MachineSid>,
     old_sid: Option<crate::sid::MachineSid>,
+    keep_sid: bool,
     read_only: bool,
 ) -> Result<OpenClone, MountError> {
     let master = Arc::new(MasterImage::open(master_path)?);
@@ -272,9 +275,13 @@ pub fn open_clone(
     // is fingerprinted), so its remount skips the checks and the SID constraints.
     let recorded = state::read_meta(&state_dir.join(state::STATE_FILE)).ok();
     let is_new = recorded.as_ref().is_none_or(|m| m.new_sid.is_none());
-    let survey = rewrite::model::survey(master_path, is_new, old_sid)
-        .map_err(|e| MountError(format!("cannot clone {}: {e}", master_path.display())))?;
-    if is_new {
+    let survey = if keep_sid {
+        None
+    } else {
+        rewrite::model::survey(master_path, is_new, old_sid)
+            .map_err(|e| MountError(format!("cannot clone {}: {e}", master_path.display())))?
+    };
+    if is_new && !keep_sid {
         refuse_unclonable(
             master_path,
             survey.as_ref().is_some_and(|s| s.windows().is_some()),
@@ -285,6 +292,7 @@ pub fn open_clone(
         master: &master,
         seed,
         block_size: DEFAULT_BLOCK_SIZE,
+        keep_sid,
     })?;
     let (stage, sids): (Box<dyn PatchStage>, Option<SidChoice>) = match &survey {
         None => {
@@ -350,6 +358,7 @@ pub fn prepare(req: &MountRequest, state_dir: &Path) -> Result<PreparedClone, Mo
         req.seed,
         req.sid,
         req.old_sid,
+        req.keep_sid,
         req.read_only,
     )?;
     let meta = state.meta();

@@ -56,6 +56,9 @@ pub struct StateMeta {
     pub old_sid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_sid: Option<String>,
+    /// A plain copy-on-write clone: the SID is kept (`--keep-sid`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_sid: bool,
     /// Fields added by later versions land here, so that rewriting the file keeps them.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, serde_json::Value>,
@@ -75,6 +78,8 @@ pub struct AttachRequest<'a> {
     /// `None`: use the seed recorded in the state, or pick a random one for a new clone.
     pub seed: Option<u64>,
     pub block_size: u32,
+    /// Create a plain copy-on-write clone that keeps the master's SID.
+    pub keep_sid: bool,
 }
 
 impl CloneState {
@@ -131,6 +136,7 @@ impl CloneState {
                     .unwrap_or(0),
                 old_sid: None,
                 new_sid: None,
+                keep_sid: req.keep_sid,
                 extra: Default::default(),
             };
             let delta = DeltaStore::create(dir, geometry_for(meta.block_size))?;
@@ -293,6 +299,13 @@ fn check_compatible(
             old.mtime_ns.rem_euclid(1_000_000_000),
             req.master.path().display()
         )));
+    }
+    if req.keep_sid != meta.keep_sid {
+        return Err(mismatch(if meta.keep_sid {
+            "is a plain copy (created with --keep-sid): mount it with --keep-sid, or pass another --state for a clone with a new SID".to_string()
+        } else {
+            "is a clone with a new SID: mount it without --keep-sid, or pass another --state for a plain copy".to_string()
+        }));
     }
     if let Some(seed) = req.seed {
         if seed != meta.seed {

@@ -130,7 +130,19 @@ pub fn survey(
     old_sid: Option<MachineSid>,
 ) -> Result<Option<WindowsSurvey>, String> {
     let image = ImageFile::open(master).map_err(|e| e.to_string())?;
-    let table = PartitionTable::read(&image).map_err(|e| e.to_string())?;
+    let table = match PartitionTable::read(&image) {
+        Ok(t) => t,
+        // Neither a partitioned disk nor an NTFS volume: nothing sidfs can rewrite; such a
+        // master is cloned as it is (unless a SID to replace was asked for).
+        Err(e) if old_sid.is_none() => {
+            log::info!(
+                "{}: no partition table or NTFS volume ({e})",
+                master.display()
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(e.to_string()),
+    };
     let mut volumes = Vec::new();
     for partition in table.partitions {
         if partition.file_system != FileSystemKind::Ntfs {
