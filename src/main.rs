@@ -26,15 +26,21 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
     name = "sidfs",
     version,
     about = "Mount one read-only Windows master image as many clones, each a unique machine",
-    long_about = "sidfs mounts a read-only Windows master disk image as a virtual disk (a clone). \
-Each clone is the master byte for byte, except what the clone has changed; everything that \
-differs lives in the clone's own sparse delta in its state directory, so a clone costs \
-megabytes, survives unmount, remount and crashes, and the master is never written.\n\n\
+    long_about = "sidfs mounts a read-only Windows master disk image as a clone: a virtual disk \
+that is the master byte for byte, except that the machine SID is replaced everywhere by a new one \
+derived from the seed (registry hives, NTFS security descriptors, SID-named files, scheduled \
+tasks...), lazily, as blocks are first read. Everything the clone writes lives in its own sparse \
+delta in its state directory, so a clone costs megabytes, is ready in seconds, survives unmount, \
+remount and crashes, and the master is never written.\n\n\
 Typical use:\n  \
+  sidfs inspect master.img                        # can it be cloned? machine SID, accounts, ...\n  \
   sidfs mount master.img /mnt/clone7 --seed 7     # /mnt/clone7/disk.img is the clone\n  \
-  qemu-system-x86_64 -drive file=/mnt/clone7/disk.img,format=raw ...\n  \
+  qemu-system-x86_64 -m 4G -drive file=/mnt/clone7/disk.img,format=raw,cache=none\n  \
   sidfs status /mnt/clone7\n  \
-  sidfs umount /mnt/clone7"
+  sidfs umount /mnt/clone7\n  \
+  sidfs export master.img clone7.img --seed 7     # the same clone as a sparse image file\n\n\
+Exit status: 0 success; 1 error or refusal; 3 inspect: the master cannot be cloned; 4 verify: \
+problems found."
 )]
 struct Cli {
     #[command(subcommand)]
