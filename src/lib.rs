@@ -16,3 +16,6 @@ pub mod overlay;
 pub mod rewrite;
 pub mod sid;
 pub mod verify;
+
+#[cfg(test)]
+mod testutil;

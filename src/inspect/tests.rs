@@ -10,41 +10,10 @@ use std::process::{Command, Stdio};
 use super::hive_file::check_bytes;
 use super::installation::profile_volume_path;
 use super::*;
+use crate::testutil::*;
 
 const MACHINE_SID: &str = "S-1-5-21-4070822719-3404542230-2541167049";
 const DOMAIN_SID: &str = "S-1-5-21-226059406-2984137831-1201299043";
-
-fn realdata(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/realdata")
-        .join(relative)
-}
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("sidfs-inspect-{}-{tag}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// An ntfs-3g mount, unmounted on drop (also when the test fails).
 struct NtfsMount(PathBuf);
@@ -53,14 +22,6 @@ impl Drop for NtfsMount {
     fn drop(&mut self) {
         let _ = Command::new("fusermount3").arg("-u").arg(&self.0).status();
     }
-}
-
-fn tool_present(name: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
 }
 
 /// Why the volume-building tests cannot run here, if they cannot.

@@ -6,84 +6,7 @@ use std::process::Command;
 
 use super::*;
 use crate::image::partition::{PartitionTableKind, PartitionType};
-
-/// Realdata folder relative to the project (never copied into the repo).
-fn realdata(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/realdata")
-        .join(rel)
-}
-
-/// A temporary directory removed on drop.
-pub(crate) struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub(crate) fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("sidfs-image-{}-{tag}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-    pub(crate) fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// An ntfs-3g FUSE mount, always unmounted on drop (also when the test fails).
-struct NtfsMount(PathBuf);
-
-impl NtfsMount {
-    fn new(image: &Path, dir: &Path) -> NtfsMount {
-        std::fs::create_dir_all(dir).unwrap();
-        run("ntfs-3g", &[image.to_str().unwrap(), dir.to_str().unwrap()]);
-        NtfsMount(dir.to_path_buf())
-    }
-    fn write(&self, rel: &str, content: &[u8]) {
-        let path = self.0.join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, content).unwrap();
-    }
-    fn unmount(self) {
-        // Drop does it.
-    }
-}
-
-impl Drop for NtfsMount {
-    fn drop(&mut self) {
-        let _ = Command::new("fusermount3").arg("-u").arg(&self.0).status();
-    }
-}
-
-fn tool_present(name: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
-
-fn run(cmd: &str, args: &[&str]) -> Vec<u8> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
+use crate::testutil::*;
 
 fn run_stdin(cmd: &str, args: &[&str], stdin: &str) {
     use std::io::Write;
@@ -389,7 +312,7 @@ fn build_disk(label: &str, hiberfil: Option<&[u8]>) -> BuiltDisk {
     sparse.extend_from_slice(&pattern(13, 5000));
     let fragmented = pattern(14, 1_500_000);
     {
-        let mount = NtfsMount::new(&ntfs, &dir.path("mnt"));
+        let mount = NtfsMount::new(&ntfs, &dir.path("mnt"), false);
         for (path, content) in &files {
             mount.write(path, content);
         }
@@ -408,7 +331,7 @@ fn build_disk(label: &str, hiberfil: Option<&[u8]>) -> BuiltDisk {
             std::fs::remove_file(dir.path(&format!("mnt/fill/{i}"))).unwrap();
         }
         mount.write("frag.bin", &fragmented);
-        mount.unmount();
+        drop(mount);
     }
     let table = format!(
         "label: {label}\nstart={ESP_START}, size={ESP_SECTORS}, type={}\nstart={NTFS_START}, size={NTFS_SECTORS}, type={}\n",

@@ -12,12 +12,7 @@ use super::*;
 use crate::image::{ImageFile, NtfsVolume, PartitionTable};
 use crate::rewrite::mapping::Form;
 use crate::sid::MachineSid;
-
-fn realdata(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/realdata")
-        .join(rel)
-}
+use crate::testutil::*;
 
 /// The real volume's machine SID and a same-shape new one.
 fn real_mapping() -> SidMapping {
@@ -35,67 +30,6 @@ fn test_mapping() -> SidMapping {
         MachineSid::new(1234567890, 2345678901, 3456789012),
     )
     .unwrap()
-}
-
-/// A temporary directory removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("sidfs-secure-{}-{tag}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// An ntfs-3g mount, unmounted by path on drop (also when the test fails).
-struct NtfsMount(PathBuf);
-
-impl NtfsMount {
-    fn new(image: &Path, dir: &Path, read_only: bool) -> NtfsMount {
-        std::fs::create_dir_all(dir).unwrap();
-        let mut args = vec![];
-        if read_only {
-            args.extend(["-o", "ro"]);
-        }
-        args.extend([image.to_str().unwrap(), dir.to_str().unwrap()]);
-        run("ntfs-3g", &args);
-        NtfsMount(dir.to_path_buf())
-    }
-}
-
-impl Drop for NtfsMount {
-    fn drop(&mut self) {
-        let _ = Command::new("fusermount3").arg("-u").arg(&self.0).status();
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) -> Vec<u8> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 fn tools_missing() -> Option<String> {

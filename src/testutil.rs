@@ -1,0 +1,89 @@
+//! Helpers shared by the unit tests that build NTFS volumes with real tools or read the real
+//! Windows data: temporary directories, ntfs-3g mounts that always unmount, tool checks.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A file or folder of `../shared/realdata` (read where it lies, never copied into the repo).
+pub(crate) fn realdata(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/realdata")
+        .join(rel)
+}
+
+/// A temporary directory, unique per process, tag and call; removed on drop.
+pub(crate) struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("sidfs-unit-{}-{tag}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An ntfs-3g mount, unmounted by path on drop (also when the test fails).
+pub(crate) struct NtfsMount(pub PathBuf);
+
+impl NtfsMount {
+    pub(crate) fn new(image: &Path, dir: &Path, read_only: bool) -> NtfsMount {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut args = vec![];
+        if read_only {
+            args.extend(["-o", "ro"]);
+        }
+        args.extend([image.to_str().unwrap(), dir.to_str().unwrap()]);
+        run("ntfs-3g", &args);
+        NtfsMount(dir.to_path_buf())
+    }
+
+    /// Writes a file (creating its folders) through the mount.
+    pub(crate) fn write(&self, rel: &str, content: &[u8]) {
+        let path = self.0.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+}
+
+impl Drop for NtfsMount {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3").arg("-u").arg(&self.0).status();
+    }
+}
+
+/// Whether a command is on PATH.
+pub(crate) fn tool_present(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub(crate) fn run(cmd: &str, args: &[&str]) -> Vec<u8> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
