@@ -250,10 +250,7 @@ fn run_inspect(master: &Path, json: bool) -> ExitCode {
         }
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("the report serializes")
-        );
+        print_json(&report);
     } else {
         print!("{}", report.render_text());
     }
@@ -267,10 +264,7 @@ fn run_inspect(master: &Path, json: bool) -> ExitCode {
 fn run_status(target: &Path, json: bool) -> Result<(), String> {
     let s = mount::status(target).map_err(|e| e.to_string())?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&s).expect("status serializes")
-        );
+        print_json(&s);
         return Ok(());
     }
     println!("state:        {}", s.state_dir.display());
@@ -329,10 +323,7 @@ fn run_verify(image: &Path, old: sidfs::sid::MachineSid, json: bool) -> ExitCode
         }
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("report serializes")
-        );
+        print_json(&report);
     } else {
         println!("image:        {}", report.image.display());
         println!("old SID:      {}", report.old_sid);
@@ -369,6 +360,14 @@ fn run_verify(image: &Path, old: sidfs::sid::MachineSid, json: bool) -> ExitCode
     } else {
         ExitCode::from(EXIT_VERIFY_PROBLEMS)
     }
+}
+
+/// Prints a report as pretty JSON on stdout.
+fn print_json<T: serde::Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("reports serialize")
+    );
 }
 
 fn human(bytes: u64) -> String {
