@@ -377,3 +377,27 @@ fn unclonable_masters_are_refused_before_mounting() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&s.dir.to_string_lossy().into_owned()));
 }
+
+/// Prove that `--keep-sid` gives a plain copy-on-write clone (the master byte for byte), that its
+/// state refuses to become a re-SIDed clone later, and that `sidfs status` shows the SIDs of a
+/// re-SIDed clone.
+#[test]
+fn keep_sid_is_a_plain_copy_and_status_shows_sids() {
+    let s = Scratch::new("keep-sid");
+    let (master, manifest) = build_master(&s, "master.img", &[]);
+    let mp = s.mkdir("mp");
+    let state = s.path("plain");
+    let m = Mounted::new(&master, &mp, 3, &state, &["--keep-sid"]);
+    ok(Command::new("cmp").arg(m.disk()).arg(&master));
+    assert_eq!(clone_info(&m)["patch_stage"], "identity");
+    m.unmount();
+    let err = one_line_error(&mount_cmd(&master, &mp, 3, &state, &[]));
+    assert!(err.contains("--keep-sid"), "{err}");
+
+    let m = Mounted::new(&master, &mp, 3, &s.path("resid"), &[]);
+    let status = ok(sidfs().arg("status").arg(&mp));
+    let old = manifest["machine_sid"].as_str().unwrap();
+    let new = clone_info(&m)["new_sid"].as_str().unwrap().to_string();
+    assert!(status.contains(&format!("{old} -> {new}")), "{status}");
+    m.unmount();
+}
