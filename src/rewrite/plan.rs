@@ -83,12 +83,21 @@ pub fn build_stage(
     ))
 }
 
+/// The largest structure (hive, `$SDS`) transformed in memory; a hostile size field above it is
+/// an error, not an allocation.
+pub const STRUCTURE_LIMIT: u64 = 1 << 30;
+
 /// Reads a stream's bytes from the master through its extents (holes read as zeros).
 pub fn read_stream(
     master: &crate::overlay::MasterImage,
     extents: &[crate::image::Extent],
     size: u64,
 ) -> Result<Vec<u8>, String> {
+    if size > STRUCTURE_LIMIT {
+        return Err(format!(
+            "a {size}-byte structure is larger than the {STRUCTURE_LIMIT} bytes sidfs rewrites in memory"
+        ));
+    }
     let len = usize::try_from(size).map_err(|_| "stream too large".to_string())?;
     let mut out = vec![0u8; len];
     for e in extents {
