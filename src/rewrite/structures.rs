@@ -77,7 +77,23 @@ impl Structure for HiveStructure {
             tasks: &self.tasks,
             map,
         };
-        let out = rewrite_hive(&original, map, &tasks).map_err(|e| e.to_string())?;
+        let out = match rewrite_hive(&original, map, &tasks) {
+            Ok(out) => out,
+            Err(e) => {
+                // A hive the rewrite cannot parse (a dirty backup copy, a damaged profile hive:
+                // inspect warns about those) still gets every SID replaced byte for byte, like
+                // any other file, so the clone never shows the old SID; only its lh hashes of
+                // renamed keys are not updated (`sidfs verify` reports that).
+                log::warn!("hive {}: {e}; replacing the SID byte for byte only", self.path);
+                let mut bytes = original.clone();
+                let n = map.replace_all(&mut bytes);
+                return Ok(StructureOutput {
+                    owned_edits: runs_to_disk(diff_runs(&original, &bytes), &self.extents),
+                    record_edits: Vec::new(),
+                    summary: format!("not parsed ({e}): {n} occurrences replaced byte for byte"),
+                });
+            }
+        };
         let r = &out.report;
         let summary = format!(
             "{} SID occurrences ({} in free cells), {} keys renamed, {} lh hashes, {} task hashes{}",
