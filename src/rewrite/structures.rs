@@ -9,7 +9,7 @@ use super::hive::{rewrite_hive, TaskHashes};
 use super::model::{NtfsPart, TaskFile};
 use super::plan::{extent_ranges, read_stream, runs_to_disk};
 use super::records::record_at;
-use super::secure::{rewrite_secure, ResidentValue, SecureLayout, SecureParts};
+use super::secure::{rewrite_secure, verify_secure, ResidentValue, SecureLayout, SecureParts};
 use super::stage::{diff_runs, Structure, StructureOutput};
 use super::SidMapping;
 use crate::image::{Extent, HiveLocation};
@@ -84,7 +84,10 @@ impl Structure for HiveStructure {
                 // inspect warns about those) still gets every SID replaced byte for byte, like
                 // any other file, so the clone never shows the old SID; only its lh hashes of
                 // renamed keys are not updated (`sidfs verify` reports that).
-                log::warn!("hive {}: {e}; replacing the SID byte for byte only", self.path);
+                log::warn!(
+                    "hive {}: {e}; replacing the SID byte for byte only",
+                    self.path
+                );
                 let mut bytes = original.clone();
                 let n = map.replace_all(&mut bytes);
                 return Ok(StructureOutput {
@@ -130,6 +133,15 @@ impl SecureStructure {
         let (parts, layout) = SecureParts::read(image, &part.volume)
             .map_err(|e| log::warn!("$Secure of partition {}: {e}", part.partition.index))
             .ok()?;
+        // A `$Secure` that is already inconsistent in the master is not rewritten as a whole
+        // (its SIDs are still replaced byte for byte); the clone is no more broken than the master.
+        if let Err(e) = verify_secure(&parts) {
+            log::warn!(
+                "$Secure of partition {} is inconsistent in the master ({e}); replacing SIDs byte for byte only",
+                part.partition.index
+            );
+            return None;
+        }
         Some(SecureStructure {
             volume_start: part.partition.start.0,
             layout,
