@@ -342,7 +342,7 @@ fn run_verify(image: &Path, old: sidfs::sid::MachineSid, json: bool) -> ExitCode
                     .unwrap_or_default()
             );
         }
-        println!("hives checked: {}", report.hives_checked.len());
+        println!("structures checked: {}", report.structures_checked.len());
         for p in &report.problems {
             println!("  problem: {p}");
         }

@@ -13,6 +13,7 @@ use crate::overlay::MasterImage;
 use crate::rewrite::mapping::SEARCH_CONTEXT;
 use crate::rewrite::model::{survey, HIVE_LIMIT};
 use crate::rewrite::records::{find_records, MAX_RECORD};
+use crate::rewrite::secure::{verify_secure, SecureParts};
 use crate::rewrite::{derive_new_sid, Form, OrderConstraints, SidMapping};
 use crate::sid::MachineSid;
 
@@ -38,7 +39,7 @@ pub struct VerifyReport {
     pub unexpected: usize,
     pub expected: usize,
     pub occurrences: Vec<FoundSid>,
-    pub hives_checked: Vec<String>,
+    pub structures_checked: Vec<String>,
     pub problems: Vec<String>,
 }
 
@@ -62,10 +63,26 @@ pub fn verify(image: &Path, old: MachineSid) -> Result<VerifyReport, String> {
 
     let mut regions: Vec<(Range<u64>, String, bool)> = Vec::new();
     let mut problems = Vec::new();
-    let mut hives_checked = Vec::new();
+    let mut structures_checked = Vec::new();
     if let Some(w) = &win {
         for (r, name) in &w.excluded {
             regions.push((r.clone(), name.clone(), true));
+        }
+        for part in &w.volumes {
+            match SecureParts::read(&w.image, &part.volume) {
+                Ok((parts, _)) => match verify_secure(&parts) {
+                    Ok(_) => structures_checked
+                        .push(format!("$Secure of partition {}", part.partition.index)),
+                    Err(e) => problems.push(format!(
+                        "$Secure of partition {}: {e}",
+                        part.partition.index
+                    )),
+                },
+                Err(e) => problems.push(format!(
+                    "$Secure of partition {}: cannot read: {e}",
+                    part.partition.index
+                )),
+            }
         }
         let Some(windows) = w.windows() else {
             return finish(
@@ -75,7 +92,7 @@ pub fn verify(image: &Path, old: MachineSid) -> Result<VerifyReport, String> {
                 &finder,
                 regions,
                 problems,
-                hives_checked,
+                structures_checked,
                 true,
             );
         };
@@ -91,7 +108,7 @@ pub fn verify(image: &Path, old: MachineSid) -> Result<VerifyReport, String> {
                         for p in check_hive(&hive) {
                             problems.push(format!("{}: {p}", h.path));
                         }
-                        hives_checked.push(h.path.clone());
+                        structures_checked.push(h.path.clone());
                     }
                     Err(e) => problems.push(format!("{}: {e}", h.path)),
                 },
@@ -107,7 +124,7 @@ pub fn verify(image: &Path, old: MachineSid) -> Result<VerifyReport, String> {
         &finder,
         regions,
         problems,
-        hives_checked,
+        structures_checked,
         win.is_some(),
     )
 }
@@ -120,7 +137,7 @@ fn finish(
     finder: &SidMapping,
     regions: Vec<(Range<u64>, String, bool)>,
     problems: Vec<String>,
-    hives_checked: Vec<String>,
+    structures_checked: Vec<String>,
     windows_found: bool,
 ) -> Result<VerifyReport, String> {
     let size = master.size();
@@ -180,7 +197,7 @@ fn finish(
         unexpected,
         expected,
         occurrences,
-        hives_checked,
+        structures_checked,
         problems,
     })
 }
