@@ -177,7 +177,12 @@ impl SidPatchStage {
 
         let mut w = vec![0u8; (we - ws) as usize];
         master.read_at(ws, &mut w)?;
-        let raw = w.clone();
+        // The master's bytes are needed again only where an excluded or owned range lies.
+        let keeps_raw = self.excluded.iter().any(|x| overlaps(x, &window))
+            || outputs
+                .iter()
+                .any(|(reg, _)| reg.owned.iter().any(|o| overlaps(o, &window)));
+        let raw = if keeps_raw { w.clone() } else { Vec::new() };
 
         let in_special = |r: &Range<u64>| {
             self.excluded.iter().any(|x| overlaps(x, r))
