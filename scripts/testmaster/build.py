@@ -13,6 +13,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import evtx  # noqa: E402
 import hives  # noqa: E402
 import ntfs  # noqa: E402
 import regf  # noqa: E402
@@ -256,6 +257,7 @@ def populate_windows(mnt, variant, hive_files, files_out):
     mk(protect + "/Preferred", bytes.fromhex(MASTERKEY_GUID.replace("-", "")) +
        struct.pack("<Q", regf.FIXED_FILETIME))
     mk(TASK_PATH, task_xml())
+    mk(evtx.PATH, evtx.security_log())
     for path, _enc, data in sid_text_files():
         mk(path, data)
     mk("Windows/System32/drivers/etc/hosts", b"# sidfs test master\r\n127.0.0.1 localhost\r\n")
@@ -402,6 +404,22 @@ def tool_versions():
     return dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
 
 
+def event_log_manifest():
+    """The .evtx of the Windows volume (scripts/testmaster/evtx.py): where its chunks are and
+    which of them carry the machine SID."""
+    data = evtx.security_log()
+    needle = bytes(evtx.binary_sid(MACHINE_SID)[12:])   # the sub-authority triple
+    chunks = []
+    at = evtx.FILE_HEADER_BLOCK
+    while at + evtx.CHUNK_SIZE <= len(data):
+        block = data[at:at + evtx.CHUNK_SIZE]
+        chunks.append({"offset": at, "signature": block[:8] == b"ElfChnk\0",
+                       "machine_sid": needle in block or MACHINE_SID.encode("utf-16-le") in block})
+        at += evtx.CHUNK_SIZE
+    return {"path": evtx.PATH, "size": len(data), "records": 4,
+            "sha256": hashlib.sha256(data).hexdigest(), "chunks": chunks}
+
+
 def make_manifest(a, size, parts, win, volinfo, hive_files, reg_values, domain_sid, product,
                   sds, files, extra_files, out):
     h = hashlib.sha256()
@@ -462,6 +480,7 @@ def make_manifest(a, size, parts, win, volinfo, hive_files, reg_values, domain_s
                  "hash_sha256": task_hash(xml).hex(),
                  "hash_input": "task XML file bytes without the UTF-16LE BOM (UNCONFIRMED)"},
         "sid_text_files": text_files,
+        "event_log": event_log_manifest(),
         "files": files,
         "never_rewrite_sids": [DOMAIN_SID, WIN10_BUILD_SID],
         "expected_refusals": REFUSALS[a.variant],

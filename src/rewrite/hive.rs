@@ -98,7 +98,7 @@ pub struct FormCounts {
 }
 
 impl FormCounts {
-    fn add(&mut self, form: Form) {
+    pub(crate) fn add(&mut self, form: Form) {
         match form {
             Form::Binary => self.binary += 1,
             Form::Ascii => self.ascii += 1,

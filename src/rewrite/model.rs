@@ -1,9 +1,9 @@
 //! What the rewrite needs to know about a master, learned once when a clone is mounted: the
 //! Windows volume, the machine SID, the names that constrain the new SID's order, the ranges never
-//! to touch, and the whole structures (hives, `$Secure`) to transform on first touch.
+//! to touch, and the whole structures (hives, `$Secure`, event logs) to transform on first touch.
 //!
 //! Cost: it reads the partition table, a few MFT records, the SECURITY and SAM hives, and walks
-//! the key names of every hive (to find SID-named keys); no scan of the disk's data. The chosen
+//! the key names of every hive (to find SID-named keys), lists the event-log directory; no scan of the disk's data. The chosen
 //! SID is stored in the clone's state, so a remount does not depend on this being repeated
 //! identically.
 
@@ -13,7 +13,7 @@ use std::path::Path;
 use crate::hive::{windows, Hive};
 use crate::image::{
     FileSystemKind, HiveFileKind, HiveLocation, ImageFile, NtfsVolume, Partition, PartitionTable,
-    StreamLocation,
+    StreamLayout, StreamLocation,
 };
 use crate::rewrite::OrderConstraints;
 use crate::sid::MachineSid;
@@ -42,6 +42,23 @@ const SID_NAMED_DIRS: [&str; 4] = [
     r"ProgramData\Microsoft\Crypto\RSA",
 ];
 
+/// Where Windows (Vista and later) keeps its event logs: `%SystemRoot%\System32\winevt\Logs`
+/// [libevtx documentation, "Windows XML Event Log (EVTX)"].
+pub const EVENT_LOG_DIR: &str = r"Windows\System32\winevt\Logs";
+/// At most this many event logs are rewritten as structures (a Windows 10 installation has a few
+/// hundred); any beyond it get the generic rewrite and a warning.
+pub const EVENT_LOG_COUNT_LIMIT: usize = 4096;
+/// Largest event log rewritten as a structure (read into memory once, on first touch). Larger
+/// logs get the generic rewrite, which leaves their changed chunks' CRCs stale; a warning says so.
+pub const EVENT_LOG_SIZE_LIMIT: u64 = 1 << 30;
+
+/// One `*.evtx` file of the Windows volume.
+pub struct EventLogFile {
+    /// Path on the volume, with the name as listed.
+    pub path: String,
+    pub layout: StreamLayout,
+}
+
 /// One NTFS volume of the master.
 pub struct NtfsPart {
     pub partition: Partition,
@@ -69,6 +86,8 @@ pub struct WindowsSurvey {
     pub hives: Vec<HiveLocation>,
     /// Scheduled tasks of the Windows volume.
     pub tasks: Vec<TaskFile>,
+    /// Event logs (`*.evtx` in [`EVENT_LOG_DIR`]) of the Windows volume.
+    pub event_logs: Vec<EventLogFile>,
 }
 
 impl WindowsSurvey {
@@ -119,6 +138,36 @@ fn files_below(volume: &NtfsVolume, dir: &str, out: &mut Vec<String>, budget: &m
             out.push(path);
         }
     }
+}
+
+/// The `*.evtx` files directly in [`EVENT_LOG_DIR`] (bounded by [`EVENT_LOG_COUNT_LIMIT`] and
+/// [`EVENT_LOG_SIZE_LIMIT`]); those skipped are logged.
+fn event_logs_of(volume: &NtfsVolume) -> Vec<EventLogFile> {
+    let Ok(entries) = volume.list_dir(EVENT_LOG_DIR) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        if e.is_directory || !e.name.to_ascii_lowercase().ends_with(".evtx") {
+            continue;
+        }
+        if out.len() >= EVENT_LOG_COUNT_LIMIT {
+            log::warn!(
+                "more than {EVENT_LOG_COUNT_LIMIT} event logs: the rest get the generic rewrite"
+            );
+            break;
+        }
+        let path = format!(r"{EVENT_LOG_DIR}\{}", e.name);
+        match volume.stream_layout(&path, "") {
+            Ok(layout) if layout.size > EVENT_LOG_SIZE_LIMIT => log::warn!(
+                "{path}: {} bytes, over {EVENT_LOG_SIZE_LIMIT}: generic rewrite, CRCs of changed chunks go stale",
+                layout.size
+            ),
+            Ok(layout) => out.push(EventLogFile { path, layout }),
+            Err(err) => log::warn!("{path}: {err}"),
+        }
+    }
+    out
 }
 
 /// Surveys the master. `Ok(None)`: no Windows installation and no `old_sid` given (the clone is
@@ -203,6 +252,7 @@ pub fn survey(
 
     let mut hives = Vec::new();
     let mut tasks = Vec::new();
+    let mut event_logs = Vec::new();
     let mut constraints = OrderConstraints::new();
     if let Some(w) = volumes.iter().find(|v| v.is_windows) {
         let volume = &w.volume;
@@ -221,6 +271,7 @@ pub fn survey(
                 tasks.push(TaskFile { task_path, bytes });
             }
         }
+        event_logs = event_logs_of(volume);
     }
     if with_constraints {
         for part in &volumes {
@@ -270,5 +321,6 @@ pub fn survey(
         excluded,
         hives,
         tasks,
+        event_logs,
     }))
 }

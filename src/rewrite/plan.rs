@@ -3,7 +3,7 @@
 use crate::rewrite::derive::{check_explicit_sid, derive_new_sid};
 use crate::rewrite::model::WindowsSurvey;
 use crate::rewrite::stage::{SidPatchStage, Structure};
-use crate::rewrite::structures::{HiveStructure, SecureStructure};
+use crate::rewrite::structures::{EvtxStructure, HiveStructure, SecureStructure};
 use crate::rewrite::SidMapping;
 use crate::sid::MachineSid;
 
@@ -52,7 +52,7 @@ pub fn choose_sid(survey: &WindowsSurvey, source: SidSource<'_>) -> Result<SidCh
     }
 }
 
-/// The whole structures transformed on first touch (hives, `$Secure`).
+/// The whole structures transformed on first touch (hives, `$Secure`, event logs).
 pub fn structures(survey: &WindowsSurvey) -> Vec<Box<dyn Structure>> {
     let mut out: Vec<Box<dyn Structure>> = Vec::new();
     for h in &survey.hives {
@@ -60,6 +60,13 @@ pub fn structures(survey: &WindowsSurvey) -> Vec<Box<dyn Structure>> {
             out.push(Box::new(HiveStructure::new(h, &survey.tasks)));
         }
     }
+    out.extend(
+        survey
+            .event_logs
+            .iter()
+            .filter_map(EvtxStructure::new)
+            .map(|e| Box::new(e) as Box<dyn Structure>),
+    );
     for part in &survey.volumes {
         if let Some(secure) = SecureStructure::locate(&survey.image, part) {
             out.push(Box::new(secure));

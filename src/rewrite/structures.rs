@@ -1,12 +1,14 @@
 //! The whole structures the stage rewrites on first touch, adapted from the pure transforms
-//! (`hive::rewrite_hive`, `secure::rewrite_secure`) to disk ranges and edits.
+//! (`hive::rewrite_hive`, `secure::rewrite_secure`, `evtx::rewrite_evtx`) to disk ranges and
+//! edits.
 
 use std::ops::Range;
 
 use sha2::{Digest, Sha256};
 
+use super::evtx::rewrite_evtx;
 use super::hive::{rewrite_hive, TaskHashes};
-use super::model::{NtfsPart, TaskFile};
+use super::model::{EventLogFile, NtfsPart, TaskFile};
 use super::plan::{extent_ranges, read_stream, runs_to_disk};
 use super::records::record_at;
 use super::secure::{rewrite_secure, verify_secure, ResidentValue, SecureLayout, SecureParts};
@@ -232,6 +234,81 @@ impl Structure for SecureStructure {
             owned_edits,
             record_edits,
             summary: format!("{:?}", out.report),
+        })
+    }
+}
+
+/// An event log (.evtx) of the Windows volume: the SID is replaced in the whole file and the CRCs
+/// of every chunk that changed (and of the file header) are recomputed where the master's were
+/// valid. A file that is not a readable event log gets the plain replacement over its stream.
+pub struct EvtxStructure {
+    path: String,
+    extents: Vec<Extent>,
+    size: u64,
+}
+
+impl EvtxStructure {
+    /// `None` for a stream that cannot be patched byte for byte (resident, compressed or
+    /// encrypted): the generic rewrite handles it like any other file.
+    pub fn new(file: &EventLogFile) -> Option<Self> {
+        let extents = file.layout.extents();
+        if !file.layout.is_plain() || extents.is_empty() {
+            return None;
+        }
+        Some(EvtxStructure {
+            path: file.path.clone(),
+            extents: extents.to_vec(),
+            size: file.layout.size,
+        })
+    }
+}
+
+impl Structure for EvtxStructure {
+    fn name(&self) -> String {
+        format!("event log {}", self.path)
+    }
+
+    fn owned(&self) -> Vec<Range<u64>> {
+        extent_ranges(&self.extents)
+    }
+
+    fn transform(&self, master: &MasterImage, map: &SidMapping) -> Result<StructureOutput, String> {
+        let original = read_stream(master, &self.extents, self.size)?;
+        let (bytes, summary) = match rewrite_evtx(&original, map) {
+            Ok(out) => {
+                let r = &out.report;
+                for stale in &r.stale_checksums {
+                    log::warn!(
+                        "{}: {:?} CRC at {:#x} was already wrong in the master (stored {:#010x}, computed {:#010x}): left as it was",
+                        self.path, stale.which, stale.at, stale.stored, stale.computed
+                    );
+                }
+                let summary = format!(
+                    "{} SID occurrences, {} of {} chunks changed, {} records and {} header CRCs recomputed{}, {} stale CRCs left, {} unreadable chunks",
+                    r.replaced.total(),
+                    r.chunks_changed,
+                    r.chunks,
+                    r.records_checksums_updated,
+                    r.header_checksums_updated,
+                    if r.file_checksum_updated { ", file header CRC" } else { "" },
+                    r.stale_checksums.len(),
+                    r.unreadable_chunks.len()
+                );
+                (out.bytes, summary)
+            }
+            Err(e) => {
+                let mut bytes = original.clone();
+                let n = map.replace_all(&mut bytes);
+                (
+                    bytes,
+                    format!("not a readable event log ({e}): {n} SID occurrences replaced, no CRC"),
+                )
+            }
+        };
+        Ok(StructureOutput {
+            owned_edits: runs_to_disk(diff_runs(&original, &bytes), &self.extents),
+            record_edits: Vec::new(),
+            summary,
         })
     }
 }
