@@ -228,6 +228,41 @@ fn seeds_are_stable_and_clones_of_clones_work() {
     let a = Mounted::new(&master, &s.mkdir("a"), 7, &s.path("sa"), &[]);
     let b = Mounted::new(&master, &s.mkdir("b"), 8, &s.path("sb"), &[]);
     let sid_a = clone_info(&a)["new_sid"].as_str().unwrap().to_string();
+    // `sidfs inspect` of the clone: the new SID from both SECURITY and SAM, the same accounts
+    // with their SIDs moved to the new domain, the AD domain unchanged, still cloneable.
+    let out = run(sidfs().arg("inspect").arg("--json").arg(a.disk()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let clone_report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = run(sidfs().arg("inspect").arg("--json").arg(&master));
+    let master_report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (cw, mw) = (&clone_report["windows"], &master_report["windows"]);
+    assert_eq!(cw["machine_sid"].as_str().unwrap(), sid_a);
+    assert_eq!(cw["machine_sid_sources"]["agree"], true);
+    assert_eq!(cw["domain"], mw["domain"]);
+    let accounts = |w: &serde_json::Value| -> Vec<(String, u64, String)> {
+        w["local_accounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                let sid = a["sid"].as_str().unwrap().to_string();
+                (
+                    a["name"].as_str().unwrap().to_string(),
+                    a["rid"].as_u64().unwrap(),
+                    sid,
+                )
+            })
+            .collect()
+    };
+    let want: Vec<_> = accounts(mw)
+        .into_iter()
+        .map(|(n, r, sid)| (n, r, sid.replace(&old, &sid_a)))
+        .collect();
+    assert_eq!(accounts(cw), want);
     let sid_b = clone_info(&b)["new_sid"].as_str().unwrap().to_string();
     assert_ne!(sid_a, sid_b, "two seeds gave the same SID");
     // Same seed, fresh state: same SID.
