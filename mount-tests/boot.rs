@@ -32,6 +32,7 @@ struct Vm {
     name: String,
     console: PathBuf,
     stderr: PathBuf,
+    started: Instant,
 }
 
 /// How a guest run ended.
@@ -68,6 +69,7 @@ impl Vm {
             name: name.to_string(),
             console,
             stderr,
+            started: Instant::now(),
         }
     }
 
@@ -84,10 +86,10 @@ impl Vm {
         self.child.as_mut().unwrap().try_wait().unwrap()
     }
 
-    /// Waits for qemu to exit on its own (the guest powers off); after `limit` the VM is killed
+    /// Waits for qemu to exit on its own (the guest powers off); `limit` after its start the VM is killed
     /// by its PID and the test fails with the console so far.
     fn wait(mut self, limit: Duration) -> VmRun {
-        let started = Instant::now();
+        let started = self.started;
         loop {
             if let Some(status) = self.poll() {
                 self.child = None;
