@@ -235,7 +235,7 @@ fn check_run(what: &str, run: &VmRun, want: &str, never: &[&str]) -> String {
         .iter()
         .find_map(|l| l.strip_prefix(&format!("wrote {WROTE} boot ")))
         .unwrap_or_else(|| panic!("the guest did not report its write\n{dump}"));
-    eprintln!("{what}: guest done in {:.1} s", run.seconds);
+    eprintln!("{what}: qemu exit seen {:.1} s after start", run.seconds);
     token.to_string()
 }
 
