@@ -1,7 +1,9 @@
 //! Mount tests: the real `sidfs` binary, real FUSE mounts, independent tools as oracles.
-//! They need root, /dev/fuse and the packages `scripts/setup` installs.
+//! They need root, /dev/fuse and the packages `scripts/setup-deps` installs.
 
+mod boot;
 mod common;
+mod deploy;
 mod evtx;
 mod inspect;
 mod overlay;
