@@ -125,6 +125,7 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
     let progress = std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut last_report = Instant::now();
+    let mut reported = false;
     let (mut done, mut written) = (0u64, 0u64);
     let mut buf = vec![0u8; CHUNK];
     for (d, h) in extents {
@@ -143,6 +144,7 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
             done += n as u64;
             if progress && last_report.elapsed().as_millis() >= 500 {
                 last_report = Instant::now();
+                reported = true;
                 let secs = started.elapsed().as_secs_f64().max(1e-3);
                 eprint!(
                     "\rsidfs export: {:>6.1}% of {} MiB, {:.0} MB/s   ",
@@ -156,7 +158,7 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
     }
     out.sync_all()
         .map_err(|e| MountError(format!("cannot sync {}: {e}", req.out.display())))?;
-    if progress {
+    if reported {
         eprintln!();
     }
     Ok(ExportSummary {
