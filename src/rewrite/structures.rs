@@ -22,6 +22,8 @@ pub struct HiveStructure {
     size: u64,
     /// The scheduled tasks, for the TaskCache hashes (only the SOFTWARE hive uses them).
     tasks: Vec<(String, Vec<u8>)>,
+    /// The clone's other identifiers (computer name, GUIDs), applied after the SID.
+    identity: Option<std::sync::Arc<crate::identity::IdentityMapping>>,
 }
 
 impl HiveStructure {
@@ -34,7 +36,17 @@ impl HiveStructure {
                 .iter()
                 .map(|t| (t.task_path.clone(), t.bytes.clone()))
                 .collect(),
+            identity: None,
         }
+    }
+
+    /// Also replaces the clone's other identifiers (see `crate::identity`).
+    pub fn with_identity(
+        mut self,
+        identity: Option<std::sync::Arc<crate::identity::IdentityMapping>>,
+    ) -> Self {
+        self.identity = identity;
+        self
     }
 }
 
@@ -77,7 +89,22 @@ impl Structure for HiveStructure {
             tasks: &self.tasks,
             map,
         };
-        let out = rewrite_hive(&original, map, &tasks).map_err(|e| e.to_string())?;
+        let mut out = rewrite_hive(&original, map, &tasks).map_err(|e| e.to_string())?;
+        let mut identity_summary = String::new();
+        if let Some(identity) = &self.identity {
+            let (bytes, report) =
+                crate::identity::hive::rewrite_identifiers(&out.bytes, identity)
+                    .map_err(|e| format!("identifiers: {e}"))?;
+            out.bytes = bytes;
+            if report.total() > 0 {
+                identity_summary = format!(
+                    ", {} identifier occurrences {:?}, {} keys renamed for identifiers",
+                    report.total(),
+                    report.replaced,
+                    report.keys_renamed.len()
+                );
+            }
+        }
         let r = &out.report;
         let summary = format!(
             "{} SID occurrences ({} in free cells), {} keys renamed, {} lh hashes, {} task hashes{}",
@@ -87,7 +114,7 @@ impl Structure for HiveStructure {
             r.lh_hashes_updated,
             r.task_hashes_updated,
             if r.checksum_updated { ", checksum" } else { "" }
-        );
+        ) + &identity_summary;
         Ok(StructureOutput {
             owned_edits: runs_to_disk(diff_runs(&original, &out.bytes), &self.extents),
             record_edits: Vec::new(),
