@@ -80,6 +80,14 @@ enum Cmd {
         /// A plain copy that keeps the master's SID.
         #[arg(long, conflicts_with_all = ["sid", "old_sid"])]
         keep_sid: bool,
+        /// The clone's computer name (NetBIOS and DNS: at most 15 letters, digits and hyphens,
+        /// as long as the master's). Default: one derived from the seed.
+        #[arg(long, value_name = "NAME", value_parser = parse_hostname)]
+        hostname: Option<String>,
+        /// Identifiers to keep as in the master, comma-separated: hostname, machine-guid, wsus,
+        /// msdtc (docs/IDENTIFIERS.md). Default: all are made unique.
+        #[arg(long, value_name = "LIST", value_parser = parse_keep)]
+        keep: Option<KeepList>,
         /// Export this existing clone, with everything written to it (it must not be mounted).
         #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
@@ -159,6 +167,36 @@ struct MountArgs {
     /// Let other users (e.g. a qemu running as another user) open the disk.
     #[arg(long)]
     allow_other: bool,
+    /// The clone's computer name (NetBIOS and DNS: at most 15 letters, digits and hyphens,
+    /// as long as the master's). Default: one derived from the seed.
+    #[arg(long, value_name = "NAME", value_parser = parse_hostname)]
+    hostname: Option<String>,
+    /// Identifiers to keep as in the master, comma-separated: hostname, machine-guid, wsus,
+    /// msdtc (docs/IDENTIFIERS.md). Default: all are made unique.
+    #[arg(long, value_name = "LIST", value_parser = parse_keep)]
+    keep: Option<KeepList>,
+}
+
+fn parse_hostname(s: &str) -> Result<String, String> {
+    sidfs::identity::check_hostname(s).map(|()| s.to_string())
+}
+
+/// The identifiers named by `--keep`.
+#[derive(Clone, Debug)]
+struct KeepList(Vec<sidfs::identity::IdentifierKind>);
+
+fn parse_keep(s: &str) -> Result<KeepList, String> {
+    sidfs::identity::parse_keep_list(s).map(KeepList)
+}
+
+fn identity_request(
+    hostname: &Option<String>,
+    keep: &Option<KeepList>,
+) -> sidfs::identity::IdentityRequest {
+    sidfs::identity::IdentityRequest {
+        hostname: hostname.clone(),
+        keep: keep.clone().map(|k| k.0).unwrap_or_default(),
+    }
 }
 
 impl MountArgs {
@@ -174,6 +212,7 @@ impl MountArgs {
             sid: self.sid,
             old_sid: self.old_sid,
             keep_sid: self.keep_sid,
+            identity: identity_request(&self.hostname, &self.keep),
         }
     }
 }
@@ -212,6 +251,8 @@ fn main() -> ExitCode {
             sid,
             old_sid,
             keep_sid,
+            hostname,
+            keep,
             state,
             force,
         } => run_export(sidfs::export::ExportRequest {
@@ -221,6 +262,7 @@ fn main() -> ExitCode {
             sid,
             old_sid,
             keep_sid,
+            identity: identity_request(&hostname, &keep),
             state,
             force,
         }),
@@ -285,6 +327,28 @@ fn run_status(target: &Path, json: bool) -> Result<(), String> {
     println!("seed:         {}", s.seed);
     if let (Some(old), Some(new)) = (&s.old_sid, &s.new_sid) {
         println!("machine SID:  {old} -> {new}");
+    }
+    if let Some(identity) = s
+        .identity
+        .clone()
+        .and_then(|v| serde_json::from_value::<sidfs::identity::IdentityChoice>(v).ok())
+    {
+        for c in &identity.changes {
+            let label = c
+                .label
+                .as_ref()
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_default();
+            println!(
+                "{:<14}{} -> {}{label}",
+                format!("{}:", c.kind),
+                c.old,
+                c.new
+            );
+        }
+        for k in &identity.kept {
+            println!("{:<14}kept (--keep)", format!("{k}:"));
+        }
     }
     println!(
         "master:       {} ({} bytes)",
@@ -493,6 +557,13 @@ fn start_daemon(args: &MountArgs, state_dir: &Path) -> Result<(), String> {
     }
     if args.keep_sid {
         cmd.arg("--keep-sid");
+    }
+    if let Some(name) = &args.hostname {
+        cmd.arg("--hostname").arg(name);
+    }
+    if let Some(keep) = &args.keep {
+        let words: Vec<&str> = keep.0.iter().map(|k| k.word()).collect();
+        cmd.arg("--keep").arg(words.join(","));
     }
     let log_err = log
         .try_clone()

@@ -20,8 +20,7 @@ use serde::Serialize;
 
 use super::{IdentifierKind, IdentityMapping};
 use crate::hive::{
-    compare_names, compute_checksum, lf_hint, lh_hash, CellOffset, Hive, LeafTag,
-    BASE_BLOCK_SIZE,
+    compare_names, compute_checksum, lf_hint, lh_hash, CellOffset, Hive, LeafTag, BASE_BLOCK_SIZE,
 };
 
 /// Base-block checksum field and the end of the range it covers [Suhanov "Base block"].
@@ -155,7 +154,8 @@ pub fn rewrite_identifiers(
     }
 
     // Step 5.
-    let check = Hive::parse(&out).map_err(|e| format!("the rewritten hive does not validate (a sidfs bug): {e}"))?;
+    let check = Hive::parse(&out)
+        .map_err(|e| format!("the rewritten hive does not validate (a sidfs bug): {e}"))?;
     for walked in check.walk() {
         walked.map_err(|e| format!("the rewritten hive does not walk (a sidfs bug): {e}"))?;
     }
@@ -214,10 +214,17 @@ fn check_list(hive: &Hive<'_>, parent: CellOffset, path: &str) -> Result<(), Str
             LeafTag::None => true,
         };
         if !ok {
-            return Err(format!("{path}: a list tag does not match its key (a sidfs bug)"));
+            return Err(format!(
+                "{path}: a list tag does not match its key (a sidfs bug)"
+            ));
         }
-        if previous.as_ref().is_some_and(|p| compare_names(p, &units).is_ge()) {
-            return Err(format!("{path}: subkey list unsorted after the change (a sidfs bug)"));
+        if previous
+            .as_ref()
+            .is_some_and(|p| compare_names(p, &units).is_ge())
+        {
+            return Err(format!(
+                "{path}: subkey list unsorted after the change (a sidfs bug)"
+            ));
         }
         previous = Some(units);
     }

@@ -148,7 +148,10 @@ fn string_value(hive: &Hive<'_>, key: &str, value: &str) -> Option<String> {
 /// A GUID string `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, optionally in braces, parsed to its
 /// 16 bytes in textual order.
 pub fn parse_guid(s: &str) -> Option<[u8; 16]> {
-    let s = s.strip_prefix('{').and_then(|x| x.strip_suffix('}')).unwrap_or(s);
+    let s = s
+        .strip_prefix('{')
+        .and_then(|x| x.strip_suffix('}'))
+        .unwrap_or(s);
     let b = s.as_bytes();
     if b.len() != 36 {
         return None;
@@ -273,7 +276,8 @@ pub fn discover(read: &dyn Fn(&str) -> Option<Vec<u8>>) -> Vec<FoundIdentifier> 
             }
             if let Some(sw) = &software {
                 for value in ["DefaultDomainName", "AltDefaultDomainName"] {
-                    if string_value(sw, WINLOGON, value).is_some_and(|v| v.eq_ignore_ascii_case(&name))
+                    if string_value(sw, WINLOGON, value)
+                        .is_some_and(|v| v.eq_ignore_ascii_case(&name))
                     {
                         locations.push(Location {
                             hive: SOFTWARE_HIVE.into(),
@@ -597,8 +601,14 @@ impl IdentityMapping {
             let (old, new) = match c.kind {
                 IdentifierKind::Hostname => (c.old.clone(), c.new.clone()),
                 _ => (
-                    c.old.trim_start_matches('{').trim_end_matches('}').to_string(),
-                    c.new.trim_start_matches('{').trim_end_matches('}').to_string(),
+                    c.old
+                        .trim_start_matches('{')
+                        .trim_end_matches('}')
+                        .to_string(),
+                    c.new
+                        .trim_start_matches('{')
+                        .trim_end_matches('}')
+                        .to_string(),
                 ),
             };
             let mut variants = vec![
@@ -609,7 +619,13 @@ impl IdentityMapping {
                 variants.push((old.clone(), new.to_ascii_uppercase()));
             }
             for (o, n) in variants {
-                raw.push((c.kind, o.clone().into_bytes(), n.clone().into_bytes(), Width::Byte, Boundary::Word));
+                raw.push((
+                    c.kind,
+                    o.clone().into_bytes(),
+                    n.clone().into_bytes(),
+                    Width::Byte,
+                    Boundary::Word,
+                ));
                 raw.push((c.kind, utf16(&o), utf16(&n), Width::Utf16, Boundary::Word));
             }
             if c.kind != IdentifierKind::Hostname {

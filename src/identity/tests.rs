@@ -6,11 +6,18 @@ fn derived_hostname_keeps_length_is_valid_stable_and_differs_per_seed() {
     assert_eq!(a.len(), 11);
     assert!(check_hostname(&a).is_ok(), "{a}");
     assert_eq!(a, derive_hostname("STUDENT-PC8", 7));
-    assert_eq!(a, derive_hostname("student-pc8", 7), "case of the master's name is irrelevant");
+    assert_eq!(
+        a,
+        derive_hostname("student-pc8", 7),
+        "case of the master's name is irrelevant"
+    );
     assert_ne!(a, derive_hostname("STUDENT-PC8", 8));
     assert_ne!(a, "STUDENT-PC8");
     // Pinned: the derivation is part of the clone's identity and must not drift.
-    assert_eq!(derive_hostname("STUDENT-PC8", 7), derive_hostname("STUDENT-PC8", 7));
+    assert_eq!(
+        derive_hostname("STUDENT-PC8", 7),
+        derive_hostname("STUDENT-PC8", 7)
+    );
     for len in 1..=15 {
         let old = "A".repeat(len);
         let new = derive_hostname(&old, 1);
@@ -31,7 +38,11 @@ fn derived_guids_are_v4_formatted_like_the_old_and_differ_per_kind_and_seed() {
     assert_eq!(g, derive_guid(IdentifierKind::MachineGuid, old, 7));
     assert_ne!(g, derive_guid(IdentifierKind::MachineGuid, old, 8));
     assert_ne!(g, derive_guid(IdentifierKind::Wsus, old, 7));
-    let cid = derive_guid(IdentifierKind::Msdtc, "{5F2C1A3E-9B7D-4E61-8C2A-1D3E5F7A9B0C}", 7);
+    let cid = derive_guid(
+        IdentifierKind::Msdtc,
+        "{5F2C1A3E-9B7D-4E61-8C2A-1D3E5F7A9B0C}",
+        7,
+    );
     assert!(cid.starts_with('{') && cid.ends_with('}'));
     assert_eq!(cid, cid.to_ascii_uppercase());
     assert_eq!(cid.len(), 38);
@@ -42,7 +53,10 @@ fn guid_binary_form_is_the_windows_guid_struct() {
     let t = parse_guid("{00112233-4455-6677-8899-AABBCCDDEEFF}").unwrap();
     assert_eq!(
         guid_binary(&t),
-        [0x33, 0x22, 0x11, 0x00, 0x55, 0x44, 0x77, 0x66, 0x88, 0x99, 0xAA, 0xBB, 0xCC, 0xDD, 0xEE, 0xFF]
+        [
+            0x33, 0x22, 0x11, 0x00, 0x55, 0x44, 0x77, 0x66, 0x88, 0x99, 0xAA, 0xBB, 0xCC, 0xDD,
+            0xEE, 0xFF
+        ]
     );
     assert!(parse_guid("00112233-4455-6677-8899-AABBCCDDEEF").is_none());
     assert!(parse_guid("0011223344556677-8899-AABBCCDDEEFF00").is_none());
@@ -64,7 +78,10 @@ fn hostname_validation_gives_reasons() {
         ("PC.lan", "not allowed"),
     ] {
         let e = check_hostname(bad).unwrap_err();
-        assert!(e.contains(why) && e.starts_with("invalid --hostname"), "{bad}: {e}");
+        assert!(
+            e.contains(why) && e.starts_with("invalid --hostname"),
+            "{bad}: {e}"
+        );
         assert_eq!(e.lines().count(), 1);
     }
 }
@@ -75,7 +92,9 @@ fn keep_list_parses_and_rejects_unknown_words() {
         parse_keep_list("machine-guid,hostname").unwrap(),
         vec![IdentifierKind::Hostname, IdentifierKind::MachineGuid]
     );
-    assert!(parse_keep_list("hostname,sid").unwrap_err().contains("unknown identifier"));
+    assert!(parse_keep_list("hostname,sid")
+        .unwrap_err()
+        .contains("unknown identifier"));
 }
 
 fn found() -> Vec<FoundIdentifier> {
@@ -87,8 +106,14 @@ fn found() -> Vec<FoundIdentifier> {
     };
     vec![
         f(IdentifierKind::Hostname, "STUDENT-PC8"),
-        f(IdentifierKind::MachineGuid, "3f2504e0-4f89-41d3-9a0c-0305e82c3301"),
-        f(IdentifierKind::Msdtc, "{5F2C1A3E-9B7D-4E61-8C2A-1D3E5F7A9B0C}"),
+        f(
+            IdentifierKind::MachineGuid,
+            "3f2504e0-4f89-41d3-9a0c-0305e82c3301",
+        ),
+        f(
+            IdentifierKind::Msdtc,
+            "{5F2C1A3E-9B7D-4E61-8C2A-1D3E5F7A9B0C}",
+        ),
     ]
 }
 
@@ -98,22 +123,37 @@ fn decide_honours_keep_and_hostname_and_refuses_other_lengths() {
     assert_eq!(all.changes.len(), 3);
     let kept = IdentityChoice::decide(
         &found(),
-        &IdentityRequest { hostname: None, keep: vec![IdentifierKind::MachineGuid] },
+        &IdentityRequest {
+            hostname: None,
+            keep: vec![IdentifierKind::MachineGuid],
+        },
         7,
     )
     .unwrap();
     assert!(kept.new_value(IdentifierKind::MachineGuid).is_none());
-    assert_eq!(kept.new_value(IdentifierKind::Hostname), all.new_value(IdentifierKind::Hostname));
+    assert_eq!(
+        kept.new_value(IdentifierKind::Hostname),
+        all.new_value(IdentifierKind::Hostname)
+    );
     let named = IdentityChoice::decide(
         &found(),
-        &IdentityRequest { hostname: Some("lab-pc-0007".into()), keep: vec![] },
+        &IdentityRequest {
+            hostname: Some("lab-pc-0007".into()),
+            keep: vec![],
+        },
         7,
     )
     .unwrap();
-    assert_eq!(named.new_value(IdentifierKind::Hostname), Some("LAB-PC-0007"));
+    assert_eq!(
+        named.new_value(IdentifierKind::Hostname),
+        Some("LAB-PC-0007")
+    );
     let e = IdentityChoice::decide(
         &found(),
-        &IdentityRequest { hostname: Some("LAB-PC-007".into()), keep: vec![] },
+        &IdentityRequest {
+            hostname: Some("LAB-PC-007".into()),
+            keep: vec![],
+        },
         7,
     )
     .unwrap_err();
@@ -124,7 +164,12 @@ fn decide_honours_keep_and_hostname_and_refuses_other_lengths() {
 fn mapping_replaces_every_form_keeps_case_and_respects_word_boundaries() {
     let choice = IdentityChoice {
         changes: vec![
-            Change { kind: IdentifierKind::Hostname, label: None, old: "STUDENT-PC8".into(), new: "K3F9Q2ZB7XA".into() },
+            Change {
+                kind: IdentifierKind::Hostname,
+                label: None,
+                old: "STUDENT-PC8".into(),
+                new: "K3F9Q2ZB7XA".into(),
+            },
             Change {
                 kind: IdentifierKind::Msdtc,
                 label: None,
@@ -138,7 +183,9 @@ fn mapping_replaces_every_form_keeps_case_and_respects_word_boundaries() {
     let mut buf = Vec::new();
     buf.extend_from_slice(b"\\\\STUDENT-PC8\\share;student-pc8\0;XSTUDENT-PC8;STUDENT-PC89;");
     buf.extend_from_slice(&utf16("STUDENT-PC8\\gold"));
-    buf.extend_from_slice(&guid_binary(&parse_guid("00112233-4455-6677-8899-AABBCCDDEEFF").unwrap()));
+    buf.extend_from_slice(&guid_binary(
+        &parse_guid("00112233-4455-6677-8899-AABBCCDDEEFF").unwrap(),
+    ));
     buf.extend_from_slice(b"{00112233-4455-6677-8899-aabbccddeeff}");
     let n = m.replace_all(&mut buf);
     assert_eq!(n, 5);
@@ -146,7 +193,12 @@ fn mapping_replaces_every_form_keeps_case_and_respects_word_boundaries() {
     assert!(text.contains("\\\\K3F9Q2ZB7XA\\share;k3f9q2zb7xa\0;XSTUDENT-PC8;STUDENT-PC89;"));
     assert!(text.contains("{ffeeddcc-bbaa-4988-b766-554433221100}"));
     assert!(count(&buf, &utf16("K3F9Q2ZB7XA\\gold")) == 1);
-    assert!(count(&buf, &guid_binary(&parse_guid("FFEEDDCC-BBAA-4988-B766-554433221100").unwrap())) == 1);
+    assert!(
+        count(
+            &buf,
+            &guid_binary(&parse_guid("FFEEDDCC-BBAA-4988-B766-554433221100").unwrap())
+        ) == 1
+    );
     assert!(m.find_all(&buf, true).is_empty());
 }
 

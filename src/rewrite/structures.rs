@@ -92,9 +92,8 @@ impl Structure for HiveStructure {
         let mut out = rewrite_hive(&original, map, &tasks).map_err(|e| e.to_string())?;
         let mut identity_summary = String::new();
         if let Some(identity) = &self.identity {
-            let (bytes, report) =
-                crate::identity::hive::rewrite_identifiers(&out.bytes, identity)
-                    .map_err(|e| format!("identifiers: {e}"))?;
+            let (bytes, report) = crate::identity::hive::rewrite_identifiers(&out.bytes, identity)
+                .map_err(|e| format!("identifiers: {e}"))?;
             out.bytes = bytes;
             if report.total() > 0 {
                 identity_summary = format!(
