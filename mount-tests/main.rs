@@ -2,6 +2,7 @@
 //! They need root, /dev/fuse and the packages `scripts/setup` installs.
 
 mod common;
+mod identity;
 mod inspect;
 mod overlay;
 mod rewrite;

@@ -82,7 +82,7 @@ enum Cmd {
         keep_sid: bool,
         /// The clone's computer name (NetBIOS and DNS: at most 15 letters, digits and hyphens,
         /// as long as the master's). Default: one derived from the seed.
-        #[arg(long, value_name = "NAME", value_parser = parse_hostname)]
+        #[arg(long, value_name = "NAME")]
         hostname: Option<String>,
         /// Identifiers to keep as in the master, comma-separated: hostname, machine-guid, wsus,
         /// msdtc (docs/IDENTIFIERS.md). Default: all are made unique.
@@ -169,16 +169,12 @@ struct MountArgs {
     allow_other: bool,
     /// The clone's computer name (NetBIOS and DNS: at most 15 letters, digits and hyphens,
     /// as long as the master's). Default: one derived from the seed.
-    #[arg(long, value_name = "NAME", value_parser = parse_hostname)]
+    #[arg(long, value_name = "NAME")]
     hostname: Option<String>,
     /// Identifiers to keep as in the master, comma-separated: hostname, machine-guid, wsus,
     /// msdtc (docs/IDENTIFIERS.md). Default: all are made unique.
     #[arg(long, value_name = "LIST", value_parser = parse_keep)]
     keep: Option<KeepList>,
-}
-
-fn parse_hostname(s: &str) -> Result<String, String> {
-    sidfs::identity::check_hostname(s).map(|()| s.to_string())
 }
 
 /// The identifiers named by `--keep`.
@@ -451,6 +447,9 @@ fn human(bytes: u64) -> String {
 }
 
 fn run_mount(args: &MountArgs) -> Result<(), String> {
+    if let Some(name) = &args.hostname {
+        sidfs::identity::check_hostname(name)?;
+    }
     let req = args.request();
     let state_dir = req
         .state
@@ -559,7 +558,8 @@ fn start_daemon(args: &MountArgs, state_dir: &Path) -> Result<(), String> {
         cmd.arg("--keep-sid");
     }
     if let Some(name) = &args.hostname {
-        cmd.arg("--hostname").arg(name);
+        // One argument, so that a name clap would take for an option still reaches the check.
+        cmd.arg(format!("--hostname={name}"));
     }
     if let Some(keep) = &args.keep {
         let words: Vec<&str> = keep.0.iter().map(|k| k.word()).collect();
