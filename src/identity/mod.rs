@@ -92,13 +92,14 @@ pub fn parse_keep_list(s: &str) -> Result<Vec<IdentifierKind>, String> {
 pub struct Location {
     pub hive: String,
     pub key: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
 }
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.value {
+            Some(v) if v.is_empty() => write!(f, "{} {} [(default)]", self.hive, self.key),
             Some(v) => write!(f, "{} {} [{}]", self.hive, self.key, v),
             None => write!(f, "{} {} (key name)", self.hive, self.key),
         }
@@ -106,11 +107,11 @@ impl fmt::Display for Location {
 }
 
 /// One identifier found in a master.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FoundIdentifier {
     pub kind: IdentifierKind,
     /// For MSDTC, the endpoint's `Description` (`MSDTC`, `MSDTCUIS`, ...).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
     pub value: String,
     /// The places Windows reads it from (sidfs also replaces every other occurrence in the hives).
@@ -552,6 +553,9 @@ enum Width {
     Utf16,
 }
 
+/// (kind, old bytes, new bytes, width, boundary) before its finder is built.
+type RawPattern = (IdentifierKind, Vec<u8>, Vec<u8>, Width, Boundary);
+
 struct Pattern {
     kind: IdentifierKind,
     old: Vec<u8>,
@@ -590,7 +594,7 @@ fn is_word_unit(u: u16) -> bool {
 
 impl IdentityMapping {
     pub fn new(choice: &IdentityChoice) -> Result<IdentityMapping, String> {
-        let mut raw: Vec<(IdentifierKind, Vec<u8>, Vec<u8>, Width, Boundary)> = Vec::new();
+        let mut raw: Vec<RawPattern> = Vec::new();
         for c in &choice.changes {
             if c.old.len() != c.new.len() || !c.old.is_ascii() || !c.new.is_ascii() {
                 return Err(format!(
