@@ -205,3 +205,116 @@ fn mapping_replaces_every_form_keeps_case_and_respects_word_boundaries() {
 fn count(hay: &[u8], needle: &[u8]) -> usize {
     hay.windows(needle.len()).filter(|w| *w == needle).count()
 }
+
+fn real_hive(name: &str) -> Option<Vec<u8>> {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/realdata/winreg-kb-STUDENT-PC8/"
+    );
+    std::fs::read(format!("{dir}{name}")).ok()
+}
+
+fn computer_name_change(new: &str) -> IdentityChoice {
+    IdentityChoice {
+        changes: vec![Change {
+            kind: IdentifierKind::Hostname,
+            label: None,
+            old: "STUDENT-PC8".into(),
+            new: new.into(),
+        }],
+        kept: vec![],
+    }
+}
+
+/// The real STUDENT-PC8 hives: the computer name in SECURITY `PolAcDmN` (UNICODE_STRING), the
+/// user's `WMSDK\General\ComputerName` and the lower-case name in shell-link blobs all change,
+/// and the hives still validate.
+#[test]
+fn real_hives_lose_the_computer_name_and_stay_valid() {
+    let (Some(security), Some(ntuser)) = (real_hive("SECURITY"), real_hive("NTUSER.DAT")) else {
+        return;
+    };
+    let map = IdentityMapping::new(&computer_name_change("K3F9Q2ZB7XA")).unwrap();
+    let (sec, report) = hive::rewrite_identifiers(&security, &map).unwrap();
+    assert_eq!(report.total(), 1);
+    let h = Hive::parse(&sec).unwrap();
+    assert_eq!(
+        policy_account_domain_name(&h).as_deref(),
+        Some("K3F9Q2ZB7XA")
+    );
+    let (nt, report) = hive::rewrite_identifiers(&ntuser, &map).unwrap();
+    assert!(report.total() >= 3, "{report:?}");
+    assert_eq!(count(&nt, b"student-pc8"), 0);
+    assert_eq!(count(&nt, &utf16("STUDENT-PC8")), 0);
+    assert_eq!(count(&nt, b"k3f9q2zb7xa"), count(&ntuser, b"student-pc8"));
+    let h = Hive::parse(&nt).unwrap();
+    let v = string_value(
+        &h,
+        r"Software\Microsoft\Windows Media\WMSDK\General",
+        "ComputerName",
+    );
+    assert_eq!(v.as_deref(), Some("K3F9Q2ZB7XA"));
+    // Only the identifier's bytes changed.
+    let changed = ntuser.iter().zip(&nt).filter(|(a, b)| a != b).count();
+    assert!(changed <= report.total() * 22, "{changed} bytes changed");
+}
+
+/// Renaming a GUID-named key to one that sorts last must move it to the end of its parent's
+/// subkey list with a correct lh hash, so that lookups by the new name find it.
+#[test]
+fn a_renamed_key_is_resorted_in_its_parents_list() {
+    let Some(ntuser) = real_hive("NTUSER.DAT") else {
+        return;
+    };
+    let hive = Hive::parse(&ntuser).unwrap();
+    // A parent with at least three GUID-named subkeys; rename its first to the greatest GUID.
+    let mut target = None;
+    for walked in hive.walk() {
+        let key = walked.unwrap().key;
+        let names: Vec<String> = key
+            .subkeys()
+            .unwrap()
+            .iter()
+            .map(|k| k.name().to_string_lossy())
+            .collect();
+        if names.iter().filter(|n| parse_guid(n).is_some()).count() >= 3
+            && parse_guid(&names[0]).is_some()
+        {
+            target = Some((key.offset(), names));
+            break;
+        }
+    }
+    let (parent, names) = target.expect("NTUSER.DAT has a key with three GUID-named subkeys");
+    let old = names[0].clone();
+    let new = format_guid_like(&[0xFF; 16], &old);
+    assert_eq!(new.len(), old.len());
+    let choice = IdentityChoice {
+        changes: vec![Change {
+            kind: IdentifierKind::Msdtc,
+            label: None,
+            old: old.clone(),
+            new: new.clone(),
+        }],
+        kept: vec![],
+    };
+    let map = IdentityMapping::new(&choice).unwrap();
+    let (out, report) = hive::rewrite_identifiers(&ntuser, &map).unwrap();
+    assert_eq!(report.lists_resorted, 1, "{report:?}");
+    let h = Hive::parse(&out).unwrap();
+    let key = h.key(parent).unwrap();
+    let after: Vec<String> = key
+        .subkeys()
+        .unwrap()
+        .iter()
+        .map(|k| k.name().to_string_lossy())
+        .collect();
+    assert_eq!(after.len(), names.len());
+    assert!(!after.contains(&old));
+    assert!(
+        key.subkey(&new).unwrap().is_some(),
+        "the renamed key is found by name"
+    );
+    for n in &names[1..] {
+        assert!(key.subkey(n).unwrap().is_some(), "{n} still found");
+    }
+}
