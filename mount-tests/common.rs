@@ -323,3 +323,54 @@ pub fn sid_forms(sid: &str) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
 pub fn count(hay: &[u8], needle: &[u8]) -> usize {
     hay.windows(needle.len()).filter(|w| *w == needle).count()
 }
+
+/// Every byte form of a computer name or GUID that sidfs replaces (docs/IDENTIFIERS.md): text in
+/// upper and lower case as ASCII and UTF-16LE, and for GUIDs the 16-byte binary GUID.
+pub fn identifier_forms(value: &str) -> Vec<Vec<u8>> {
+    let bare = value.trim_start_matches('{').trim_end_matches('}');
+    let mut out = Vec::new();
+    for s in [bare.to_ascii_uppercase(), bare.to_ascii_lowercase()] {
+        out.push(s.as_bytes().to_vec());
+        out.push(s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect());
+    }
+    if bare.len() == 36 && bare.matches('-').count() == 4 {
+        let hex: String = bare.chars().filter(|c| *c != '-').collect();
+        let t: Vec<u8> = (0..16)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        out.push(vec![
+            t[3], t[2], t[1], t[0], t[5], t[4], t[7], t[6], t[8], t[9], t[10], t[11], t[12], t[13],
+            t[14], t[15],
+        ]);
+    }
+    out
+}
+
+/// A `hivexregedit --export` of the master with the clone's identifiers (clone.json
+/// `identity.changes`) replaced in every form, sections sorted: the clone re-sorts the subkey
+/// list of a renamed key (an MSDTC CID), so the order of sections may differ.
+pub fn map_identifiers(export: &str, info: &serde_json::Value) -> String {
+    let mut out = export.to_string();
+    for c in info["identity"]["changes"].as_array().into_iter().flatten() {
+        let (old, new) = (c["old"].as_str().unwrap(), c["new"].as_str().unwrap());
+        let (olds, news) = (identifier_forms(old), identifier_forms(new));
+        for (o, n) in olds.iter().zip(&news) {
+            out = out.replace(&hex_csv(o), &hex_csv(n));
+        }
+        let (ob, nb) = (
+            old.trim_start_matches('{').trim_end_matches('}'),
+            new.trim_start_matches('{').trim_end_matches('}'),
+        );
+        out = out
+            .replace(&ob.to_ascii_uppercase(), &nb.to_ascii_uppercase())
+            .replace(&ob.to_ascii_lowercase(), &nb.to_ascii_lowercase());
+    }
+    sorted_sections(&out)
+}
+
+/// The sections (`[key]` and its values) of a hivexregedit export, sorted.
+pub fn sorted_sections(export: &str) -> String {
+    let mut sections: Vec<&str> = export.split("\n\n").collect();
+    sections.sort();
+    sections.join("\n\n")
+}

@@ -5,6 +5,7 @@ mod boot;
 mod common;
 mod deploy;
 mod evtx;
+mod identity;
 mod inspect;
 mod overlay;
 mod rewrite;

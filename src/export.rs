@@ -22,6 +22,8 @@ pub struct ExportRequest {
     pub old_sid: Option<MachineSid>,
     /// A plain copy that keeps the master's SID.
     pub keep_sid: bool,
+    /// The computer name and identifiers to keep (as for mount).
+    pub identity: crate::identity::IdentityRequest,
     /// Export this clone (with its writes) instead of a fresh one.
     pub state: Option<PathBuf>,
     pub force: bool,
@@ -87,6 +89,7 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
         req.sid,
         req.old_sid,
         req.keep_sid,
+        &req.identity,
         true,
     )?;
     let disk = clone.disk;

@@ -8,6 +8,7 @@
 pub mod export;
 pub mod fuse;
 pub mod hive;
+pub mod identity;
 pub mod image;
 pub mod inspect;
 pub mod mount;

@@ -80,6 +80,14 @@ enum Cmd {
         /// A plain copy that keeps the master's SID.
         #[arg(long, conflicts_with_all = ["sid", "old_sid"])]
         keep_sid: bool,
+        /// The clone's computer name (NetBIOS and DNS: at most 15 letters, digits and hyphens,
+        /// as long as the master's). Default: one derived from the seed.
+        #[arg(long, value_name = "NAME")]
+        hostname: Option<String>,
+        /// Identifiers to keep as in the master, comma-separated: hostname, machine-guid, wsus,
+        /// msdtc (docs/IDENTIFIERS.md). Default: all are made unique.
+        #[arg(long, value_name = "LIST", value_parser = parse_keep)]
+        keep: Option<KeepList>,
         /// Export this existing clone, with everything written to it (it must not be mounted).
         #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
@@ -159,6 +167,32 @@ struct MountArgs {
     /// Let other users (e.g. a qemu running as another user) open the disk.
     #[arg(long)]
     allow_other: bool,
+    /// The clone's computer name (NetBIOS and DNS: at most 15 letters, digits and hyphens,
+    /// as long as the master's). Default: one derived from the seed.
+    #[arg(long, value_name = "NAME")]
+    hostname: Option<String>,
+    /// Identifiers to keep as in the master, comma-separated: hostname, machine-guid, wsus,
+    /// msdtc (docs/IDENTIFIERS.md). Default: all are made unique.
+    #[arg(long, value_name = "LIST", value_parser = parse_keep)]
+    keep: Option<KeepList>,
+}
+
+/// The identifiers named by `--keep`.
+#[derive(Clone, Debug)]
+struct KeepList(Vec<sidfs::identity::IdentifierKind>);
+
+fn parse_keep(s: &str) -> Result<KeepList, String> {
+    sidfs::identity::parse_keep_list(s).map(KeepList)
+}
+
+fn identity_request(
+    hostname: &Option<String>,
+    keep: &Option<KeepList>,
+) -> sidfs::identity::IdentityRequest {
+    sidfs::identity::IdentityRequest {
+        hostname: hostname.clone(),
+        keep: keep.clone().map(|k| k.0).unwrap_or_default(),
+    }
 }
 
 impl MountArgs {
@@ -174,6 +208,7 @@ impl MountArgs {
             sid: self.sid,
             old_sid: self.old_sid,
             keep_sid: self.keep_sid,
+            identity: identity_request(&self.hostname, &self.keep),
         }
     }
 }
@@ -212,6 +247,8 @@ fn main() -> ExitCode {
             sid,
             old_sid,
             keep_sid,
+            hostname,
+            keep,
             state,
             force,
         } => run_export(sidfs::export::ExportRequest {
@@ -221,6 +258,7 @@ fn main() -> ExitCode {
             sid,
             old_sid,
             keep_sid,
+            identity: identity_request(&hostname, &keep),
             state,
             force,
         }),
@@ -279,6 +317,28 @@ fn run_status(target: &Path, json: bool) -> Result<(), String> {
     println!("seed:         {}", s.seed);
     if let (Some(old), Some(new)) = (&s.old_sid, &s.new_sid) {
         println!("machine SID:  {old} -> {new}");
+    }
+    if let Some(identity) = s
+        .identity
+        .clone()
+        .and_then(|v| serde_json::from_value::<sidfs::identity::IdentityChoice>(v).ok())
+    {
+        for c in &identity.changes {
+            let label = c
+                .label
+                .as_ref()
+                .map(|l| format!(" ({l})"))
+                .unwrap_or_default();
+            println!(
+                "{:<14}{} -> {}{label}",
+                format!("{}:", c.kind),
+                c.old,
+                c.new
+            );
+        }
+        for k in &identity.kept {
+            println!("{:<14}kept (--keep)", format!("{k}:"));
+        }
     }
     println!(
         "master:       {} ({} bytes)",
@@ -386,6 +446,9 @@ fn human(bytes: u64) -> String {
 }
 
 fn run_mount(args: &MountArgs) -> Result<(), String> {
+    if let Some(name) = &args.hostname {
+        sidfs::identity::check_hostname(name)?;
+    }
     let req = args.request();
     let state_dir = req
         .state
@@ -492,6 +555,14 @@ fn start_daemon(args: &MountArgs, state_dir: &Path) -> Result<(), String> {
     }
     if args.keep_sid {
         cmd.arg("--keep-sid");
+    }
+    if let Some(name) = &args.hostname {
+        // One argument, so that a name clap would take for an option still reaches the check.
+        cmd.arg(format!("--hostname={name}"));
+    }
+    if let Some(keep) = &args.keep {
+        let words: Vec<&str> = keep.0.iter().map(|k| k.word()).collect();
+        cmd.arg("--keep").arg(words.join(","));
     }
     let log_err = log
         .try_clone()

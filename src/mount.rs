@@ -18,7 +18,7 @@ use crate::overlay::{
     DEFAULT_BLOCK_SIZE,
 };
 use crate::rewrite;
-use crate::rewrite::plan::{build_stage, choose_sid, SidChoice, SidSource};
+use crate::rewrite::plan::{build_stage_with_identity, choose_sid, SidChoice, SidSource};
 
 /// How often unsynced block-map changes are written back even without fsync, bounding what a
 /// crash of the host can lose of writes the guest never synced.
@@ -39,6 +39,8 @@ pub struct MountRequest {
     pub old_sid: Option<crate::sid::MachineSid>,
     /// A plain copy-on-write clone that keeps the master's SID.
     pub keep_sid: bool,
+    /// The computer name and which other identifiers to keep (`--hostname`, `--keep`).
+    pub identity: crate::identity::IdentityRequest,
 }
 
 /// A failure to mount, already phrased for the user.
@@ -203,6 +205,9 @@ pub struct CloneInfo<'a> {
     pub patch_stage: &'static str,
     pub old_sid: Option<String>,
     pub new_sid: Option<String>,
+    /// The computer name, MachineGuid, WSUS and MSDTC ids: old and new values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<crate::identity::IdentityChoice>,
 }
 
 /// A clone ready to be served: state locked, delta open, mountpoint checked.
@@ -252,11 +257,35 @@ pub struct OpenClone {
     pub state: CloneState,
     pub disk: Arc<CloneDisk>,
     pub sids: Option<SidChoice>,
+    /// The clone's other identifiers (`None`: none changed, or a clone made before sidfs changed
+    /// them, which keeps its master's so that its bytes never change).
+    pub identity: Option<crate::identity::IdentityChoice>,
     pub created: bool,
+}
+
+/// Key of the clone's identifiers in state.json.
+const IDENTITY_STATE_KEY: &str = "identity";
+
+/// The identifiers of the survey's Windows installation.
+fn discover_identifiers(
+    survey: &rewrite::model::WindowsSurvey,
+) -> Vec<crate::identity::FoundIdentifier> {
+    let Some(windows) = survey.windows() else {
+        return Vec::new();
+    };
+    crate::identity::discover(&|path: &str| {
+        windows
+            .volume
+            .read_file(path, "", rewrite::model::HIVE_LIMIT)
+            .ok()
+    })
 }
 
 /// Opens (or creates) the clone of `master_path` kept in `state_dir`: surveys the master, takes
 /// the state's lock, decides the SID (recorded, explicit or from the seed) and builds the disk.
+// The parameters are the mount/export options one for one; a request struct is the next step
+// once export and mount share one.
+#[allow(clippy::too_many_arguments)]
 pub fn open_clone(
     master_path: &Path,
     state_dir: &Path,
@@ -264,6 +293,7 @@ pub fn open_clone(
     sid: Option<crate::sid::MachineSid>,
     old_sid: Option<crate::sid::MachineSid>,
     keep_sid: bool,
+    identity_req: &crate::identity::IdentityRequest,
     read_only: bool,
 ) -> Result<OpenClone, MountError> {
     let master = Arc::new(MasterImage::open(master_path)?);
@@ -287,6 +317,22 @@ pub fn open_clone(
             survey.as_ref().is_some_and(|s| s.windows().is_some()),
         )?;
     }
+    // The identifiers of a new clone are decided (and a bad --hostname refused) before any
+    // state exists; the seed may still be unknown, so this first decision only checks.
+    let found = match (&survey, is_new) {
+        (Some(s), true) => {
+            let found = discover_identifiers(s);
+            crate::identity::IdentityChoice::decide(&found, identity_req, seed.unwrap_or(0))
+                .map_err(MountError)?;
+            found
+        }
+        _ => {
+            if let Some(h) = &identity_req.hostname {
+                crate::identity::check_hostname(h).map_err(MountError)?;
+            }
+            Vec::new()
+        }
+    };
     let (mut state, delta, created) = CloneState::attach(&AttachRequest {
         dir: state_dir,
         master: &master,
@@ -294,6 +340,7 @@ pub fn open_clone(
         block_size: DEFAULT_BLOCK_SIZE,
         keep_sid,
     })?;
+    let mut identity = None;
     let (stage, sids): (Box<dyn PatchStage>, Option<SidChoice>) = match &survey {
         None => {
             info!(
@@ -316,11 +363,46 @@ pub fn open_clone(
                 _ => SidSource::Seed(meta.seed),
             };
             let choice = choose_sid(survey, source).map_err(MountError)?;
-            if meta.new_sid.is_none() {
+            let fresh = meta.new_sid.is_none();
+            let recorded_identity = meta.extra.get(IDENTITY_STATE_KEY).cloned();
+            let seed = meta.seed;
+            if fresh {
                 state.record_sids(&choice.old.to_string(), &choice.new.to_string())?;
             }
-            let stage = build_stage(survey, &choice, master.size()).map_err(MountError)?;
+            let chosen = match recorded_identity {
+                Some(v) => {
+                    let c: crate::identity::IdentityChoice =
+                        serde_json::from_value(v).map_err(|e| {
+                            MountError(format!("state records identifiers sidfs cannot read: {e}"))
+                        })?;
+                    check_recorded_identity(&c, identity_req, state.dir())?;
+                    Some(c)
+                }
+                None if fresh => {
+                    let c = crate::identity::IdentityChoice::decide(&found, identity_req, seed)
+                        .map_err(MountError)?;
+                    state.record_extra(
+                        IDENTITY_STATE_KEY,
+                        serde_json::to_value(&c).expect("identifiers serialize"),
+                    )?;
+                    Some(c)
+                }
+                // A clone made before sidfs changed identifiers keeps its master's.
+                None => None,
+            };
+            let mapping = match &chosen {
+                Some(c) if !c.changes.is_empty() => Some(Arc::new(
+                    crate::identity::IdentityMapping::new(c).map_err(MountError)?,
+                )),
+                _ => None,
+            };
+            let stage = build_stage_with_identity(survey, &choice, mapping, master.size())
+                .map_err(MountError)?;
             info!("machine SID {} becomes {}", choice.old, choice.new);
+            for c in chosen.iter().flat_map(|c| &c.changes) {
+                info!("{} {} becomes {}", c.kind, c.old, c.new);
+            }
+            identity = chosen;
             (Box::new(stage), Some(choice))
         }
     };
@@ -329,8 +411,45 @@ pub fn open_clone(
         state,
         disk,
         sids,
+        identity,
         created,
     })
+}
+
+/// A remount keeps the recorded identifiers; options asking for others are refused.
+fn check_recorded_identity(
+    recorded: &crate::identity::IdentityChoice,
+    req: &crate::identity::IdentityRequest,
+    dir: &Path,
+) -> Result<(), MountError> {
+    use crate::identity::IdentifierKind;
+    if let Some(h) = &req.hostname {
+        let now = recorded.new_value(IdentifierKind::Hostname);
+        if !now.is_some_and(|n| n.eq_ignore_ascii_case(h)) {
+            return fail(format!(
+                "state {} is the clone with computer name {}, not {h}: pass another --state for a clone with that name",
+                dir.display(),
+                now.unwrap_or("(kept from the master)")
+            ));
+        }
+    }
+    if !req.keep.is_empty() && req.keep != recorded.kept {
+        return fail(format!(
+            "state {} was created with --keep {}: pass the same or none, or another --state",
+            dir.display(),
+            if recorded.kept.is_empty() {
+                "(nothing)".to_string()
+            } else {
+                recorded
+                    .kept
+                    .iter()
+                    .map(|k| k.word())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+        ));
+    }
+    Ok(())
 }
 
 pub fn prepare(req: &MountRequest, state_dir: &Path) -> Result<PreparedClone, MountError> {
@@ -351,6 +470,7 @@ pub fn prepare(req: &MountRequest, state_dir: &Path) -> Result<PreparedClone, Mo
         state,
         disk,
         sids,
+        identity,
         created,
     } = open_clone(
         &req.master,
@@ -359,6 +479,7 @@ pub fn prepare(req: &MountRequest, state_dir: &Path) -> Result<PreparedClone, Mo
         req.sid,
         req.old_sid,
         req.keep_sid,
+        &req.identity,
         req.read_only,
     )?;
     let meta = state.meta();
@@ -375,6 +496,7 @@ pub fn prepare(req: &MountRequest, state_dir: &Path) -> Result<PreparedClone, Mo
         patch_stage: disk.stage_name(),
         old_sid: sids.map(|c| c.old.to_string()),
         new_sid: sids.map(|c| c.new.to_string()),
+        identity,
     };
     let mut info_json = serde_json::to_vec_pretty(&info).expect("clone info serializes");
     info_json.push(b'\n');
@@ -572,6 +694,9 @@ pub struct CloneStatus {
     pub seed: u64,
     pub old_sid: Option<String>,
     pub new_sid: Option<String>,
+    /// The clone's identifiers as recorded in state.json.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<serde_json::Value>,
     pub master: state::MasterRecord,
     pub block_size: u32,
     pub delta_blocks: u64,
@@ -609,6 +734,7 @@ pub fn status(target: &Path) -> Result<CloneStatus, MountError> {
         seed: meta.seed,
         old_sid: meta.old_sid.clone(),
         new_sid: meta.new_sid.clone(),
+        identity: meta.extra.get(IDENTITY_STATE_KEY).cloned(),
         block_size: meta.block_size,
         delta_blocks,
         delta_bytes: delta_blocks * u64::from(meta.block_size),

@@ -119,7 +119,27 @@ def software(product) -> HiveSpec:
         ("allow", 0, FULL, STUDENT)]))
     s.key(tc + r"\Boot")
     s.key(tc + r"\Logon" + "\\" + TASK_GUID)
+    identifiers(s, cv)
     return s
+
+
+def identifiers(s: HiveSpec, cv: str):
+    """Per-machine identifiers of SOFTWARE besides the SID (docs/IDENTIFIERS.md)."""
+    s.val(r"Microsoft\Cryptography", "MachineGuid", REG_SZ, sz(MACHINE_GUID), True, MACHINE_GUID)
+    wu = r"Microsoft\Windows\CurrentVersion\WindowsUpdate"
+    s.val(wu, "SusClientId", REG_SZ, sz(SUS_CLIENT_ID), True, SUS_CLIENT_ID)
+    s.val(wu, "SusClientIDValidation", REG_BINARY, SUS_CLIENT_ID_VALIDATION, True,
+          SUS_CLIENT_ID_VALIDATION.hex())
+    for desc, cid in MSDTC_CIDS:
+        s.val(r"Classes\CID" + "\\" + cid + r"\Description", "", REG_SZ, sz(desc), True, desc)
+        s.val(r"Classes\CID" + "\\" + cid + r"\CustomProperties\Log\Path", "", REG_SZ,
+              sz(r"C:\Windows\system32\MsDtc"))
+    s.val(r"Microsoft\MSDTC", "MaxLogSize", REG_DWORD, dword(4096))
+    # Domain-joined: DefaultDomainName is the domain (never rewritten), AltDefaultDomainName the
+    # computer (rewritten).
+    s.val(cv + r"\Winlogon", "DefaultDomainName", REG_SZ, sz(DOMAIN_NAME), True, DOMAIN_NAME)
+    s.val(cv + r"\Winlogon", "AltDefaultDomainName", REG_SZ, sz(COMPUTER_NAME), True,
+          COMPUTER_NAME)
 
 
 def system(product, hiberboot: int) -> HiveSpec:
@@ -136,6 +156,11 @@ def system(product, hiberboot: int) -> HiveSpec:
     s.val(tcp, "Hostname", REG_SZ, sz(COMPUTER_NAME), True, COMPUTER_NAME)
     s.val(tcp, "NV Hostname", REG_SZ, sz(COMPUTER_NAME), True, COMPUTER_NAME)
     s.val(tcp, "Domain", REG_SZ, sz(""))
+    # A second control set (LastKnownGood history): the computer name lives in every one.
+    s.val(r"ControlSet002\Control\ComputerName\ComputerName", "ComputerName", REG_SZ,
+          sz(COMPUTER_NAME), True, COMPUTER_NAME)
+    s.val(r"ControlSet002\Services\Tcpip\Parameters", "Hostname", REG_SZ, sz(COMPUTER_NAME),
+          True, COMPUTER_NAME)
     s.val(cs + r"\Control\ProductOptions", "ProductType", REG_SZ, sz(product["product_type"]),
           True, product["product_type"])
     s.val(cs + r"\Control\Session Manager\Power", "HiberbootEnabled", REG_DWORD,

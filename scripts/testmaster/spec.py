@@ -47,6 +47,21 @@ TASK_GUID = "{5D1E1A7C-3B0F-4F2A-9C1D-51DF5D1FA001}"
 MASTERKEY_GUID = "7f1a3c2e-5b4d-4e6f-8a9b-0c1d2e3f4a5b"
 FIREWALL_RULE_GUID = "{8C2B6E41-1D3A-4C5B-9E7F-A0B1C2D3E4F5}"
 
+# Per-machine identifiers besides the SID (docs/IDENTIFIERS.md), fixed so builds are
+# deterministic. MachineGuid and SusClientId are stored as Windows stores them (lowercase, no
+# braces); MSDTC contact ids (CIDs) are key names `Classes\CID\{GUID}` (uppercase, braces), one per
+# transaction-manager endpoint, told apart by their Description (MS-CMOM 2.2.3.5).
+MACHINE_GUID = "3f2504e0-4f89-41d3-9a0c-0305e82c3301"
+SUS_CLIENT_ID = "b6a1c7d2-8e34-4f51-a9b0-2c3d4e5f6a7b"
+# The validation blob's layout is not public; the master carries an opaque placeholder that
+# does not embed the id (sidfs leaves it as it is: docs/IDENTIFIERS.md).
+SUS_CLIENT_ID_VALIDATION = bytes.fromhex("0600b4002801000000000000") + "PLACEHOLDER-VALIDATION".encode(
+    "utf-16-le")
+MSDTC_CIDS = [("MSDTC", "{5F2C1A3E-9B7D-4E61-8C2A-1D3E5F7A9B0C}"),
+              ("MSDTCUIS", "{8A4E2D6C-1F3B-4A5D-9E7C-2B4D6F8A0C1E}"),
+              ("MSDTCXATM", "{C1D3E5F7-A9B0-4C2E-8D4F-6A8B0C2E4F61}"),
+              ("MSDTCTIPGW", "{E7F9A1B3-C5D7-4E9F-A1B3-C5D7E9F1A3B5}")]
+
 PRODUCTS = {
     "workstation": {"name": "Windows 10 Pro", "edition": "Professional", "current_build": "19045",
                     "display_version": "22H2", "installation_type": "Client",

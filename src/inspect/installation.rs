@@ -323,6 +323,11 @@ pub(super) fn inspect_installation(
     }
 
     let special_files = special_files(volume, &mut findings);
+    let identifiers = crate::identity::discover(&|path: &str| {
+        volume
+            .read_file(path, "", crate::rewrite::model::HIVE_LIMIT)
+            .ok()
+    });
 
     WindowsReport {
         partition_index: partition.index,
@@ -347,6 +352,7 @@ pub(super) fn inspect_installation(
         profiles,
         hives,
         special_files,
+        identifiers,
     }
 }
 

@@ -274,6 +274,32 @@ fn render_windows(w: &WindowsReport, out: &mut String) {
         s.encrypted,
         s.compressed
     );
+    if !w.identifiers.is_empty() {
+        let _ = writeln!(
+            out,
+            "  identifiers (made unique per clone; --keep to opt out):"
+        );
+        let mut rows = vec![vec![
+            "    identifier".to_string(),
+            "value".to_string(),
+            "where Windows reads it".to_string(),
+        ]];
+        for id in &w.identifiers {
+            let what = match &id.label {
+                Some(l) => format!("    {} ({l})", id.kind),
+                None => format!("    {}", id.kind),
+            };
+            for (i, loc) in id.locations.iter().enumerate() {
+                let (a, b) = if i == 0 {
+                    (what.clone(), id.value.clone())
+                } else {
+                    (String::new(), String::new())
+                };
+                rows.push(vec![a, b, loc.to_string()]);
+            }
+        }
+        table(out, &rows);
+    }
     out.push('\n');
 }
 

@@ -102,6 +102,10 @@ pub struct WindowsReport {
     pub hives: Vec<HiveReport>,
     /// EFS-encrypted and compressed files found by a bounded MFT walk.
     pub special_files: SpecialFilesReport,
+    /// Per-machine identifiers besides the SID (computer name, MachineGuid, WSUS, MSDTC), with
+    /// where Windows reads them: what `sidfs mount` makes unique (docs/IDENTIFIERS.md).
+    #[serde(default)]
+    pub identifiers: Vec<crate::identity::FoundIdentifier>,
 }
 
 /// Facts of the Windows volume that decide whether it can be cloned.

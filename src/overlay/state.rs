@@ -168,6 +168,12 @@ impl CloneState {
         self.meta.new_sid = Some(new.to_string());
         write_meta_atomically(&self.dir, &self.meta)
     }
+
+    /// Records a field added by a later feature (kept in `extra`, written at once).
+    pub fn record_extra(&mut self, key: &str, value: serde_json::Value) -> Result<()> {
+        self.meta.extra.insert(key.to_string(), value);
+        write_meta_atomically(&self.dir, &self.meta)
+    }
 }
 
 fn absolute(p: &Path) -> PathBuf {

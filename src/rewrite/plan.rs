@@ -54,10 +54,20 @@ pub fn choose_sid(survey: &WindowsSurvey, source: SidSource<'_>) -> Result<SidCh
 
 /// The whole structures transformed on first touch (hives, `$Secure`, event logs).
 pub fn structures(survey: &WindowsSurvey) -> Vec<Box<dyn Structure>> {
+    structures_with_identity(survey, None)
+}
+
+/// [`structures`], whose hives also get the clone's other identifiers.
+pub fn structures_with_identity(
+    survey: &WindowsSurvey,
+    identity: Option<std::sync::Arc<crate::identity::IdentityMapping>>,
+) -> Vec<Box<dyn Structure>> {
     let mut out: Vec<Box<dyn Structure>> = Vec::new();
     for h in &survey.hives {
         if h.layout.is_plain() && !h.extents().is_empty() {
-            out.push(Box::new(HiveStructure::new(h, &survey.tasks)));
+            out.push(Box::new(
+                HiveStructure::new(h, &survey.tasks).with_identity(identity.clone()),
+            ));
         }
     }
     out.extend(
@@ -80,12 +90,22 @@ pub fn build_stage(
     choice: &SidChoice,
     disk_size: u64,
 ) -> Result<SidPatchStage, String> {
+    build_stage_with_identity(survey, choice, None, disk_size)
+}
+
+/// [`build_stage`] that also replaces the clone's other identifiers in the hives.
+pub fn build_stage_with_identity(
+    survey: &WindowsSurvey,
+    choice: &SidChoice,
+    identity: Option<std::sync::Arc<crate::identity::IdentityMapping>>,
+    disk_size: u64,
+) -> Result<SidPatchStage, String> {
     let map = SidMapping::new(choice.old, choice.new)?;
     let excluded = survey.excluded.iter().map(|(r, _)| r.clone()).collect();
     Ok(SidPatchStage::new(
         map,
         excluded,
-        structures(survey),
+        structures_with_identity(survey, identity),
         disk_size,
     ))
 }

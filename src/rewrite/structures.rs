@@ -24,6 +24,8 @@ pub struct HiveStructure {
     size: u64,
     /// The scheduled tasks, for the TaskCache hashes (only the SOFTWARE hive uses them).
     tasks: Vec<(String, Vec<u8>)>,
+    /// The clone's other identifiers (computer name, GUIDs), applied after the SID.
+    identity: Option<std::sync::Arc<crate::identity::IdentityMapping>>,
 }
 
 impl HiveStructure {
@@ -36,7 +38,17 @@ impl HiveStructure {
                 .iter()
                 .map(|t| (t.task_path.clone(), t.bytes.clone()))
                 .collect(),
+            identity: None,
         }
+    }
+
+    /// Also replaces the clone's other identifiers (see `crate::identity`).
+    pub fn with_identity(
+        mut self,
+        identity: Option<std::sync::Arc<crate::identity::IdentityMapping>>,
+    ) -> Self {
+        self.identity = identity;
+        self
     }
 }
 
@@ -79,13 +91,14 @@ impl Structure for HiveStructure {
             tasks: &self.tasks,
             map,
         };
-        let out = match rewrite_hive(&original, map, &tasks) {
+        let mut out = match rewrite_hive(&original, map, &tasks) {
             Ok(out) => out,
             Err(e) => {
                 // A hive the rewrite cannot parse (a dirty backup copy, a damaged profile hive:
                 // inspect warns about those) still gets every SID replaced byte for byte, like
                 // any other file, so the clone never shows the old SID; only its lh hashes of
-                // renamed keys are not updated (`sidfs verify` reports that).
+                // renamed keys (and its other identifiers) are not updated (`sidfs verify`
+                // reports that).
                 log::warn!(
                     "hive {}: {e}; replacing the SID byte for byte only",
                     self.path
@@ -99,6 +112,20 @@ impl Structure for HiveStructure {
                 });
             }
         };
+        let mut identity_summary = String::new();
+        if let Some(identity) = &self.identity {
+            let (bytes, report) = crate::identity::hive::rewrite_identifiers(&out.bytes, identity)
+                .map_err(|e| format!("identifiers: {e}"))?;
+            out.bytes = bytes;
+            if report.total() > 0 {
+                identity_summary = format!(
+                    ", {} identifier occurrences {:?}, {} keys renamed for identifiers",
+                    report.total(),
+                    report.replaced,
+                    report.keys_renamed.len()
+                );
+            }
+        }
         let r = &out.report;
         let summary = format!(
             "{} SID occurrences ({} in free cells), {} keys renamed, {} lh hashes, {} task hashes{}",
@@ -108,7 +135,7 @@ impl Structure for HiveStructure {
             r.lh_hashes_updated,
             r.task_hashes_updated,
             if r.checksum_updated { ", checksum" } else { "" }
-        );
+        ) + &identity_summary;
         Ok(StructureOutput {
             owned_edits: runs_to_disk(diff_runs(&original, &out.bytes), &self.extents),
             record_edits: Vec::new(),

@@ -1,0 +1,733 @@
+//! Per-machine identifiers besides the SID: the computer name, `MachineGuid`, the WSUS
+//! `SusClientId` and the MSDTC contact ids (CIDs). See docs/IDENTIFIERS.md.
+//!
+//! This module finds them in a master's hives ([`discover`]), derives the clone's values from the
+//! seed ([`derive_hostname`], [`derive_guid`]), validates a `--hostname` ([`check_hostname`]),
+//! records the choice ([`IdentityChoice`], kept in the clone's state.json) and turns it into a
+//! byte-level [`IdentityMapping`]. [`hive::rewrite_identifiers`] applies the mapping to a hive
+//! file after the SID rewrite, keeping every structure valid.
+
+#![forbid(unsafe_code)]
+
+pub mod hive;
+
+use std::fmt;
+use std::str::FromStr;
+
+use memchr::memmem::Finder;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::hive::{value_type, Hive};
+
+/// Domain-separation prefix of every derivation (docs/IDENTIFIERS.md); bump the version to
+/// change an algorithm, never silently.
+const DERIVATION_TAG: &[u8] = b"sidfs-identifier-v1";
+
+/// Longest NetBIOS computer name (the 16th byte is the service suffix).
+pub const NETBIOS_MAX: usize = 15;
+
+/// Which identifier; the names are the words of `--keep`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdentifierKind {
+    Hostname,
+    MachineGuid,
+    Wsus,
+    Msdtc,
+}
+
+impl IdentifierKind {
+    pub const ALL: [IdentifierKind; 4] = [
+        IdentifierKind::Hostname,
+        IdentifierKind::MachineGuid,
+        IdentifierKind::Wsus,
+        IdentifierKind::Msdtc,
+    ];
+
+    pub fn word(self) -> &'static str {
+        match self {
+            IdentifierKind::Hostname => "hostname",
+            IdentifierKind::MachineGuid => "machine-guid",
+            IdentifierKind::Wsus => "wsus",
+            IdentifierKind::Msdtc => "msdtc",
+        }
+    }
+}
+
+impl fmt::Display for IdentifierKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.word())
+    }
+}
+
+impl FromStr for IdentifierKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        IdentifierKind::ALL
+            .into_iter()
+            .find(|k| k.word().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| {
+                format!("unknown identifier {s:?}: expected hostname, machine-guid, wsus or msdtc")
+            })
+    }
+}
+
+/// Parses `--keep hostname,machine-guid` into its kinds.
+pub fn parse_keep_list(s: &str) -> Result<Vec<IdentifierKind>, String> {
+    let mut out = Vec::new();
+    for word in s.split(',').filter(|w| !w.trim().is_empty()) {
+        let kind: IdentifierKind = word.parse()?;
+        if !out.contains(&kind) {
+            out.push(kind);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Where an identifier lives: a hive (volume path), a key path below its root and a value name
+/// (`None` when the identifier is the key's name).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    pub hive: String,
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) if v.is_empty() => write!(f, "{} {} [(default)]", self.hive, self.key),
+            Some(v) => write!(f, "{} {} [{}]", self.hive, self.key, v),
+            None => write!(f, "{} {} (key name)", self.hive, self.key),
+        }
+    }
+}
+
+/// One identifier found in a master.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoundIdentifier {
+    pub kind: IdentifierKind,
+    /// For MSDTC, the endpoint's `Description` (`MSDTC`, `MSDTCUIS`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    pub value: String,
+    /// The places Windows reads it from (sidfs also replaces every other occurrence in the hives).
+    pub locations: Vec<Location>,
+}
+
+pub const SYSTEM_HIVE: &str = r"Windows\System32\config\SYSTEM";
+pub const SOFTWARE_HIVE: &str = r"Windows\System32\config\SOFTWARE";
+pub const SECURITY_HIVE: &str = r"Windows\System32\config\SECURITY";
+
+/// Computer-name values of one control set: (key below the control set, value).
+const NAME_VALUES: [(&str, &str); 4] = [
+    (r"Control\ComputerName\ComputerName", "ComputerName"),
+    (r"Control\ComputerName\ActiveComputerName", "ComputerName"),
+    (r"Services\Tcpip\Parameters", "Hostname"),
+    (r"Services\Tcpip\Parameters", "NV Hostname"),
+];
+const WINLOGON: &str = r"Microsoft\Windows NT\CurrentVersion\Winlogon";
+const MACHINE_GUID_KEY: &str = r"Microsoft\Cryptography";
+const WSUS_KEY: &str = r"Microsoft\Windows\CurrentVersion\WindowsUpdate";
+const CID_KEY: &str = r"Classes\CID";
+
+fn string_value(hive: &Hive<'_>, key: &str, value: &str) -> Option<String> {
+    let k = hive.open_key(key).ok()??;
+    let v = k.value(value).ok()??;
+    match v.data_type() {
+        value_type::REG_SZ | value_type::REG_EXPAND_SZ => {
+            let s = v.data().ok()?.to_utf16_string();
+            Some(s.trim_end_matches('\0').to_string())
+        }
+        _ => None,
+    }
+}
+
+/// A GUID string `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, optionally in braces, parsed to its
+/// 16 bytes in textual order.
+pub fn parse_guid(s: &str) -> Option<[u8; 16]> {
+    let s = s
+        .strip_prefix('{')
+        .and_then(|x| x.strip_suffix('}'))
+        .unwrap_or(s);
+    let b = s.as_bytes();
+    if b.len() != 36 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    let mut n = 0;
+    let mut i = 0;
+    while i < 36 {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if b[i] != b'-' {
+                return None;
+            }
+            i += 1;
+            continue;
+        }
+        let hi = (b[i] as char).to_digit(16)?;
+        let lo = (b[i + 1] as char).to_digit(16)?;
+        out[n] = (hi * 16 + lo) as u8;
+        n += 1;
+        i += 2;
+    }
+    Some(out)
+}
+
+/// The GUID's textual bytes as the little-endian `GUID` structure Windows stores in binary.
+pub fn guid_binary(text_order: &[u8; 16]) -> [u8; 16] {
+    let t = text_order;
+    [
+        t[3], t[2], t[1], t[0], t[5], t[4], t[7], t[6], t[8], t[9], t[10], t[11], t[12], t[13],
+        t[14], t[15],
+    ]
+}
+
+/// Formats 16 bytes (textual order) like `template` (braces, letter case).
+pub fn format_guid_like(bytes: &[u8; 16], template: &str) -> String {
+    let hex = |r: std::ops::Range<usize>| -> String {
+        bytes[r].iter().map(|b| format!("{b:02x}")).collect()
+    };
+    let mut s = format!(
+        "{}-{}-{}-{}-{}",
+        hex(0..4),
+        hex(4..6),
+        hex(6..8),
+        hex(8..10),
+        hex(10..16)
+    );
+    if template.chars().any(|c| c.is_ascii_uppercase()) {
+        s = s.to_ascii_uppercase();
+    }
+    if template.starts_with('{') {
+        s = format!("{{{s}}}");
+    }
+    s
+}
+
+/// Every identifier of a Windows installation. `read` returns a hive file's bytes by volume
+/// path (`None` if absent). Unreadable hives simply contribute nothing.
+pub fn discover(read: &dyn Fn(&str) -> Option<Vec<u8>>) -> Vec<FoundIdentifier> {
+    let mut found = Vec::new();
+    let system = read(SYSTEM_HIVE);
+    let software = read(SOFTWARE_HIVE);
+    let security = read(SECURITY_HIVE);
+    let system = system.as_deref().and_then(|b| Hive::parse(b).ok());
+    let software = software.as_deref().and_then(|b| Hive::parse(b).ok());
+    let security = security.as_deref().and_then(|b| Hive::parse(b).ok());
+
+    if let Some(sys) = &system {
+        let mut sets: Vec<String> = sys
+            .root_key()
+            .and_then(|r| r.subkeys())
+            .map(|ks| {
+                ks.iter()
+                    .map(|k| k.name().to_string_lossy())
+                    .filter(|n| {
+                        n.len() == 13
+                            && n[..10].eq_ignore_ascii_case("ControlSet")
+                            && n[10..].bytes().all(|b| b.is_ascii_digit())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // The current control set first: its ComputerName is the machine's name.
+        let current = sys
+            .open_key("Select")
+            .ok()
+            .flatten()
+            .and_then(|k| k.value("Current").ok().flatten())
+            .and_then(|v| v.data().ok()?.to_u32())
+            .map(|n| format!("ControlSet{n:03}"));
+        if let Some(c) = &current {
+            sets.sort_by_key(|s| !s.eq_ignore_ascii_case(c));
+        }
+        let mut name: Option<String> = None;
+        let mut locations = Vec::new();
+        for set in &sets {
+            for (key, value) in NAME_VALUES {
+                let path = format!("{set}\\{key}");
+                let Some(v) = string_value(sys, &path, value) else {
+                    continue;
+                };
+                if name.is_none() && !v.is_empty() {
+                    name = Some(v.clone());
+                }
+                if name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(&v)) {
+                    locations.push(Location {
+                        hive: SYSTEM_HIVE.into(),
+                        key: path,
+                        value: Some(value.into()),
+                    });
+                }
+            }
+        }
+        if let Some(name) = name {
+            if let Some(sec) = &security {
+                if policy_account_domain_name(sec).is_some_and(|n| n.eq_ignore_ascii_case(&name)) {
+                    locations.push(Location {
+                        hive: SECURITY_HIVE.into(),
+                        key: r"Policy\PolAcDmN".into(),
+                        value: Some(String::new()),
+                    });
+                }
+            }
+            if let Some(sw) = &software {
+                for value in ["DefaultDomainName", "AltDefaultDomainName"] {
+                    if string_value(sw, WINLOGON, value)
+                        .is_some_and(|v| v.eq_ignore_ascii_case(&name))
+                    {
+                        locations.push(Location {
+                            hive: SOFTWARE_HIVE.into(),
+                            key: WINLOGON.into(),
+                            value: Some(value.into()),
+                        });
+                    }
+                }
+            }
+            found.push(FoundIdentifier {
+                kind: IdentifierKind::Hostname,
+                label: None,
+                value: name,
+                locations,
+            });
+        }
+    }
+
+    if let Some(sw) = &software {
+        for (kind, key, value) in [
+            (IdentifierKind::MachineGuid, MACHINE_GUID_KEY, "MachineGuid"),
+            (IdentifierKind::Wsus, WSUS_KEY, "SusClientId"),
+        ] {
+            if let Some(v) = string_value(sw, key, value).filter(|v| parse_guid(v).is_some()) {
+                found.push(FoundIdentifier {
+                    kind,
+                    label: None,
+                    value: v,
+                    locations: vec![Location {
+                        hive: SOFTWARE_HIVE.into(),
+                        key: key.into(),
+                        value: Some(value.into()),
+                    }],
+                });
+            }
+        }
+        let cids = sw
+            .open_key(CID_KEY)
+            .ok()
+            .flatten()
+            .and_then(|k| k.subkeys().ok())
+            .unwrap_or_default();
+        for cid in cids {
+            let name = cid.name().to_string_lossy();
+            if parse_guid(&name).is_none() {
+                continue;
+            }
+            let path = format!("{CID_KEY}\\{name}");
+            let label = string_value(sw, &format!("{path}\\Description"), "");
+            if !label.as_deref().is_some_and(|l| l.starts_with("MSDTC")) {
+                continue;
+            }
+            found.push(FoundIdentifier {
+                kind: IdentifierKind::Msdtc,
+                label,
+                value: name,
+                locations: vec![Location {
+                    hive: SOFTWARE_HIVE.into(),
+                    key: path,
+                    value: None,
+                }],
+            });
+        }
+    }
+    found
+}
+
+/// SECURITY `Policy\PolAcDmN`: the account domain's name (the computer name on a workstation),
+/// stored as a self-relative UNICODE_STRING (Length, MaximumLength, offset 8 of the buffer).
+fn policy_account_domain_name(security: &Hive<'_>) -> Option<String> {
+    let key = security.open_key(r"Policy\PolAcDmN").ok()??;
+    let data = key.value("").ok()??.data().ok()?.to_vec();
+    let len = usize::from(u16::from_le_bytes([*data.first()?, *data.get(1)?]));
+    let at = u32::from_le_bytes(data.get(4..8)?.try_into().ok()?) as usize;
+    let units: Vec<u16> = data
+        .get(at..at.checked_add(len)?)?
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    String::from_utf16(&units).ok()
+}
+
+fn digest(kind: &str, old: &str, seed: u64, round: u32) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(DERIVATION_TAG);
+    h.update([0]);
+    h.update(kind.as_bytes());
+    h.update([0]);
+    h.update(old.as_bytes());
+    h.update([0]);
+    h.update(seed.to_le_bytes());
+    h.update(round.to_le_bytes());
+    h.finalize().into()
+}
+
+/// The clone's computer name for `seed`: as long as `old`, an uppercase letter then uppercase
+/// letters and digits, from SHA-256 (docs/IDENTIFIERS.md). Never equal to `old`.
+pub fn derive_hostname(old: &str, seed: u64) -> String {
+    const LETTERS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let len = old.chars().count().clamp(1, NETBIOS_MAX);
+    let upper = old.to_ascii_uppercase();
+    for round in 0.. {
+        let d = digest("hostname", &upper, seed, round);
+        let name: String = (0..len)
+            .map(|i| {
+                let set = if i == 0 { LETTERS } else { ALNUM };
+                set[usize::from(d[i]) % set.len()] as char
+            })
+            .collect();
+        if !name.eq_ignore_ascii_case(old) {
+            return name;
+        }
+    }
+    unreachable!("the rounds are unbounded")
+}
+
+/// The clone's GUID for `seed`, replacing `old` of identifier `kind`: a version-4 (random
+/// form) GUID from SHA-256, formatted like `old` (braces, case).
+pub fn derive_guid(kind: IdentifierKind, old: &str, seed: u64) -> String {
+    let canonical = old
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .to_ascii_lowercase();
+    for round in 0.. {
+        let d = digest(kind.word(), &canonical, seed, round);
+        let mut g = [0u8; 16];
+        g.copy_from_slice(&d[..16]);
+        g[6] = (g[6] & 0x0F) | 0x40; // version 4 [RFC 4122 4.4]
+        g[8] = (g[8] & 0x3F) | 0x80; // variant 10
+        let s = format_guid_like(&g, old);
+        if !s.eq_ignore_ascii_case(old) {
+            return s;
+        }
+    }
+    unreachable!("the rounds are unbounded")
+}
+
+/// Checks a computer name given with `--hostname`: a NetBIOS name of at most 15 characters that
+/// is also a DNS label: ASCII letters, digits and hyphens, not starting or ending with a hyphen,
+/// not only digits.
+pub fn check_hostname(name: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("invalid --hostname {name:?}: {why}"));
+    if name.is_empty() {
+        return bad("it is empty");
+    }
+    if name.len() > NETBIOS_MAX {
+        return bad(&format!(
+            "it has {} characters; a computer name has at most {NETBIOS_MAX}",
+            name.chars().count()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
+    {
+        return bad(&format!(
+            "{c:?} is not allowed; use letters A-Z, digits and hyphens"
+        ));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return bad("it must not start or end with a hyphen");
+    }
+    if name.bytes().all(|b| b.is_ascii_digit()) {
+        return bad("it must not be only digits");
+    }
+    Ok(())
+}
+
+/// One identifier's old and new value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub kind: IdentifierKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    pub old: String,
+    pub new: String,
+}
+
+/// The clone's identifiers: recorded in state.json (key `identity`) on first mount, shown in
+/// clone.json and `sidfs status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityChoice {
+    /// What changes.
+    pub changes: Vec<Change>,
+    /// What the user kept with `--keep` (found in the master, left as it is).
+    #[serde(default)]
+    pub kept: Vec<IdentifierKind>,
+}
+
+/// What the user asked for at mount or export.
+#[derive(Clone, Debug, Default)]
+pub struct IdentityRequest {
+    pub hostname: Option<String>,
+    pub keep: Vec<IdentifierKind>,
+}
+
+impl IdentityChoice {
+    /// Decides the clone's identifiers for a master holding `found`.
+    pub fn decide(
+        found: &[FoundIdentifier],
+        req: &IdentityRequest,
+        seed: u64,
+    ) -> Result<IdentityChoice, String> {
+        if let Some(h) = &req.hostname {
+            check_hostname(h)?;
+            if req.keep.contains(&IdentifierKind::Hostname) {
+                return Err("--hostname and --keep hostname contradict each other".into());
+            }
+        }
+        let mut changes = Vec::new();
+        for f in found {
+            if req.keep.contains(&f.kind) {
+                continue;
+            }
+            let new = match f.kind {
+                IdentifierKind::Hostname => match &req.hostname {
+                    Some(h) => {
+                        if h.chars().count() != f.value.chars().count() {
+                            return Err(format!(
+                                "--hostname {h} has {} characters but the master's computer name {} has {}: sidfs changes the name in place and needs one of the same length",
+                                h.chars().count(),
+                                f.value,
+                                f.value.chars().count()
+                            ));
+                        }
+                        if h.eq_ignore_ascii_case(&f.value) {
+                            continue;
+                        }
+                        h.to_ascii_uppercase()
+                    }
+                    None => derive_hostname(&f.value, seed),
+                },
+                kind => derive_guid(kind, &f.value, seed),
+            };
+            changes.push(Change {
+                kind: f.kind,
+                label: f.label.clone(),
+                old: f.value.clone(),
+                new,
+            });
+        }
+        if req.hostname.is_some() && !found.iter().any(|f| f.kind == IdentifierKind::Hostname) {
+            return Err("--hostname was given but the master has no computer name (SYSTEM ControlSet00N\\Control\\ComputerName)".into());
+        }
+        Ok(IdentityChoice {
+            changes,
+            kept: req.keep.clone(),
+        })
+    }
+
+    pub fn new_value(&self, kind: IdentifierKind) -> Option<&str> {
+        self.changes
+            .iter()
+            .find(|c| c.kind == kind)
+            .map(|c| c.new.as_str())
+    }
+}
+
+/// How an occurrence must be delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Boundary {
+    /// Binary form: no condition.
+    None,
+    /// Text: the characters on both sides must not be ASCII letters, digits, `-` or `_`.
+    Word,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Width {
+    Byte,
+    Utf16,
+}
+
+/// (kind, old bytes, new bytes, width, boundary) before its finder is built.
+type RawPattern = (IdentifierKind, Vec<u8>, Vec<u8>, Width, Boundary);
+
+struct Pattern {
+    kind: IdentifierKind,
+    old: Vec<u8>,
+    new: Vec<u8>,
+    width: Width,
+    boundary: Boundary,
+    finder: Finder<'static>,
+}
+
+/// One occurrence of an old identifier in a buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdOccurrence {
+    pub offset: usize,
+    pub len: usize,
+    pub kind: IdentifierKind,
+    pattern: usize,
+}
+
+/// Replaces old identifiers by new ones of the same length, in every form: ASCII and UTF-16LE
+/// text in upper and lower case (the case of each occurrence is kept), and GUIDs also as the
+/// 16-byte binary `GUID`.
+pub struct IdentityMapping {
+    patterns: Vec<Pattern>,
+}
+
+fn utf16(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(u16::to_le_bytes).collect()
+}
+
+fn is_word_unit(u: u16) -> bool {
+    u < 0x80 && {
+        let b = u as u8;
+        b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+    }
+}
+
+impl IdentityMapping {
+    pub fn new(choice: &IdentityChoice) -> Result<IdentityMapping, String> {
+        let mut raw: Vec<RawPattern> = Vec::new();
+        for c in &choice.changes {
+            if c.old.len() != c.new.len() || !c.old.is_ascii() || !c.new.is_ascii() {
+                return Err(format!(
+                    "{}: {:?} cannot replace {:?} in place (length or characters differ)",
+                    c.kind, c.new, c.old
+                ));
+            }
+            let (old, new) = match c.kind {
+                IdentifierKind::Hostname => (c.old.clone(), c.new.clone()),
+                _ => (
+                    c.old
+                        .trim_start_matches('{')
+                        .trim_end_matches('}')
+                        .to_string(),
+                    c.new
+                        .trim_start_matches('{')
+                        .trim_end_matches('}')
+                        .to_string(),
+                ),
+            };
+            let mut variants = vec![
+                (old.to_ascii_uppercase(), new.to_ascii_uppercase()),
+                (old.to_ascii_lowercase(), new.to_ascii_lowercase()),
+            ];
+            if !variants.iter().any(|(o, _)| *o == old) {
+                variants.push((old.clone(), new.to_ascii_uppercase()));
+            }
+            for (o, n) in variants {
+                raw.push((
+                    c.kind,
+                    o.clone().into_bytes(),
+                    n.clone().into_bytes(),
+                    Width::Byte,
+                    Boundary::Word,
+                ));
+                raw.push((c.kind, utf16(&o), utf16(&n), Width::Utf16, Boundary::Word));
+            }
+            if c.kind != IdentifierKind::Hostname {
+                let (Some(o), Some(n)) = (parse_guid(&old), parse_guid(&new)) else {
+                    return Err(format!("{}: {:?} is not a GUID", c.kind, c.old));
+                };
+                raw.push((
+                    c.kind,
+                    guid_binary(&o).to_vec(),
+                    guid_binary(&n).to_vec(),
+                    Width::Byte,
+                    Boundary::None,
+                ));
+            }
+        }
+        let patterns = raw
+            .into_iter()
+            .map(|(kind, old, new, width, boundary)| Pattern {
+                finder: Finder::new(&old).into_owned(),
+                kind,
+                old,
+                new,
+                width,
+                boundary,
+            })
+            .collect();
+        Ok(IdentityMapping { patterns })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    /// Every occurrence in `buf`, sorted, non-overlapping (the first found wins). A text match
+    /// at the end of `buf` counts only if `end_is_final`.
+    pub fn find_all(&self, buf: &[u8], end_is_final: bool) -> Vec<IdOccurrence> {
+        let mut found = Vec::new();
+        for (i, p) in self.patterns.iter().enumerate() {
+            for at in p.finder.find_iter(buf) {
+                if p.boundary == Boundary::Word && !self.delimited(p, buf, at, end_is_final) {
+                    continue;
+                }
+                found.push(IdOccurrence {
+                    offset: at,
+                    len: p.old.len(),
+                    kind: p.kind,
+                    pattern: i,
+                });
+            }
+        }
+        found.sort_by_key(|o| (o.offset, o.pattern));
+        let mut out: Vec<IdOccurrence> = Vec::new();
+        for o in found {
+            if out.last().is_some_and(|l| l.offset + l.len > o.offset) {
+                continue;
+            }
+            out.push(o);
+        }
+        out
+    }
+
+    fn delimited(&self, p: &Pattern, buf: &[u8], at: usize, end_is_final: bool) -> bool {
+        let after = at + p.old.len();
+        match p.width {
+            Width::Byte => {
+                let before_ok = at == 0 || !is_word_unit(u16::from(buf[at - 1]));
+                let after_ok = match buf.get(after) {
+                    Some(&b) => !is_word_unit(u16::from(b)),
+                    None => end_is_final,
+                };
+                before_ok && after_ok
+            }
+            Width::Utf16 => {
+                let before_ok =
+                    at < 2 || !is_word_unit(u16::from_le_bytes([buf[at - 2], buf[at - 1]]));
+                let after_ok = match (buf.get(after), buf.get(after + 1)) {
+                    (Some(&lo), Some(&hi)) => !is_word_unit(u16::from_le_bytes([lo, hi])),
+                    _ => end_is_final,
+                };
+                before_ok && after_ok
+            }
+        }
+    }
+
+    /// The new bytes for an occurrence.
+    pub fn replacement(&self, occ: &IdOccurrence) -> &[u8] {
+        &self.patterns[occ.pattern].new
+    }
+
+    /// Replaces every occurrence in `buf`; returns how many.
+    pub fn replace_all(&self, buf: &mut [u8]) -> usize {
+        let occs = self.find_all(buf, true);
+        for o in &occs {
+            buf[o.offset..o.offset + o.len].copy_from_slice(self.replacement(o));
+        }
+        occs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests;
