@@ -391,3 +391,38 @@ fn keep_and_hostname_options_do_what_they_say() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown identifier \"serial\""));
 }
+
+/// Prove that `sidfs verify` reports old identifier values per identifier: on a clone's disk,
+/// with its own clone.json (found beside disk.img) it is clean; told that the clone's *new*
+/// values are the old ones, it finds them in the hives and exits 4, naming each identifier.
+#[test]
+fn verify_reports_residual_identifiers() {
+    let s = Scratch::new("verify-ids");
+    let (master, _) = build_master(&s, "master.img", &[]);
+    let mp = s.mkdir("mp");
+    let m = Mounted::new(&master, &mp, 4, &s.path("state"), &[]);
+    ok(sidfs().arg("verify").arg(m.disk()));
+    let mut info: serde_json::Value =
+        serde_json::from_slice(&read_all(&mp.join("clone.json"))).unwrap();
+    for c in info["identity"]["changes"].as_array_mut().unwrap() {
+        let (old, new) = (c["old"].clone(), c["new"].clone());
+        c["old"] = new;
+        c["new"] = old;
+    }
+    let swapped = s.path("swapped.json");
+    std::fs::write(&swapped, serde_json::to_vec(&info).unwrap()).unwrap();
+    let out = run(sidfs()
+        .arg("verify")
+        .arg(m.disk())
+        .arg("--clone-json")
+        .arg(&swapped));
+    assert_eq!(out.status.code(), Some(4));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for kind in ["hostname", "machine-guid", "wsus", "msdtc"] {
+        assert!(
+            text.contains(&format!("old {kind} still in")),
+            "{kind} not reported:\n{text}"
+        );
+    }
+    m.unmount();
+}

@@ -101,9 +101,14 @@ enum Cmd {
     Verify {
         /// Any raw disk image: a mounted clone's disk.img, an export, a master.
         image: PathBuf,
-        /// The SID that must be gone (the master's machine SID).
+        /// The SID that must be gone (the master's machine SID). Default: the old SID in the
+        /// clone.json next to IMAGE (a mounted clone's disk.img).
         #[arg(long, value_name = "SID")]
-        old_sid: sidfs::sid::MachineSid,
+        old_sid: Option<sidfs::sid::MachineSid>,
+        /// A clone.json whose recorded identifiers (computer name, MachineGuid, WSUS, MSDTC)
+        /// must be gone too. Default: the clone.json next to IMAGE, if there is one.
+        #[arg(long, value_name = "CLONE_JSON")]
+        clone_json: Option<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -265,8 +270,9 @@ fn main() -> ExitCode {
         Cmd::Verify {
             image,
             old_sid,
+            clone_json,
             json,
-        } => return run_verify(&image, old_sid, json),
+        } => return run_verify(&image, old_sid, clone_json, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -374,8 +380,36 @@ fn run_export(req: sidfs::export::ExportRequest) -> Result<(), String> {
 /// Exit status of `verify` when it found problems.
 const EXIT_VERIFY_PROBLEMS: u8 = 4;
 
-fn run_verify(image: &Path, old: sidfs::sid::MachineSid, json: bool) -> ExitCode {
-    let report = match sidfs::verify::verify(image, old) {
+fn run_verify(
+    image: &Path,
+    old: Option<sidfs::sid::MachineSid>,
+    clone_json: Option<PathBuf>,
+    json: bool,
+) -> ExitCode {
+    // A mounted clone's disk.img has its clone.json beside it.
+    let beside = image.parent().map(|d| d.join(sidfs::fuse::INFO_NAME));
+    let info_path = clone_json.or(beside.filter(|p| p.exists()));
+    let info: Option<serde_json::Value> = match &info_path {
+        Some(p) => match std::fs::read(p).map(|b| serde_json::from_slice(&b)) {
+            Ok(Ok(v)) => Some(v),
+            _ => {
+                eprintln!("sidfs: cannot read {} as a clone.json", p.display());
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        },
+        None => None,
+    };
+    let old = match old.or_else(|| info.as_ref()?["old_sid"].as_str()?.parse().ok()) {
+        Some(sid) => sid,
+        None => {
+            eprintln!("sidfs: give --old-sid S-1-5-21-... (the master's machine SID)");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    let identity: Option<sidfs::identity::IdentityChoice> = info
+        .as_ref()
+        .and_then(|i| serde_json::from_value(i["identity"].clone()).ok());
+    let report = match sidfs::verify::verify_with_identity(image, old, identity.as_ref()) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sidfs: {e}");
@@ -403,6 +437,9 @@ fn run_verify(image: &Path, old: sidfs::sid::MachineSid, json: bool) -> ExitCode
             );
         }
         println!("structures checked: {}", report.structures_checked.len());
+        for (kind, hive, n) in &report.residual_identifiers {
+            println!("  old {kind} still in {hive}: {n} occurrences");
+        }
         for p in &report.problems {
             println!("  problem: {p}");
         }

@@ -9,6 +9,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::hive::{check::check_hive, Hive};
+use crate::identity::{IdentityChoice, IdentityMapping};
 use crate::overlay::MasterImage;
 use crate::rewrite::mapping::SEARCH_CONTEXT;
 use crate::rewrite::model::{survey, HIVE_LIMIT};
@@ -41,15 +42,27 @@ pub struct VerifyReport {
     pub occurrences: Vec<FoundSid>,
     pub structures_checked: Vec<String>,
     pub problems: Vec<String>,
+    /// Old identifier values still in a hive: (identifier, hive, count).
+    pub residual_identifiers: Vec<(String, String, usize)>,
 }
 
 impl VerifyReport {
     pub fn is_clean(&self) -> bool {
-        self.unexpected == 0 && self.problems.is_empty()
+        self.unexpected == 0 && self.problems.is_empty() && self.residual_identifiers.is_empty()
     }
 }
 
 pub fn verify(image: &Path, old: MachineSid) -> Result<VerifyReport, String> {
+    verify_with_identity(image, old, None)
+}
+
+/// Like [`verify`], and also reports, per identifier, every old value of `identity` (a clone's
+/// recorded computer name, MachineGuid, WSUS and MSDTC ids) still present in the image's hives.
+pub fn verify_with_identity(
+    image: &Path,
+    old: MachineSid,
+    identity: Option<&IdentityChoice>,
+) -> Result<VerifyReport, String> {
     let master = MasterImage::open(image).map_err(|e| e.to_string())?;
     let dummy = derive_new_sid(&old, 0, &OrderConstraints::new()).map_err(|e| e.to_string())?;
     let finder = SidMapping::new(old, dummy)?;
@@ -64,6 +77,11 @@ pub fn verify(image: &Path, old: MachineSid) -> Result<VerifyReport, String> {
     let mut regions: Vec<(Range<u64>, String, bool)> = Vec::new();
     let mut problems = Vec::new();
     let mut structures_checked = Vec::new();
+    let mut residual_identifiers = Vec::new();
+    let id_mapping = match identity {
+        Some(choice) if !choice.changes.is_empty() => Some(IdentityMapping::new(choice)?),
+        _ => None,
+    };
     if let Some(w) = &win {
         for (r, name) in &w.excluded {
             regions.push((r.clone(), name.clone(), true));
@@ -85,16 +103,14 @@ pub fn verify(image: &Path, old: MachineSid) -> Result<VerifyReport, String> {
             }
         }
         let Some(windows) = w.windows() else {
-            return finish(
-                image,
-                old,
-                &master,
-                &finder,
+            let findings = Findings {
                 regions,
                 problems,
                 structures_checked,
-                true,
-            );
+                residual_identifiers,
+                windows_found: true,
+            };
+            return scan(image, old, &master, &finder, findings);
         };
         for h in &w.hives {
             for e in h.extents() {
@@ -102,44 +118,69 @@ pub fn verify(image: &Path, old: MachineSid) -> Result<VerifyReport, String> {
                     regions.push((at.0..at.0 + e.len, h.path.clone(), false));
                 }
             }
-            match windows.volume.read_file(&h.path, "", HIVE_LIMIT) {
-                Ok(bytes) => match Hive::parse(&bytes) {
-                    Ok(hive) => {
-                        for p in check_hive(&hive) {
-                            problems.push(format!("{}: {p}", h.path));
-                        }
-                        structures_checked.push(h.path.clone());
+            let bytes = match windows.volume.read_file(&h.path, "", HIVE_LIMIT) {
+                Ok(b) => b,
+                Err(e) => {
+                    problems.push(format!("{}: cannot read: {e}", h.path));
+                    continue;
+                }
+            };
+            if let Some(mapping) = &id_mapping {
+                let mut per_kind = std::collections::BTreeMap::new();
+                for occ in mapping.find_all(&bytes, true) {
+                    *per_kind.entry(occ.kind.to_string()).or_insert(0usize) += 1;
+                }
+                for (kind, n) in per_kind {
+                    residual_identifiers.push((kind, h.path.clone(), n));
+                }
+            }
+            match Hive::parse(&bytes) {
+                Ok(hive) => {
+                    for p in check_hive(&hive) {
+                        problems.push(format!("{}: {p}", h.path));
                     }
-                    Err(e) => problems.push(format!("{}: {e}", h.path)),
-                },
-                Err(e) => problems.push(format!("{}: cannot read: {e}", h.path)),
+                    structures_checked.push(h.path.clone());
+                }
+                Err(e) => problems.push(format!("{}: {e}", h.path)),
             }
         }
     }
 
-    finish(
-        image,
-        old,
-        &master,
-        &finder,
+    let findings = Findings {
         regions,
         problems,
         structures_checked,
-        win.is_some(),
-    )
+        residual_identifiers,
+        windows_found: win.is_some(),
+    };
+    scan(image, old, &master, &finder, findings)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn finish(
+/// What the structure checks found before the byte scan.
+struct Findings {
+    /// Known ranges: (range, name, occurrences there are expected).
+    regions: Vec<(Range<u64>, String, bool)>,
+    problems: Vec<String>,
+    structures_checked: Vec<String>,
+    residual_identifiers: Vec<(String, String, usize)>,
+    windows_found: bool,
+}
+
+/// Scans every data extent of the image for the old SID (raw and behind fixups).
+fn scan(
     image: &Path,
     old: MachineSid,
     master: &MasterImage,
     finder: &SidMapping,
-    regions: Vec<(Range<u64>, String, bool)>,
-    problems: Vec<String>,
-    structures_checked: Vec<String>,
-    windows_found: bool,
+    findings: Findings,
 ) -> Result<VerifyReport, String> {
+    let Findings {
+        regions,
+        problems,
+        structures_checked,
+        residual_identifiers,
+        windows_found,
+    } = findings;
     let size = master.size();
     let mut occurrences = Vec::new();
     let (mut unexpected, mut expected) = (0usize, 0usize);
@@ -199,5 +240,6 @@ fn finish(
         occurrences,
         structures_checked,
         problems,
+        residual_identifiers,
     })
 }
