@@ -7,23 +7,15 @@ use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::mount::{open_clone, MountError};
-use crate::sid::MachineSid;
+use crate::mount::{open_clone, CloneSpec, MountError};
 
 /// Size of one copy step.
 const CHUNK: usize = 4 << 20;
 
 pub struct ExportRequest {
-    pub master: PathBuf,
+    /// The clone to write out (the same options as for mount).
+    pub clone: CloneSpec,
     pub out: PathBuf,
-    pub seed: Option<u64>,
-    pub sid: Option<MachineSid>,
-    /// The machine SID to replace on a data disk without Windows.
-    pub old_sid: Option<MachineSid>,
-    /// A plain copy that keeps the master's SID.
-    pub keep_sid: bool,
-    /// The computer name and identifiers to keep (as for mount).
-    pub identity: crate::identity::IdentityRequest,
     /// Export this clone (with its writes) instead of a fresh one.
     pub state: Option<PathBuf>,
     pub force: bool,
@@ -51,15 +43,19 @@ impl Drop for TempState {
 
 pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
     let fail = |m: String| Err(MountError(m));
-    if req.state.is_none() && req.seed.is_none() && req.sid.is_none() && !req.keep_sid {
+    if req.state.is_none()
+        && req.clone.seed.is_none()
+        && req.clone.sid.is_none()
+        && !req.clone.keep_sid
+    {
         return fail(
             "give --seed N or --sid SID (or --state DIR to export an existing clone)".into(),
         );
     }
-    if !req.master.exists() {
+    if !req.clone.master.exists() {
         return fail(format!(
             "master image {} does not exist",
-            req.master.display()
+            req.clone.master.display()
         ));
     }
     let is_device = std::fs::metadata(&req.out)
@@ -82,16 +78,7 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
             dir
         }
     };
-    let clone = open_clone(
-        &req.master,
-        &state_dir,
-        req.seed,
-        req.sid,
-        req.old_sid,
-        req.keep_sid,
-        &req.identity,
-        true,
-    )?;
+    let clone = open_clone(&req.clone, &state_dir, true)?;
     let disk = clone.disk;
     let size = disk.size();
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use sidfs::mount::{self, MountRequest};
+use sidfs::mount::{self, CloneSpec, MountRequest};
 
 /// Exit status of a command that failed or refused.
 const EXIT_FAILURE: u8 = 1;
@@ -68,26 +68,8 @@ enum Cmd {
         master: PathBuf,
         /// The output image file (created; sparse), or a block device (every byte written).
         out: PathBuf,
-        /// The clone's seed (as for mount).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// An explicit new machine SID instead of one derived from the seed.
-        #[arg(long, value_name = "SID")]
-        sid: Option<sidfs::sid::MachineSid>,
-        /// For a data disk without Windows: the machine SID to replace.
-        #[arg(long, value_name = "SID")]
-        old_sid: Option<sidfs::sid::MachineSid>,
-        /// A plain copy that keeps the master's SID.
-        #[arg(long, conflicts_with_all = ["sid", "old_sid"])]
-        keep_sid: bool,
-        /// The clone's computer name (NetBIOS and DNS: at most 15 letters, digits and hyphens,
-        /// as long as the master's). Default: one derived from the seed.
-        #[arg(long, value_name = "NAME")]
-        hostname: Option<String>,
-        /// Identifiers to keep as in the master, comma-separated: hostname, machine-guid, wsus,
-        /// msdtc (docs/IDENTIFIERS.md). Default: all are made unique.
-        #[arg(long, value_name = "LIST", value_parser = parse_keep)]
-        keep: Option<KeepList>,
+        #[command(flatten)]
+        clone: CloneArgs,
         /// Export this existing clone, with everything written to it (it must not be mounted).
         #[arg(long, value_name = "DIR")]
         state: Option<PathBuf>,
@@ -141,10 +123,8 @@ struct MountArgs {
     master: PathBuf,
     /// An existing directory (shows disk.img and clone.json) or regular file (becomes the disk).
     mountpoint: PathBuf,
-    /// The clone's seed: the same master and seed always give the same clone. Without it a
-    /// random seed is chosen and recorded in the state.
-    #[arg(long)]
-    seed: Option<u64>,
+    #[command(flatten)]
+    clone: CloneArgs,
     /// The clone's state directory (delta, block map, metadata). Default:
     /// $XDG_STATE_HOME/sidfs/<master>-<hash>-seed<N> (or ~/.local/state/sidfs/...).
     #[arg(long, value_name = "DIR")]
@@ -158,6 +138,19 @@ struct MountArgs {
     /// Threads serving FUSE requests.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     threads: u16,
+    /// Let other users (e.g. a qemu running as another user) open the disk.
+    #[arg(long)]
+    allow_other: bool,
+}
+
+/// The options that decide what a clone is; `mount` and `export` share them, so the same options
+/// give the same clone.
+#[derive(Args, Clone)]
+struct CloneArgs {
+    /// The clone's seed: the same master and seed always give the same clone. Without it (mount
+    /// only) a random seed is chosen and recorded in the state.
+    #[arg(long)]
+    seed: Option<u64>,
     /// The clone's new machine SID (S-1-5-21-a-b-c, each number with as many digits as the
     /// master's), instead of one derived from the seed.
     #[arg(long, value_name = "SID")]
@@ -166,12 +159,9 @@ struct MountArgs {
     /// machine SID to replace. A Windows master's SID is read from its registry.
     #[arg(long, value_name = "SID")]
     old_sid: Option<sidfs::sid::MachineSid>,
-    /// A plain copy-on-write clone that keeps the master's SID (no rewrite).
+    /// A plain copy-on-write clone that keeps the master's SID and identifiers (no rewrite).
     #[arg(long, conflicts_with_all = ["sid", "old_sid"])]
     keep_sid: bool,
-    /// Let other users (e.g. a qemu running as another user) open the disk.
-    #[arg(long)]
-    allow_other: bool,
     /// The clone's computer name (NetBIOS and DNS: at most 15 letters, digits and hyphens,
     /// as long as the master's). Default: one derived from the seed.
     #[arg(long, value_name = "NAME")]
@@ -182,6 +172,47 @@ struct MountArgs {
     keep: Option<KeepList>,
 }
 
+impl CloneArgs {
+    fn spec(&self, master: PathBuf) -> CloneSpec {
+        CloneSpec {
+            master,
+            seed: self.seed,
+            sid: self.sid,
+            old_sid: self.old_sid,
+            keep_sid: self.keep_sid,
+            identity: sidfs::identity::IdentityRequest {
+                hostname: self.hostname.clone(),
+                keep: self.keep.clone().map(|k| k.0).unwrap_or_default(),
+            },
+        }
+    }
+
+    /// The same options as command-line arguments (for the background daemon).
+    fn to_args(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if let Some(seed) = self.seed {
+            v.extend(["--seed".to_string(), seed.to_string()]);
+        }
+        if let Some(sid) = &self.sid {
+            v.extend(["--sid".to_string(), sid.to_string()]);
+        }
+        if let Some(sid) = &self.old_sid {
+            v.extend(["--old-sid".to_string(), sid.to_string()]);
+        }
+        if self.keep_sid {
+            v.push("--keep-sid".to_string());
+        }
+        if let Some(name) = &self.hostname {
+            v.push(format!("--hostname={name}"));
+        }
+        if let Some(keep) = &self.keep {
+            let words: Vec<&str> = keep.0.iter().map(|k| k.word()).collect();
+            v.extend(["--keep".to_string(), words.join(",")]);
+        }
+        v
+    }
+}
+
 /// The identifiers named by `--keep`.
 #[derive(Clone, Debug)]
 struct KeepList(Vec<sidfs::identity::IdentifierKind>);
@@ -190,30 +221,15 @@ fn parse_keep(s: &str) -> Result<KeepList, String> {
     sidfs::identity::parse_keep_list(s).map(KeepList)
 }
 
-fn identity_request(
-    hostname: &Option<String>,
-    keep: &Option<KeepList>,
-) -> sidfs::identity::IdentityRequest {
-    sidfs::identity::IdentityRequest {
-        hostname: hostname.clone(),
-        keep: keep.clone().map(|k| k.0).unwrap_or_default(),
-    }
-}
-
 impl MountArgs {
     fn request(&self) -> MountRequest {
         MountRequest {
-            master: self.master.clone(),
+            clone: self.clone.spec(self.master.clone()),
             mountpoint: self.mountpoint.clone(),
-            seed: self.seed,
             state: self.state.clone(),
             read_only: self.read_only,
             threads: usize::from(self.threads),
             allow_other: self.allow_other,
-            sid: self.sid,
-            old_sid: self.old_sid,
-            keep_sid: self.keep_sid,
-            identity: identity_request(&self.hostname, &self.keep),
         }
     }
 }
@@ -248,22 +264,12 @@ fn main() -> ExitCode {
         Cmd::Export {
             master,
             out,
-            seed,
-            sid,
-            old_sid,
-            keep_sid,
-            hostname,
-            keep,
+            clone,
             state,
             force,
         } => run_export(sidfs::export::ExportRequest {
-            master,
+            clone: clone.spec(master),
             out,
-            seed,
-            sid,
-            old_sid,
-            keep_sid,
-            identity: identity_request(&hostname, &keep),
             state,
             force,
         }),
@@ -483,14 +489,13 @@ fn human(bytes: u64) -> String {
 }
 
 fn run_mount(args: &MountArgs) -> Result<(), String> {
-    if let Some(name) = &args.hostname {
+    if let Some(name) = &args.clone.hostname {
         sidfs::identity::check_hostname(name)?;
     }
     let req = args.request();
-    let state_dir = req
-        .state
-        .clone()
-        .unwrap_or_else(|| mount::default_state_dir(&req.master, req.seed, &req.mountpoint));
+    let state_dir = req.state.clone().unwrap_or_else(|| {
+        mount::default_state_dir(&req.clone.master, req.clone.seed, &req.mountpoint)
+    });
     if args.foreground {
         let ready_fd = std::env::var(READY_FD_ENV)
             .ok()
@@ -575,31 +580,12 @@ fn start_daemon(args: &MountArgs, state_dir: &Path) -> Result<(), String> {
         .arg(state_dir)
         .arg("--threads")
         .arg(args.threads.to_string());
-    if let Some(seed) = args.seed {
-        cmd.arg("--seed").arg(seed.to_string());
-    }
+    cmd.args(args.clone.to_args());
     if args.read_only {
         cmd.arg("--read-only");
     }
     if args.allow_other {
         cmd.arg("--allow-other");
-    }
-    if let Some(sid) = &args.sid {
-        cmd.arg("--sid").arg(sid.to_string());
-    }
-    if let Some(sid) = &args.old_sid {
-        cmd.arg("--old-sid").arg(sid.to_string());
-    }
-    if args.keep_sid {
-        cmd.arg("--keep-sid");
-    }
-    if let Some(name) = &args.hostname {
-        // One argument, so that a name clap would take for an option still reaches the check.
-        cmd.arg(format!("--hostname={name}"));
-    }
-    if let Some(keep) = &args.keep {
-        let words: Vec<&str> = keep.0.iter().map(|k| k.word()).collect();
-        cmd.arg("--keep").arg(words.join(","));
     }
     let log_err = log
         .try_clone()

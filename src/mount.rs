@@ -24,15 +24,12 @@ use crate::rewrite::plan::{build_stage_with_identity, choose_sid, SidChoice, Sid
 /// crash of the host can lose of writes the guest never synced.
 const BACKGROUND_SYNC: Duration = Duration::from_secs(5);
 
-#[derive(Clone, Debug)]
-pub struct MountRequest {
+/// What makes a clone what it is: its master and the identity it gets. Shared by `mount` and
+/// `export`, so that both give the same clone for the same options.
+#[derive(Clone, Debug, Default)]
+pub struct CloneSpec {
     pub master: PathBuf,
-    pub mountpoint: PathBuf,
     pub seed: Option<u64>,
-    pub state: Option<PathBuf>,
-    pub read_only: bool,
-    pub threads: usize,
-    pub allow_other: bool,
     /// An explicit new machine SID instead of one derived from the seed.
     pub sid: Option<crate::sid::MachineSid>,
     /// The machine SID to replace on a disk without a Windows installation (a data disk).
@@ -41,6 +38,16 @@ pub struct MountRequest {
     pub keep_sid: bool,
     /// The computer name and which other identifiers to keep (`--hostname`, `--keep`).
     pub identity: crate::identity::IdentityRequest,
+}
+
+#[derive(Clone, Debug)]
+pub struct MountRequest {
+    pub clone: CloneSpec,
+    pub mountpoint: PathBuf,
+    pub state: Option<PathBuf>,
+    pub read_only: bool,
+    pub threads: usize,
+    pub allow_other: bool,
 }
 
 /// A failure to mount, already phrased for the user.
@@ -105,37 +112,37 @@ pub fn default_state_dir(master: &Path, seed: Option<u64>, mountpoint: &Path) ->
 /// The checks that can be made before anything is created, so that a refused mount leaves
 /// nothing behind.
 pub fn precheck(req: &MountRequest) -> Result<MountKind, MountError> {
-    match std::fs::metadata(&req.master) {
+    match std::fs::metadata(&req.clone.master) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return fail(format!(
                 "master image {} does not exist",
-                req.master.display()
+                req.clone.master.display()
             ))
         }
         Err(e) => {
             return fail(format!(
                 "cannot read master image {}: {e}",
-                req.master.display()
+                req.clone.master.display()
             ))
         }
         Ok(m) if m.is_dir() => {
             return fail(format!(
                 "master {} is a directory; give the disk image file (or block device)",
-                req.master.display()
+                req.clone.master.display()
             ))
         }
         Ok(m) if !(m.is_file() || m.file_type().is_block_device()) => {
             return fail(format!(
                 "master {} is not a regular file or block device",
-                req.master.display()
+                req.clone.master.display()
             ))
         }
         Ok(_) => {}
     }
-    if let Err(e) = std::fs::File::open(&req.master) {
+    if let Err(e) = std::fs::File::open(&req.clone.master) {
         return fail(format!(
             "cannot open master image {} for reading: {e}",
-            req.master.display()
+            req.clone.master.display()
         ));
     }
     let kind = match std::fs::metadata(&req.mountpoint) {
@@ -173,7 +180,7 @@ pub fn precheck(req: &MountRequest) -> Result<MountKind, MountError> {
             req.mountpoint.display()
         ));
     }
-    if same_file(&req.master, &req.mountpoint) {
+    if same_file(&req.clone.master, &req.mountpoint) {
         return fail("the mountpoint cannot be the master image itself");
     }
     if !Path::new("/dev/fuse").exists() {
@@ -283,19 +290,21 @@ fn discover_identifiers(
 
 /// Opens (or creates) the clone of `master_path` kept in `state_dir`: surveys the master, takes
 /// the state's lock, decides the SID (recorded, explicit or from the seed) and builds the disk.
-// The parameters are the mount/export options one for one; a request struct is the next step
-// once export and mount share one.
-#[allow(clippy::too_many_arguments)]
 pub fn open_clone(
-    master_path: &Path,
+    spec: &CloneSpec,
     state_dir: &Path,
-    seed: Option<u64>,
-    sid: Option<crate::sid::MachineSid>,
-    old_sid: Option<crate::sid::MachineSid>,
-    keep_sid: bool,
-    identity_req: &crate::identity::IdentityRequest,
     read_only: bool,
 ) -> Result<OpenClone, MountError> {
+    let CloneSpec {
+        master,
+        seed,
+        sid,
+        old_sid,
+        keep_sid,
+        identity,
+    } = spec;
+    let (master_path, seed, sid, old_sid, keep_sid, identity_req) =
+        (master.as_path(), *seed, *sid, *old_sid, *keep_sid, identity);
     let master = Arc::new(MasterImage::open(master_path)?);
     if master.size() == 0 {
         return fail(format!("master image {} is empty", master_path.display()));
@@ -472,23 +481,15 @@ pub fn prepare(req: &MountRequest, state_dir: &Path) -> Result<PreparedClone, Mo
         sids,
         identity,
         created,
-    } = open_clone(
-        &req.master,
-        state_dir,
-        req.seed,
-        req.sid,
-        req.old_sid,
-        req.keep_sid,
-        &req.identity,
-        req.read_only,
-    )?;
+    } = open_clone(&req.clone, state_dir, req.read_only)?;
     let meta = state.meta();
     let info = CloneInfo {
         sidfs_version: env!("CARGO_PKG_VERSION"),
         seed: meta.seed,
         seed_was_random: meta.seed_was_random,
         master: &meta.master,
-        master_path_now: std::fs::canonicalize(&req.master).unwrap_or_else(|_| req.master.clone()),
+        master_path_now: std::fs::canonicalize(&req.clone.master)
+            .unwrap_or_else(|_| req.clone.master.clone()),
         state_dir: state.dir().to_path_buf(),
         block_size: meta.block_size,
         disk_size: disk.size(),
@@ -557,7 +558,7 @@ pub fn serve(
     };
     info!(
         "mounted clone of {} (seed {}) at {}, state {}",
-        req.master.display(),
+        req.clone.master.display(),
         state.meta().seed,
         req.mountpoint.display(),
         state.dir().display()
