@@ -74,6 +74,17 @@ pub(crate) fn tool_present(name: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Why tests that build volumes with `tools` and FUSE cannot run here, if they cannot.
+pub(crate) fn missing_tools(tools: &[&str]) -> Option<String> {
+    if let Some(tool) = tools.iter().find(|t| !tool_present(t)) {
+        return Some(format!("{tool} is not installed"));
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Some("/dev/fuse is absent".into());
+    }
+    None
+}
+
 /// Runs a command that must succeed; returns its stdout.
 pub(crate) fn run(cmd: &str, args: &[&str]) -> Vec<u8> {
     let out = Command::new(cmd)

@@ -26,6 +26,7 @@ SCRIPTS = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(SCRIPTS, "testmaster"))
 
 from mount import faketime_env  # noqa: E402
+from tools import make_progress, run  # noqa: E402
 
 MiB = 1 << 20
 SECTOR = 512
@@ -43,18 +44,7 @@ KERNEL_CMDLINE = "console=ttyS0,115200 panic=-1 loglevel=4"
 GUEST = {"sid_file": "Windows/Logs/SidfsDemo/sid-ascii.txt", "writes": "guest-wrote.txt",
          "console_prefix": "SIDFS-GUEST "}
 
-T0 = time.monotonic()
-
-
-def progress(msg):
-    print(f"[build-boot-master {time.monotonic() - T0:5.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-def run(cmd, **kw):
-    r = subprocess.run(cmd, capture_output=True, **kw)
-    if r.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed ({r.returncode}): {r.stderr.decode(errors='replace')}")
-    return r
+progress = make_progress("build-boot-master")
 
 
 def version_key(v):

@@ -20,6 +20,7 @@ import regf  # noqa: E402
 import sids  # noqa: E402
 from mount import NtfsMount, faketime_env  # noqa: E402
 from spec import *  # noqa: E402,F401,F403
+from tools import make_progress, run  # noqa: E402
 
 MiB = 1 << 20
 SECTOR = 512
@@ -59,18 +60,7 @@ REFUSALS = {
                            "detail": "ProductType LanmanNT and PolPrDmS == PolAcDmS"}],
 }
 
-T0 = time.monotonic()
-
-
-def progress(msg):
-    print(f"[build-test-master {time.monotonic() - T0:5.1f}s] {msg}", file=sys.stderr, flush=True)
-
-
-def run(cmd, **kw):
-    r = subprocess.run(cmd, capture_output=True, **kw)
-    if r.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed ({r.returncode}): {r.stderr.decode(errors='replace')}")
-    return r
+progress = make_progress("build-test-master")
 
 
 def parse_size(s):

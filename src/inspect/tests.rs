@@ -26,15 +26,7 @@ impl Drop for NtfsMount {
 
 /// Why the volume-building tests cannot run here, if they cannot.
 fn tools_missing() -> Option<String> {
-    for tool in ["mkntfs", "ntfs-3g", "fusermount3", "hivexsh", "xz"] {
-        if !tool_present(tool) {
-            return Some(format!("{tool} is not installed"));
-        }
-    }
-    if !Path::new("/dev/fuse").exists() {
-        return Some("/dev/fuse is absent".into());
-    }
-    None
+    missing_tools(&["mkntfs", "ntfs-3g", "fusermount3", "hivexsh", "xz"])
 }
 
 fn run(cmd: &mut Command) -> Vec<u8> {

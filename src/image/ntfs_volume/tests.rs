@@ -262,15 +262,7 @@ const NTFS_SECTORS: u64 = 73728;
 const DISK_BYTES: u64 = 48 << 20;
 
 fn tools_missing() -> Option<String> {
-    for tool in ["mkntfs", "ntfs-3g", "fusermount3", "sfdisk", "mkfs.fat"] {
-        if !tool_present(tool) {
-            return Some(format!("{tool} not installed"));
-        }
-    }
-    if !Path::new("/dev/fuse").exists() {
-        return Some("/dev/fuse absent".into());
-    }
-    None
+    missing_tools(&["mkntfs", "ntfs-3g", "fusermount3", "sfdisk", "mkfs.fat"])
 }
 
 /// Builds a disk with an ESP (FAT) and an NTFS partition holding a Windows-like tree, with
