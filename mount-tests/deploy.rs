@@ -307,3 +307,22 @@ fn nbd_export_of_a_mounted_clone_equals_export() {
     m.unmount();
     assert_eq!(sha256(&master), before, "the master must never change");
 }
+
+/// Prove that docs/CLI.md, the CLI reference, is exactly what the binary's `--help` says
+/// (regenerate it with `scripts/gen-cli-doc` after changing an option).
+#[test]
+fn cli_reference_matches_the_binary() {
+    let doc = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CLI.md");
+    let doc = std::fs::read_to_string(doc).expect("docs/CLI.md");
+    for cmd in ["", "mount", "umount", "status", "export", "verify", "inspect"] {
+        let mut c = crate::common::sidfs();
+        if !cmd.is_empty() {
+            c.arg(cmd);
+        }
+        let help = crate::common::ok(c.arg("--help"));
+        assert!(
+            doc.contains(&help),
+            "docs/CLI.md is out of date for `sidfs {cmd} --help`: run scripts/gen-cli-doc"
+        );
+    }
+}
