@@ -314,7 +314,9 @@ fn nbd_export_of_a_mounted_clone_equals_export() {
 fn cli_reference_matches_the_binary() {
     let doc = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CLI.md");
     let doc = std::fs::read_to_string(doc).expect("docs/CLI.md");
-    for cmd in ["", "mount", "umount", "status", "export", "verify", "inspect"] {
+    for cmd in [
+        "", "mount", "umount", "status", "export", "verify", "inspect",
+    ] {
         let mut c = crate::common::sidfs();
         if !cmd.is_empty() {
             c.arg(cmd);
