@@ -257,22 +257,26 @@ pub fn windows_partition(manifest: &serde_json::Value) -> (u64, u64) {
 pub struct LoopDev(pub String);
 
 impl LoopDev {
+    /// A read-only loop device.
     pub fn new(file: &Path, offset: u64, size: u64) -> LoopDev {
-        let dev = ok(Command::new("losetup")
-            .args([
-                "-f",
-                "--show",
-                "-r",
-                "-o",
-                &offset.to_string(),
-                "--sizelimit",
-                &size.to_string(),
-            ])
-            .arg(file));
+        Self::attach(file, offset, size, true)
+    }
+
+    /// A writable loop device.
+    pub fn writable(file: &Path, offset: u64, size: u64) -> LoopDev {
+        Self::attach(file, offset, size, false)
+    }
+
+    fn attach(file: &Path, offset: u64, size: u64, read_only: bool) -> LoopDev {
+        let (offset, size) = (offset.to_string(), size.to_string());
+        let mut args = vec!["-f", "--show", "-o", &offset, "--sizelimit", &size];
+        if read_only {
+            args.push("-r");
+        }
+        let dev = ok(Command::new("losetup").args(&args).arg(file));
         LoopDev(dev.trim().to_string())
     }
 }
-
 impl Drop for LoopDev {
     fn drop(&mut self) {
         let _ = Command::new("losetup").arg("-d").arg(&self.0).output();

@@ -298,47 +298,17 @@ fn loop_device_on_partition_mkfs_fsck() {
     assert!(child.wait().unwrap().success());
     let mp = s.mkdir("mp");
     let m = Mounted::new(&master, &mp, 9, &s.path("state"), &[]);
-    let loopdev = ok(Command::new("losetup")
-        .args([
-            "-f",
-            "--show",
-            "-o",
-            &(2048 * 512).to_string(),
-            "--sizelimit",
-            &(131072u64 * 512).to_string(),
-        ])
-        .arg(m.disk()))
-    .trim()
-    .to_string();
-    struct Loop(String);
-    impl Drop for Loop {
-        fn drop(&mut self) {
-            let _ = Command::new("losetup").arg("-d").arg(&self.0).output();
-        }
-    }
-    let guard = Loop(loopdev.clone());
-    ok(Command::new("mkfs.ext4").args(["-q", "-F", &loopdev]));
-    ok(Command::new("fsck.ext4").args(["-f", "-n", &loopdev]));
-    drop(guard);
+    let (offset, size) = (2048 * 512, 131072u64 * 512);
+    let dev = LoopDev::writable(&m.disk(), offset, size);
+    ok(Command::new("mkfs.ext4").args(["-q", "-F", &dev.0]));
+    ok(Command::new("fsck.ext4").args(["-f", "-n", &dev.0]));
+    drop(dev);
     m.unmount();
     // The file system is in the clone (remount), and not in the master.
     let m = Mounted::new(&master, &mp, 9, &s.path("state"), &[]);
-    let loopdev = ok(Command::new("losetup")
-        .args([
-            "-f",
-            "--show",
-            "-r",
-            "-o",
-            &(2048 * 512).to_string(),
-            "--sizelimit",
-            &(131072u64 * 512).to_string(),
-        ])
-        .arg(m.disk()))
-    .trim()
-    .to_string();
-    let guard = Loop(loopdev.clone());
-    ok(Command::new("fsck.ext4").args(["-f", "-n", &loopdev]));
-    drop(guard);
+    let dev = LoopDev::new(&m.disk(), offset, size);
+    ok(Command::new("fsck.ext4").args(["-f", "-n", &dev.0]));
+    drop(dev);
     m.unmount();
     let raw = read_all(&master);
     assert!(
