@@ -249,31 +249,22 @@ fn check_against_manifest(what: &str, report: &Value, manifest: &Value) {
         "{what}"
     );
     // Local accounts: exactly the manifest's, by RID.
-    let mut accounts: Vec<(u64, String, String)> = manifest["local_accounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["rid"].as_u64().unwrap(),
-                a["name"].as_str().unwrap().to_string(),
-                a["sid"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let accounts_of = |list: &serde_json::Value| -> Vec<(u64, String, String)> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["rid"].as_u64().unwrap(),
+                    a["name"].as_str().unwrap().to_string(),
+                    a["sid"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let mut accounts = accounts_of(&manifest["local_accounts"]);
     accounts.sort();
-    let reported: Vec<(u64, String, String)> = w["local_accounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            (
-                a["rid"].as_u64().unwrap(),
-                a["name"].as_str().unwrap().to_string(),
-                a["sid"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let reported = accounts_of(&w["local_accounts"]);
     assert_eq!(reported, accounts, "{what}: local accounts");
     // Profiles: SID, path and hives.
     let profiles = manifest["profiles"].as_array().unwrap();
