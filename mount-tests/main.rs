@@ -2,6 +2,7 @@
 //! They need root, /dev/fuse and the packages `scripts/setup-deps` installs.
 
 mod boot;
+mod clone_check;
 mod common;
 mod deploy;
 mod evtx;

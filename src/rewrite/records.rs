@@ -6,14 +6,21 @@
 //! rewrite undoes the fixups of every record it sees, patches the logical bytes, and redoes them.
 //! Records are recognized by signature and a consistent update sequence array, wherever they are
 //! (the MFT, every directory's index blocks, `$Secure`'s and `$Quota`'s indexes), so no index has
-//! to be enumerated up front.
+//! to be enumerated up front. Old copies count too: a shadow-copy store, a free cluster or any
+//! file's data can hold a FILE/INDX record, or a `$LogFile` page (RSTR restart page, RCRD log
+//! record page: the same update sequence array) that a SID crosses a sector end of.
 
 use crate::image::ntfs_volume::fixup::{apply_fixups, FIXUP_BLOCK};
 use crate::image::ImageOffset;
 
-/// The largest record recognized: 8 KiB (FILE records are 1 or 4 KiB, INDX blocks 4 KiB).
+/// The largest record recognized: 8 KiB (FILE records are 1 or 4 KiB, INDX blocks and `$LogFile`
+/// pages 4 KiB).
 pub const MAX_RECORD: usize = 8192;
-const SIGNATURES: [&[u8; 4]; 2] = [b"FILE", b"INDX"];
+/// FILE (MFT record), INDX (index block), RSTR/CHKD (`$LogFile` restart page, CHKD after chkdsk),
+/// RCRD (`$LogFile` log record page): every multi-sector structure NTFS writes
+/// [ntfs-3g include/ntfs-3g/layout.h, NTFS_RECORD_TYPES]. `$LogFile` itself is excluded from the rewrite;
+/// its pages are recognized for their copies elsewhere.
+const SIGNATURES: [&[u8; 4]; 5] = [b"FILE", b"INDX", b"RSTR", b"CHKD", b"RCRD"];
 
 /// One record found in a buffer: its position and size, and its update sequence array.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +140,22 @@ mod tests {
             r.refix(&mut buf);
         }
         assert_eq!(buf, orig);
+    }
+
+    #[test]
+    fn log_file_pages_are_records_too() {
+        // An old `$LogFile` page (RCRD) in a free cluster, with a UTF-16 SID crossing its first
+        // sector end: the logical bytes are only seen with the fixups undone.
+        let mut buf = record(b"RCRD", 4096, 3);
+        let recs = find_records(&buf, 0);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].len, 4096);
+        recs[0].unfix(&mut buf);
+        assert_eq!(&buf[510..512], &[0xAA, 0xBB]);
+        for sig in [b"RSTR", b"CHKD"] {
+            assert_eq!(find_records(&record(sig, 4096, 4), 0).len(), 1);
+        }
+        assert!(find_records(&record(b"BAAD", 4096, 4), 0).is_empty());
     }
 
     #[test]
