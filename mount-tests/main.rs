@@ -6,6 +6,7 @@ mod clone_check;
 mod common;
 mod deploy;
 mod evtx;
+mod fail_closed;
 mod identity;
 mod inspect;
 mod overlay;

@@ -445,6 +445,15 @@ fn write_u32(buf: &mut [u8], at: usize, value: u32) {
 
 /// Rewrites a whole hive file: see the module documentation. `original` is the master's hive
 /// file, unchanged; the result has the same length.
+/// Whether [`rewrite_hive`] can understand `original` (it parses and its cells are laid out as
+/// the rewrite expects): checked when the clone's stage is built, so that a hive that cannot be
+/// rewritten faithfully refuses the mount instead of failing a read later.
+pub fn check_hive(original: &[u8]) -> Result<(), HiveRewriteError> {
+    let hive = Hive::parse(original)?;
+    collect_layout(&hive)?;
+    Ok(())
+}
+
 pub fn rewrite_hive(
     original: &[u8],
     map: &SidMapping,

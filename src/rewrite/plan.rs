@@ -53,21 +53,59 @@ pub fn choose_sid(survey: &WindowsSurvey, source: SidSource<'_>) -> Result<SidCh
 }
 
 /// The whole structures transformed on first touch (hives, `$Secure`, event logs).
-pub fn structures(survey: &WindowsSurvey) -> Vec<Box<dyn Structure>> {
-    structures_with_identity(survey, None)
+pub fn structures(
+    survey: &WindowsSurvey,
+    map: &SidMapping,
+) -> Result<Vec<Box<dyn Structure>>, String> {
+    structures_with_identity(survey, map, None)
+}
+
+/// Whether a structure's bytes hold the old machine SID in any form.
+fn holds_sid(map: &SidMapping, bytes: &[u8]) -> bool {
+    !map.find_all(bytes, true).is_empty()
 }
 
 /// [`structures`], whose hives also get the clone's other identifiers.
+///
+/// Fails closed (DESIGN invariant 8): a hive or `$Secure` that holds the old SID but cannot be
+/// rewritten as a whole (a layout sidfs does not follow, a master already inconsistent, a
+/// compressed or encrypted stream) is an error naming it, never left to the byte-level rewrite,
+/// which would leave its hashes, checksums and order stale. One that does not hold the SID is
+/// left as it is (the byte-level rewrite finds nothing in it either).
 pub fn structures_with_identity(
     survey: &WindowsSurvey,
+    map: &SidMapping,
     identity: Option<std::sync::Arc<crate::identity::IdentityMapping>>,
-) -> Vec<Box<dyn Structure>> {
+) -> Result<Vec<Box<dyn Structure>>, String> {
     let mut out: Vec<Box<dyn Structure>> = Vec::new();
+    let windows = survey.windows();
     for h in &survey.hives {
-        if h.layout.is_plain() && !h.extents().is_empty() {
-            out.push(Box::new(
+        if h.extents().is_empty() {
+            continue;
+        }
+        let bytes = match windows {
+            Some(w) => w
+                .volume
+                .read_file(&h.path, "", STRUCTURE_LIMIT)
+                .map_err(|e| format!("cannot read hive {}: {e}", h.path))?,
+            None => continue,
+        };
+        let problem = if !h.layout.is_plain() {
+            Some("it is stored compressed or encrypted".to_string())
+        } else {
+            super::hive::check_hive(&bytes).err().map(|e| e.to_string())
+        };
+        match problem {
+            None => out.push(Box::new(
                 HiveStructure::new(h, &survey.tasks).with_identity(identity.clone()),
-            ));
+            )),
+            Some(why) if holds_sid(map, &bytes) => {
+                return Err(format!(
+                    "hive {} holds the machine SID but cannot be rewritten faithfully: {why}; repair or delete that file in the master (a stale backup copy can go) and capture it again",
+                    h.path
+                ))
+            }
+            Some(why) => log::info!("hive {}: {why}; it holds no machine SID, kept as it is", h.path),
         }
     }
     out.extend(
@@ -78,11 +116,28 @@ pub fn structures_with_identity(
             .map(|e| Box::new(e) as Box<dyn Structure>),
     );
     for part in &survey.volumes {
-        if let Some(secure) = SecureStructure::locate(&survey.image, part) {
-            out.push(Box::new(secure));
+        match SecureStructure::locate(&survey.image, part) {
+            Ok(secure) => out.push(Box::new(secure)),
+            Err(why) => {
+                // Without a readable `$SDS` there is no telling whether it holds the SID.
+                let sds = part
+                    .volume
+                    .read_file("$Secure", "$SDS", STRUCTURE_LIMIT)
+                    .ok();
+                if sds.as_deref().is_none_or(|b| holds_sid(map, b)) {
+                    return Err(format!(
+                        "the security descriptors ($Secure) of partition {} hold the machine SID but cannot be rewritten with their hashes and indexes: {why}; run chkdsk /f on that volume in Windows, then capture the master again",
+                        part.partition.index
+                    ));
+                }
+                log::info!(
+                    "$Secure of partition {}: {why}; it holds no machine SID, kept as it is",
+                    part.partition.index
+                );
+            }
         }
     }
-    out
+    Ok(out)
 }
 
 pub fn build_stage(
@@ -102,12 +157,8 @@ pub fn build_stage_with_identity(
 ) -> Result<SidPatchStage, String> {
     let map = SidMapping::new(choice.old, choice.new)?;
     let excluded = survey.excluded.iter().map(|(r, _)| r.clone()).collect();
-    Ok(SidPatchStage::new(
-        map,
-        excluded,
-        structures_with_identity(survey, identity),
-        disk_size,
-    ))
+    let structures = structures_with_identity(survey, &map, identity)?;
+    Ok(SidPatchStage::new(map, excluded, structures, disk_size))
 }
 
 /// The largest structure (hive, `$SDS`) transformed in memory; a hostile size field above it is

@@ -91,27 +91,10 @@ impl Structure for HiveStructure {
             tasks: &self.tasks,
             map,
         };
-        let mut out = match rewrite_hive(&original, map, &tasks) {
-            Ok(out) => out,
-            Err(e) => {
-                // A hive the rewrite cannot parse (a dirty backup copy, a damaged profile hive:
-                // inspect warns about those) still gets every SID replaced byte for byte, like
-                // any other file, so the clone never shows the old SID; only its lh hashes of
-                // renamed keys (and its other identifiers) are not updated (`sidfs verify`
-                // reports that).
-                log::warn!(
-                    "hive {}: {e}; replacing the SID byte for byte only",
-                    self.path
-                );
-                let mut bytes = original.clone();
-                let n = map.replace_all(&mut bytes);
-                return Ok(StructureOutput {
-                    owned_edits: runs_to_disk(diff_runs(&original, &bytes), &self.extents),
-                    record_edits: Vec::new(),
-                    summary: format!("not parsed ({e}): {n} occurrences replaced byte for byte"),
-                });
-            }
-        };
+        // No byte-level fallback: a hive the rewrite cannot parse would keep stale lh hashes and
+        // identifiers. The stage is built only for hives that `check_hive` accepted, so this
+        // fails only if the master changed under the clone; the read then fails (EIO).
+        let mut out = rewrite_hive(&original, map, &tasks).map_err(|e| e.to_string())?;
         let mut identity_summary = String::new();
         if let Some(identity) = &self.identity {
             let (bytes, report) = crate::identity::hive::rewrite_identifiers(&out.bytes, identity)
@@ -156,22 +139,12 @@ pub struct SecureStructure {
 }
 
 impl SecureStructure {
-    /// Locates `$Secure` on a volume; `None` if it has none or it cannot be parsed (then the
-    /// structure is left to the generic rewrite and `verify` reports any problem).
-    pub fn locate(image: &crate::image::ImageFile, part: &NtfsPart) -> Option<Self> {
-        let (parts, layout) = SecureParts::read(image, &part.volume)
-            .map_err(|e| log::warn!("$Secure of partition {}: {e}", part.partition.index))
-            .ok()?;
-        // A `$Secure` that is already inconsistent in the master is not rewritten as a whole
-        // (its SIDs are still replaced byte for byte); the clone is no more broken than the master.
-        if let Err(e) = verify_secure(&parts) {
-            log::warn!(
-                "$Secure of partition {} is inconsistent in the master ({e}); replacing SIDs byte for byte only",
-                part.partition.index
-            );
-            return None;
-        }
-        Some(SecureStructure {
+    /// Locates `$Secure` on a volume and checks that the master's is consistent (hashes, `$SII`,
+    /// `$SDH`), which its rewrite needs. The error says why it cannot be rewritten as a whole.
+    pub fn locate(image: &crate::image::ImageFile, part: &NtfsPart) -> Result<Self, String> {
+        let (parts, layout) = SecureParts::read(image, &part.volume).map_err(|e| e.to_string())?;
+        verify_secure(&parts).map_err(|e| format!("it is inconsistent in the master ({e})"))?;
+        Ok(SecureStructure {
             volume_start: part.partition.start.0,
             layout,
             sds_size: parts.sds.len() as u64,
