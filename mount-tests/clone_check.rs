@@ -181,3 +181,130 @@ fn built_masters_pass_the_independent_checker() {
         m.unmount();
     }
 }
+
+/// Writes files of two parts each, so that ntfs-3g stores each second part away from its first:
+/// the first parts and one single-cluster spacer per file are written, the volume is filled up,
+/// the spacers are deleted, and then the second parts are appended (the only free clusters left
+/// are the spacers', far from the first parts).
+fn write_fragmented(vol: &Path, files: &[(&str, &[u8], &[u8])]) {
+    use std::io::Write;
+    for (i, (name, first, _)) in files.iter().enumerate() {
+        std::fs::write(vol.join(name), first).unwrap();
+        std::fs::write(vol.join(format!("spacer{i}")), vec![b's'; 4096]).unwrap();
+    }
+    let mut blocker = std::fs::File::create(vol.join("blocker")).unwrap();
+    for chunk in [1usize << 20, 4096] {
+        while blocker.write_all(&vec![b'Z'; chunk]).is_ok() {}
+    }
+    drop(blocker);
+    for i in 0..files.len() {
+        std::fs::remove_file(vol.join(format!("spacer{i}"))).unwrap();
+    }
+    for (name, _, second) in files {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(vol.join(name))
+            .unwrap();
+        f.write_all(second).unwrap();
+        f.sync_all().unwrap();
+    }
+}
+
+/// The number of data runs ntfsinfo lists for `path` (the precondition: really fragmented).
+fn run_count(dev: &str, path: &str) -> usize {
+    let out = ok(Command::new("ntfsinfo").args(["-v", "-F", path, dev]));
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("Total runs: "))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no run count for {path}:\n{out}"))
+}
+
+#[test]
+fn sids_across_fragment_junctions_are_replaced() {
+    if !tools_present() || !have_tool("ntfsinfo") {
+        return;
+    }
+    let s = Scratch::new("cc-junction");
+    let (built, manifest) = build_master(&s, "built.img", &[]);
+    let old = manifest["machine_sid"].as_str().unwrap().to_string();
+    let (start, size) = windows_partition(&manifest);
+    let master = s.path("fragmented.img");
+    std::fs::copy(&built, &master).unwrap();
+    let (_, utf16, triple) = sid_forms(&old);
+    // Cluster-sized first parts, so that the junction falls inside the SID.
+    let mut bin_first = vec![b'b'; 4096 * 2 - 5];
+    bin_first.extend_from_slice(&triple[..5]);
+    let mut bin_second = triple[5..].to_vec();
+    bin_second.extend(vec![b'B'; 3000]);
+    let mut txt_first = vec![b't'; 4096 * 3 - 41];
+    txt_first.extend_from_slice(&utf16[..41]);
+    let mut txt_second = utf16[41..].to_vec();
+    txt_second.extend(b"\0\0 trailing text".iter());
+    {
+        let dev = LoopDev::writable(&master, start, size);
+        let vol = s.path("rw");
+        std::fs::create_dir_all(&vol).unwrap();
+        ok(Command::new("ntfs-3g").arg(&dev.0).arg(&vol));
+        write_fragmented(
+            &vol,
+            &[
+                ("frag-binary.bin", &bin_first, &bin_second),
+                ("frag-utf16.txt", &txt_first, &txt_second),
+            ],
+        );
+        ok(Command::new("fusermount3").arg("-u").arg(&vol));
+        for f in ["/frag-binary.bin", "/frag-utf16.txt"] {
+            assert!(run_count(&dev.0, f) >= 2, "{f} is not fragmented");
+        }
+    }
+    let mp = s.mkdir("mp");
+    let m = Mounted::new(
+        &master,
+        &mp,
+        21,
+        &s.path("state"),
+        &["--keep", "hostname,machine-guid,wsus,msdtc"],
+    );
+    let (_, new) = mounted_sids(&m);
+    let (_, new_utf16, new_triple) = sid_forms(&new);
+    {
+        let dev = LoopDev::new(&m.disk(), start, size);
+        let nm = NtfsMount::new(&dev.0, &s.path("ro"));
+        let bin = read_all(&nm.0.join("frag-binary.bin"));
+        let mut want = bin_first.clone();
+        want.extend(&bin_second);
+        assert_eq!(count(&want, &triple), 1);
+        let want: Vec<u8> = replace(&want, &triple, &new_triple);
+        assert!(
+            bin == want,
+            "frag-binary.bin: the SID across the junction was not replaced"
+        );
+        let txt = read_all(&nm.0.join("frag-utf16.txt"));
+        let mut want = txt_first.clone();
+        want.extend(&txt_second);
+        let want = replace(&want, &utf16, &new_utf16);
+        assert!(
+            txt == want,
+            "frag-utf16.txt: the SID across the junction was not replaced"
+        );
+    }
+    // The independent checker reads every stream across its junctions, too.
+    let partition = manifest["windows_partition"].as_u64();
+    clone_check(&s, &master, &m.disk(), &old, &new, partition);
+    m.unmount();
+}
+
+fn replace(hay: &[u8], old: &[u8], new: &[u8]) -> Vec<u8> {
+    let mut out = hay.to_vec();
+    let mut i = 0;
+    while i + old.len() <= out.len() {
+        if &out[i..i + old.len()] == old {
+            out[i..i + old.len()].copy_from_slice(new);
+            i += old.len();
+        } else {
+            i += 1;
+        }
+    }
+    out
+}

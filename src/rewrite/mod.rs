@@ -9,6 +9,7 @@
 pub mod derive;
 pub mod evtx;
 pub mod hive;
+pub mod junction;
 pub mod mapping;
 pub mod model;
 pub mod plan;

@@ -158,7 +158,17 @@ pub fn build_stage_with_identity(
     let map = SidMapping::new(choice.old, choice.new)?;
     let excluded = survey.excluded.iter().map(|(r, _)| r.clone()).collect();
     let structures = structures_with_identity(survey, &map, identity)?;
-    Ok(SidPatchStage::new(map, excluded, structures, disk_size))
+    let started = std::time::Instant::now();
+    let junctions = super::junction::junction_edits(&survey.image, &survey.volumes, &map)?;
+    log::info!(
+        "fragment junctions: {} fragmented streams, {} junctions, {} SIDs across them ({} compressed or encrypted streams skipped) in {:?}",
+        junctions.streams,
+        junctions.junctions,
+        junctions.replaced,
+        junctions.not_plain,
+        started.elapsed()
+    );
+    Ok(SidPatchStage::new(map, excluded, structures, disk_size).with_fixed_edits(junctions.edits))
 }
 
 /// The largest structure (hive, `$SDS`) transformed in memory; a hostile size field above it is

@@ -61,6 +61,9 @@ pub struct SidPatchStage {
     map: SidMapping,
     excluded: Vec<Range<u64>>,
     structures: Vec<Registered>,
+    /// Disk bytes decided up front (SIDs across fragment junctions, `super::junction`), sorted,
+    /// non-overlapping; applied after the byte search, under excluded and owned ranges.
+    fixed_edits: Vec<(u64, Vec<u8>)>,
     disk_size: u64,
 }
 
@@ -107,8 +110,15 @@ impl SidPatchStage {
             map,
             excluded,
             structures,
+            fixed_edits: Vec::new(),
             disk_size,
         }
+    }
+
+    /// Adds disk bytes decided up front (sorted, non-overlapping edits).
+    pub fn with_fixed_edits(mut self, edits: Vec<(u64, Vec<u8>)>) -> Self {
+        self.fixed_edits = edits;
+        self
     }
 
     pub fn mapping(&self) -> &SidMapping {
@@ -217,6 +227,7 @@ impl SidPatchStage {
         for rec in &records {
             rec.refix(&mut w);
         }
+        apply_edits(&mut w, ws, &self.fixed_edits, &window);
         for x in &self.excluded {
             if overlaps(x, &span) {
                 let s = x.start.max(ws);

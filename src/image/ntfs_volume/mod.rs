@@ -11,6 +11,8 @@ pub mod extent;
 pub mod fixup;
 pub mod hives;
 pub mod log_file;
+pub mod mft_scan;
+pub mod record;
 
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};

@@ -1,0 +1,127 @@
+//! SIDs across fragment junctions: a file whose consecutive bytes lie in clusters far apart on
+//! disk can hold a SID whose first bytes end one fragment and whose last bytes start the next.
+//! A search over the disk's bytes sees neither half, so such SIDs are found here, once, when the
+//! stage is built: every fragmented stream of every NTFS volume (one pass over the MFT by
+//! `image::ntfs_volume::mft_scan`) has its junctions joined, and each SID that crosses one is
+//! replaced in both fragments, as fixed edits of the disk bytes. They are a pure function of the
+//! master and the SID mapping, like everything the stage serves.
+
+use super::mapping::{SidMapping, SEARCH_CONTEXT};
+use super::model::NtfsPart;
+use crate::image::ntfs_volume::mft_scan::{self, StreamRuns};
+use crate::image::ntfs_volume::record::{TYPE_DATA, TYPE_LOGGED_UTILITY_STREAM};
+use crate::image::{ImageFile, ImageOffset};
+
+/// Records 0-2 ($MFT, $MFTMirr, $LogFile) are not searched.
+const LAST_SKIPPED_RECORD: u64 = 2;
+
+/// What the junction pass found.
+#[derive(Debug, Default)]
+pub struct JunctionEdits {
+    /// Disk offset and the clone's bytes there, sorted, non-overlapping.
+    pub edits: Vec<(u64, Vec<u8>)>,
+    pub streams: usize,
+    pub junctions: usize,
+    /// SID occurrences across a junction (each replaced in both fragments).
+    pub replaced: usize,
+    /// Fragmented streams stored compressed or encrypted: their SIDs are not visible on disk.
+    pub not_plain: usize,
+}
+
+/// Reads stream bytes `[from, to)` through its runs (holes read as zeros).
+fn read_logical(
+    image: &ImageFile,
+    volume: ImageOffset,
+    stream: &StreamRuns,
+    cluster: u64,
+    from: u64,
+    to: u64,
+) -> Result<Vec<u8>, String> {
+    let mut out = vec![0u8; (to - from) as usize];
+    let mut at = from;
+    while at < to {
+        let piece_end = ((at / cluster) + 1).saturating_mul(cluster).min(to);
+        if let Some(p) = stream.partition_offset(at, cluster) {
+            let dst = &mut out[(at - from) as usize..(piece_end - from) as usize];
+            image
+                .read_exact_at(ImageOffset(volume.0 + p), dst, "fragmented stream")
+                .map_err(|e| e.to_string())?;
+        }
+        at = piece_end;
+    }
+    Ok(out)
+}
+
+/// The edits for every SID across a fragment junction on the master's NTFS volumes.
+pub fn junction_edits(
+    image: &ImageFile,
+    volumes: &[NtfsPart],
+    map: &SidMapping,
+) -> Result<JunctionEdits, String> {
+    let mut found = JunctionEdits::default();
+    let mut bytes: Vec<(u64, u8)> = Vec::new();
+    for part in volumes {
+        let facts = part
+            .volume
+            .facts()
+            .map_err(|e| format!("NTFS partition {}: {e}", part.partition.index))?;
+        let cluster = u64::from(facts.cluster_size);
+        let scan = mft_scan::scan(image, &facts, |ty| {
+            ty == TYPE_DATA || ty == TYPE_LOGGED_UTILITY_STREAM
+        })
+        .map_err(|e| {
+            format!(
+                "cannot read the MFT of partition {} to find fragmented files: {e}",
+                part.partition.index
+            )
+        })?;
+        for stream in &scan.streams {
+            // $MFT, $MFTMirr (multi-sector records, which never straddle a junction of
+            // clusters at least as large as a record) and $LogFile (kept as in the master).
+            if stream.record <= LAST_SKIPPED_RECORD {
+                continue;
+            }
+            let junctions = stream.junctions(cluster);
+            if junctions.is_empty() {
+                continue;
+            }
+            if !stream.is_plain() {
+                found.not_plain += 1;
+                continue;
+            }
+            found.streams += 1;
+            for j in junctions {
+                found.junctions += 1;
+                let lo = j.logical.saturating_sub(SEARCH_CONTEXT as u64);
+                let hi = j
+                    .logical
+                    .saturating_add(SEARCH_CONTEXT as u64)
+                    .min(stream.data_size);
+                let joined = read_logical(image, facts.start, stream, cluster, lo, hi)?;
+                for occ in map.find_all(&joined, hi == stream.data_size) {
+                    let (s, e) = (lo + occ.offset as u64, lo + (occ.offset + occ.len) as u64);
+                    if !(s < j.logical && j.logical < e) {
+                        continue;
+                    }
+                    found.replaced += 1;
+                    let new = map.replacement(&joined, &occ);
+                    for (i, b) in new.iter().enumerate() {
+                        let logical = s + i as u64;
+                        if let Some(p) = stream.partition_offset(logical, cluster) {
+                            bytes.push((facts.start.0 + p, *b));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    bytes.sort_by_key(|(at, _)| *at);
+    bytes.dedup_by_key(|(at, _)| *at);
+    for (at, b) in bytes {
+        match found.edits.last_mut() {
+            Some((start, run)) if *start + run.len() as u64 == at => run.push(b),
+            _ => found.edits.push((at, vec![b])),
+        }
+    }
+    Ok(found)
+}
