@@ -39,8 +39,8 @@ Typical use:\n  \
   sidfs status /mnt/clone7\n  \
   sidfs umount /mnt/clone7\n  \
   sidfs export master.img clone7.img --seed 7     # the same clone as a sparse image file\n\n\
-Exit status: 0 success; 1 error or refusal; 3 inspect: the master cannot be cloned; 4 verify: \
-problems found."
+Exit status: 0 success; 1 error or refusal; 2 usage error (an unknown, missing or malformed \
+argument); 3 inspect: the master cannot be cloned; 4 verify: problems found."
 )]
 struct Cli {
     #[command(subcommand)]
