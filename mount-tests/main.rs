@@ -3,6 +3,7 @@
 
 mod boot;
 mod common;
+mod daemon;
 mod deploy;
 mod evtx;
 mod identity;
