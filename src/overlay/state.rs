@@ -560,3 +560,121 @@ fn check_compatible(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TempDir;
+
+    fn master(t: &TempDir) -> MasterImage {
+        let path = t.path("master.img");
+        let f = File::create(&path).unwrap();
+        f.set_len(1 << 20).unwrap();
+        f.write_all_at(b"master", 0).unwrap();
+        MasterImage::open(&path).unwrap()
+    }
+
+    fn attach(dir: &Path, master: &MasterImage) -> Result<(CloneState, DeltaStore, bool)> {
+        CloneState::attach(&AttachRequest {
+            dir,
+            master,
+            seed: Some(3),
+            block_size: 4096,
+            keep_sid: false,
+        })
+    }
+
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().mode() & 0o777
+    }
+
+    /// Prove the lock file's record survives its text form, and that a pid-only lock file (an
+    /// older release) still gives the pid.
+    #[test]
+    fn lock_record_round_trips() {
+        for record in [
+            LockRecord {
+                pid: 42,
+                mountpoint: Some("/mnt/a b,c".into()),
+            },
+            LockRecord {
+                pid: 7,
+                mountpoint: None,
+            },
+        ] {
+            assert_eq!(LockRecord::parse(&record.to_bytes()), Some(record));
+        }
+        assert_eq!(
+            LockRecord::parse(b"123"),
+            Some(LockRecord {
+                pid: 123,
+                mountpoint: None
+            })
+        );
+        assert_eq!(LockRecord::parse(b""), None);
+        assert_eq!(LockRecord::parse(b"x\n/mnt"), None);
+    }
+
+    /// Prove that delta files without state.json (a first mount killed before writing it) are
+    /// replaced by a fresh clone instead of blocking the state forever.
+    #[test]
+    fn leftovers_without_state_json_start_afresh() {
+        let t = TempDir::new("leftover");
+        let m = master(&t);
+        let dir = t.path("state");
+        drop(attach(&dir, &m).unwrap());
+        std::fs::remove_file(dir.join(STATE_FILE)).unwrap();
+        std::fs::write(dir.join(STATE_TMP_FILE), b"{").unwrap();
+        let (state, _delta, created) = attach(&dir, &m).unwrap();
+        assert!(created);
+        assert_eq!(state.meta().seed, 3);
+        assert!(dir.join(STATE_FILE).exists());
+        assert!(!dir.join(STATE_TMP_FILE).exists());
+    }
+
+    /// Prove the state directory is 0700 and its files 0600 whatever was there before.
+    #[test]
+    fn state_is_private_and_tightened() {
+        let t = TempDir::new("private");
+        let m = master(&t);
+        let dir = t.path("state");
+        drop(attach(&dir, &m).unwrap());
+        std::fs::set_permissions(&dir, Permissions::from_mode(0o755)).unwrap();
+        for name in [STATE_FILE, LOCK_FILE, DELTA_FILE, MAP_FILE] {
+            std::fs::set_permissions(dir.join(name), Permissions::from_mode(0o644)).unwrap();
+        }
+        drop(attach(&dir, &m).unwrap());
+        assert_eq!(mode_of(&dir), DIR_MODE);
+        for name in [STATE_FILE, LOCK_FILE, DELTA_FILE, MAP_FILE] {
+            assert_eq!(mode_of(&dir.join(name)), FILE_MODE, "{name}");
+        }
+    }
+
+    /// Prove a claim is exclusive, that discarding it removes the state and the directory, and
+    /// that a claim (or lock) taken afterwards is on the new directory, not the removed one.
+    #[test]
+    fn claims_are_exclusive_and_discard_removes_the_state() {
+        let t = TempDir::new("claim");
+        let m = master(&t);
+        let dir = t.path("state");
+        let claim = StateClaim::take(&dir).unwrap();
+        assert!(matches!(
+            StateClaim::take(&dir),
+            Err(OverlayError::StateInUse { .. })
+        ));
+        assert!(!claim.holds_clone());
+        let (state, delta, _) = attach(&dir, &m).unwrap();
+        assert!(claim.holds_clone());
+        drop((state, delta));
+        claim.discard();
+        assert!(!dir.exists());
+        let again = StateClaim::take(&dir).unwrap();
+        let (_state, _delta, created) = attach(&dir, &m).unwrap();
+        assert!(created);
+        assert!(matches!(
+            take_lock(&dir),
+            Err(OverlayError::StateInUse { pid: Some(p), .. }) if p == std::process::id()
+        ));
+        drop(again);
+    }
+}
