@@ -848,13 +848,18 @@ pub fn unmount(mountpoint: &Path, timeout: Duration) -> Result<PathBuf, MountErr
         ));
     };
     // The process to wait for is the one serving this mountpoint. After a kill -9 the state
-    // may be served again elsewhere: clearing the dead mountpoint then waits for nobody.
-    let pid = state::lock_record(&state_dir)
-        .filter(|r| {
-            r.mountpoint
-                .as_deref()
-                .is_none_or(|m| m == entry.mountpoint.as_path())
+    // may be served again elsewhere: when the lock's holder serves another mount of this state,
+    // this one is dead and clearing it waits for nobody.
+    let serves_elsewhere = |r: &state::LockRecord| {
+        r.mountpoint.as_deref().is_some_and(|m| {
+            m != entry.mountpoint.as_path()
+                && mountinfo::mounts()
+                    .iter()
+                    .any(|o| o.mountpoint == m && o.sidfs_state().as_ref() == Some(&state_dir))
         })
+    };
+    let pid = state::lock_record(&state_dir)
+        .filter(|r| !serves_elsewhere(r))
         .map(|r| r.pid);
     let out = std::process::Command::new("fusermount3")
         .arg("-u")
