@@ -4,6 +4,7 @@
 mod boot;
 mod clone_check;
 mod common;
+mod daemon;
 mod deploy;
 mod evtx;
 mod fail_closed;

@@ -39,8 +39,8 @@ Typical use:\n  \
   sidfs status /mnt/clone7\n  \
   sidfs umount /mnt/clone7\n  \
   sidfs export master.img clone7.img --seed 7     # the same clone as a sparse image file\n\n\
-Exit status: 0 success; 1 error or refusal; 3 inspect: the master cannot be cloned; 4 verify: \
-problems found."
+Exit status: 0 success; 1 error or refusal; 2 usage error (an unknown, missing or malformed \
+argument); 3 inspect: the master cannot be cloned; 4 verify: problems found."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -326,6 +326,13 @@ fn run_status(target: &Path, json: bool) -> Result<(), String> {
         ),
         (None, _) => println!("mounted at:   (not mounted)"),
     }
+    for mp in &s.dead_mounts {
+        println!(
+            "dead mount:   {} (its process is gone: sidfs umount {})",
+            mp.display(),
+            mp.display()
+        );
+    }
     println!("seed:         {}", s.seed);
     if let (Some(old), Some(new)) = (&s.old_sid, &s.new_sid) {
         println!("machine SID:  {old} -> {new}");
@@ -502,8 +509,8 @@ fn run_mount(args: &MountArgs) -> Result<(), String> {
             .and_then(|v| v.parse::<i32>().ok());
         return serve_foreground(&req, &state_dir, ready_fd);
     }
-    mount::precheck(&req).map_err(|e| e.to_string())?;
-    spawn_daemon(args, &state_dir)
+    mount::precheck(&req, &state_dir).map_err(|e| e.to_string())?;
+    start_daemon(args, &state_dir)
 }
 
 /// Serves the clone in this process. With a readiness fd (the background case), the outcome of
@@ -548,27 +555,34 @@ fn serve_foreground(
     mount::serve(req, prepared, report).map_err(|e| e.to_string())
 }
 
-/// Starts the clone's daemon (this binary, `--foreground`, in a new session, logging to the state
-/// directory) and waits until it reports the mount ready or failed.
-fn spawn_daemon(args: &MountArgs, state_dir: &Path) -> Result<(), String> {
-    let existed = state_dir.exists();
-    let result = start_daemon(args, state_dir);
-    if result.is_err() && !existed {
-        // A refused first mount leaves nothing behind.
-        let _ = std::fs::remove_dir_all(state_dir);
+/// How often the log is reopened when a failed first mount of the same state removed the
+/// directory between creating it and opening the log.
+const LOG_OPEN_ATTEMPTS: u32 = 4;
+
+/// Creates the state directory (0700) and opens its log for appending (0600).
+fn open_log(state_dir: &Path, log_path: &Path) -> Result<std::fs::File, String> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        sidfs::overlay::state::create_private_dir(state_dir).map_err(|e| e.to_string())?;
+        match sidfs::overlay::state::open_private(
+            log_path,
+            std::fs::OpenOptions::new().create(true).append(true),
+        ) {
+            Ok(f) => return Ok(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < LOG_OPEN_ATTEMPTS => {}
+            Err(e) => return Err(format!("cannot open log {}: {e}", log_path.display())),
+        }
     }
-    result
 }
 
+/// Starts the clone's daemon (this binary, `--foreground`, in a new session, logging to the state
+/// directory) and waits until it reports the mount ready or failed. Nothing is removed here: the
+/// daemon claims the state directory before it reads it, so of parallel mounts of one state
+/// exactly one proceeds, and only that one cleans up after a first mount that failed.
 fn start_daemon(args: &MountArgs, state_dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(state_dir)
-        .map_err(|e| format!("cannot create state directory {}: {e}", state_dir.display()))?;
     let log_path = state_dir.join(sidfs::overlay::state::LOG_FILE);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| format!("cannot open log {}: {e}", log_path.display()))?;
+    let log = open_log(state_dir, &log_path)?;
     let (mut reader, writer) = std::io::pipe().map_err(|e| format!("cannot create pipe: {e}"))?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
     let mut cmd = Command::new(exe);

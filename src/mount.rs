@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use log::{error, info};
+use log::{error, info, warn};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -110,8 +110,8 @@ pub fn default_state_dir(master: &Path, seed: Option<u64>, mountpoint: &Path) ->
 }
 
 /// The checks that can be made before anything is created, so that a refused mount leaves
-/// nothing behind.
-pub fn precheck(req: &MountRequest) -> Result<MountKind, MountError> {
+/// nothing behind. `state_dir` is where the clone's state is (or will be).
+pub fn precheck(req: &MountRequest, state_dir: &Path) -> Result<MountKind, MountError> {
     match std::fs::metadata(&req.clone.master) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return fail(format!(
@@ -170,12 +170,15 @@ pub fn precheck(req: &MountRequest) -> Result<MountKind, MountError> {
         Err(e) => return fail(format!("cannot use mountpoint {}: {e}", req.mountpoint.display())),
     };
     if let Some(m) = mountinfo::mount_at(&req.mountpoint) {
-        let hint = match m.sidfs_state() {
-            Some(st) => format!("a sidfs clone (state {})", st.display()),
-            None => format!("a {} file system", m.fs_type),
+        let (hint, command) = match m.sidfs_state() {
+            Some(st) => (
+                format!("a sidfs clone (state {})", st.display()),
+                "sidfs umount",
+            ),
+            None => (format!("a {} file system", m.fs_type), "umount"),
         };
         return fail(format!(
-            "mountpoint {} is busy: {hint} is already mounted there; unmount it first (sidfs umount {})",
+            "mountpoint {} is busy: {hint} is already mounted there; unmount it first ({command} {}) or pick another mountpoint",
             req.mountpoint.display(),
             req.mountpoint.display()
         ));
@@ -183,10 +186,56 @@ pub fn precheck(req: &MountRequest) -> Result<MountKind, MountError> {
     if same_file(&req.clone.master, &req.mountpoint) {
         return fail("the mountpoint cannot be the master image itself");
     }
+    refuse_state_under_mountpoint(state_dir, &req.mountpoint)?;
     if !Path::new("/dev/fuse").exists() {
         return fail("/dev/fuse is missing: load the FUSE module (modprobe fuse), or give the container the device (--device /dev/fuse)");
     }
     Ok(kind)
+}
+
+/// Refuses a state directory that is the mountpoint or inside it: the mount would hide it, and
+/// `sidfs status` and `sidfs umount` could not read its lock and metadata. Compares resolved
+/// paths (symlinks, `..`), also for a state directory that does not exist yet.
+fn refuse_state_under_mountpoint(state_dir: &Path, mountpoint: &Path) -> Result<(), MountError> {
+    let Ok(mp) = std::fs::canonicalize(mountpoint) else {
+        return Ok(());
+    };
+    let state = resolve_existing_prefix(state_dir);
+    if state.starts_with(&mp) {
+        return fail(format!(
+            "state directory {} is {} the mountpoint {} (the mount would hide it): pass a --state outside it",
+            state_dir.display(),
+            if state == mp { "the same as" } else { "inside" },
+            mountpoint.display()
+        ));
+    }
+    Ok(())
+}
+
+/// `path` with its longest existing prefix resolved (canonicalize) and the rest appended.
+fn resolve_existing_prefix(path: &Path) -> PathBuf {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        match std::env::current_dir() {
+            Ok(cwd) => cwd.join(path),
+            Err(_) => path.to_path_buf(),
+        }
+    };
+    let mut rest = Vec::new();
+    let mut prefix = absolute.as_path();
+    loop {
+        if let Ok(resolved) = std::fs::canonicalize(prefix) {
+            return rest.iter().rev().fold(resolved, |p, name| p.join(name));
+        }
+        match (prefix.parent(), prefix.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                prefix = parent;
+            }
+            _ => return absolute,
+        }
+    }
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -217,8 +266,10 @@ pub struct CloneInfo<'a> {
     pub identity: Option<crate::identity::IdentityChoice>,
 }
 
-/// A clone ready to be served: state locked, delta open, mountpoint checked.
+/// A clone ready to be served: state claimed and locked, delta open, mountpoint checked.
 pub struct PreparedClone {
+    /// Held until the process ends, so no other mount of this state starts meanwhile.
+    pub claim: state::StateClaim,
     pub state: CloneState,
     pub disk: Arc<CloneDisk>,
     pub kind: MountKind,
@@ -461,14 +512,56 @@ fn check_recorded_identity(
     Ok(())
 }
 
+/// Checks the request, claims the state directory and opens the clone. A mount that finds the
+/// state claimed by another refuses as "in use" and touches nothing; a first mount that fails
+/// removes what it created (under its claim, so never another mount's files).
 pub fn prepare(req: &MountRequest, state_dir: &Path) -> Result<PreparedClone, MountError> {
-    let kind = precheck(req)?;
-    std::fs::create_dir_all(state_dir).map_err(|e| {
-        MountError(format!(
-            "cannot create state directory {}: {e}",
-            state_dir.display()
-        ))
-    })?;
+    let kind = match precheck(req, state_dir) {
+        Ok(kind) => kind,
+        Err(e) => {
+            discard_unserved(state_dir);
+            return Err(e);
+        }
+    };
+    let claim = state::StateClaim::take(state_dir)?;
+    let fresh = !claim.holds_clone();
+    match open_claimed(req, state_dir) {
+        Ok((state, disk, info_json, created)) => Ok(PreparedClone {
+            claim,
+            state,
+            disk,
+            kind,
+            info_json,
+            created,
+        }),
+        Err(e) => {
+            if fresh {
+                claim.discard();
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Removes an existing state directory that holds no clone (the log and lock of a background
+/// mount refused before it claimed the directory), unless another mount has claimed it.
+fn discard_unserved(state_dir: &Path) {
+    if !state_dir.is_dir() {
+        return;
+    }
+    if let Ok(claim) = state::StateClaim::take(state_dir) {
+        if !claim.holds_clone() {
+            claim.discard();
+        }
+    }
+}
+
+/// [`prepare`] once the state directory is claimed: the clone, its disk, its clone.json and
+/// whether it was just created.
+fn open_claimed(
+    req: &MountRequest,
+    state_dir: &Path,
+) -> Result<(CloneState, Arc<CloneDisk>, Vec<u8>, bool), MountError> {
     let state_dir = &std::fs::canonicalize(state_dir).map_err(|e| {
         MountError(format!(
             "cannot resolve state directory {}: {e}",
@@ -501,13 +594,7 @@ pub fn prepare(req: &MountRequest, state_dir: &Path) -> Result<PreparedClone, Mo
     };
     let mut info_json = serde_json::to_vec_pretty(&info).expect("clone info serializes");
     info_json.push(b'\n');
-    Ok(PreparedClone {
-        state,
-        disk,
-        kind,
-        info_json,
-        created,
-    })
+    Ok((state, disk, info_json, created))
 }
 
 /// Mounts the prepared clone and serves it until it is unmounted (or SIGINT/SIGTERM/SIGHUP
@@ -519,20 +606,19 @@ pub fn serve(
     ready: impl FnOnce(Result<(), String>),
 ) -> Result<(), MountError> {
     let PreparedClone {
+        claim,
         state,
         disk,
         kind,
         info_json,
-        ..
+        created,
     } = prepared;
     block_termination_signals();
+    let mountpoint = mountinfo::canonical_mountpoint(&req.mountpoint);
     let mut config = fuser::Config::default();
     config.mount_options = vec![
-        fuser::MountOption::FSName(format!(
-            "{}{}",
-            mountinfo::SOURCE_PREFIX,
-            state.dir().to_string_lossy()
-        )),
+        // The only option that carries user data; encoded so that it holds no comma.
+        fuser::MountOption::FSName(mountinfo::source_for(state.dir())),
         fuser::MountOption::Subtype("sidfs".into()),
         fuser::MountOption::DefaultPermissions,
         fuser::MountOption::NoAtime,
@@ -548,14 +634,27 @@ pub fn serve(
     config.n_threads = Some(req.threads.max(1));
     config.clone_fd = true;
     let fs = CloneFs::new(disk.clone(), kind, info_json);
-    let mut session = match fuser::Session::new(fs, &req.mountpoint, &config) {
+    let session = match fuser::Session::new(fs, &req.mountpoint, &config) {
         Ok(s) => s,
         Err(e) => {
-            let msg = format!("cannot mount {}: {e}", req.mountpoint.display());
+            let msg = format!(
+                "cannot mount {}: {}",
+                req.mountpoint.display(),
+                e.to_string().trim()
+            );
+            // A first mount that never served leaves nothing behind.
+            drop(disk);
+            drop(state);
+            if created {
+                claim.discard();
+            }
             ready(Err(msg.clone()));
             return fail(msg);
         }
     };
+    if let Err(e) = state.record_mountpoint(&mountpoint) {
+        error!("{e}");
+    }
     info!(
         "mounted clone of {} (seed {}) at {}, state {}",
         req.clone.master.display(),
@@ -565,17 +664,13 @@ pub fn serve(
     );
     ready(Ok(()));
 
-    let mut unmounter = session.unmount_callable();
-    std::thread::Builder::new()
-        .name("sidfs-signals".into())
-        .spawn(move || {
-            let sig = wait_for_termination_signal();
-            info!("signal {sig}: unmounting");
-            if let Err(e) = unmounter.unmount() {
-                error!("unmount on signal {sig} failed: {e}");
-            }
-        })
-        .map_err(|e| MountError(format!("cannot start signal thread: {e}")))?;
+    {
+        let (mountpoint, state_dir) = (mountpoint.clone(), state.dir().to_path_buf());
+        std::thread::Builder::new()
+            .name("sidfs-signals".into())
+            .spawn(move || handle_termination_signals(&mountpoint, &state_dir))
+            .map_err(|e| MountError(format!("cannot start signal thread: {e}")))?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let flusher = {
         let disk = disk.clone();
@@ -600,6 +695,9 @@ pub fn serve(
     let _ = flusher.join();
     disk.sync()?;
     info!("unmounted {}; state synced", req.mountpoint.display());
+    // The claim goes first: `sidfs umount` returns once the lock is free, and a mount started
+    // right then must find the directory unclaimed.
+    drop(claim);
     drop(state);
     result.map_err(|e| MountError(format!("serving {} failed: {e}", req.mountpoint.display())))
 }
@@ -618,18 +716,122 @@ fn block_termination_signals() {
     }
 }
 
-fn wait_for_termination_signal() -> i32 {
-    // SAFETY: as above; sigwait writes the received signal number into a local.
+/// How often a clean unmount refused as busy (a program has the disk open) is tried again.
+const BUSY_RETRY: Duration = Duration::from_secs(1);
+
+/// The signal thread. SIGINT, SIGTERM or SIGHUP unmount the clone. While a program still has
+/// the disk open the unmount is busy: it is logged and tried again every second, so the clone
+/// unmounts as soon as the disk is closed; a further signal meanwhile detaches the mount at
+/// once (lazy unmount: the mountpoint is free, programs that have the disk open keep using it,
+/// and the daemon syncs and exits when the last of them closes it). Signals keep being handled
+/// whatever happens.
+fn handle_termination_signals(mountpoint: &Path, state_dir: &Path) {
+    let mut waiting_since: Option<i32> = None;
+    loop {
+        let timeout = waiting_since.map(|_| BUSY_RETRY);
+        let signal = wait_for_termination_signal(timeout);
+        let still_ours = || {
+            mountinfo::mount_at(mountpoint).and_then(|m| m.sidfs_state())
+                == Some(state_dir.to_path_buf())
+        };
+        match (signal, waiting_since) {
+            (Some(sig), None) => {
+                info!("signal {sig}: unmounting {}", mountpoint.display());
+                match unmount_mountpoint(mountpoint, false) {
+                    Ok(()) => return,
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        warn!(
+                            "signal {sig}: {} is busy (a program still has the disk open; fuser -vm {} shows it): it unmounts as soon as the disk is closed; send the signal again to detach it now",
+                            mountpoint.display(),
+                            mountpoint.display()
+                        );
+                        waiting_since = Some(sig);
+                    }
+                    Err(e) => error!("unmount on signal {sig} failed: {e}"),
+                }
+            }
+            (Some(sig), Some(_)) => {
+                info!(
+                    "signal {sig} again: detaching {} now (lazy unmount); the clone is served until the disk is closed",
+                    mountpoint.display()
+                );
+                match unmount_mountpoint(mountpoint, true) {
+                    Ok(()) => return,
+                    Err(e) => error!("lazy unmount on signal {sig} failed: {e}"),
+                }
+            }
+            (None, Some(sig)) => {
+                if !still_ours() {
+                    return;
+                }
+                if unmount_mountpoint(mountpoint, false).is_ok() {
+                    info!(
+                        "signal {sig}: {} unmounted once the disk was closed",
+                        mountpoint.display()
+                    );
+                    return;
+                }
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+/// Waits for SIGINT, SIGTERM or SIGHUP (blocked in every thread); `None` when `timeout` passed.
+fn wait_for_termination_signal(timeout: Option<Duration>) -> Option<i32> {
+    // SAFETY: as above; sigwait and sigtimedwait read a local set and write locals only.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGHUP);
-        let mut sig = 0;
-        libc::sigwait(&set, &mut sig);
-        sig
+        match timeout {
+            None => {
+                let mut sig = 0;
+                (libc::sigwait(&set, &mut sig) == 0).then_some(sig)
+            }
+            Some(t) => {
+                let ts = libc::timespec {
+                    tv_sec: libc::time_t::try_from(t.as_secs()).unwrap_or(libc::time_t::MAX),
+                    tv_nsec: libc::c_long::from(t.subsec_nanos()),
+                };
+                let sig = libc::sigtimedwait(&set, std::ptr::null_mut(), &ts);
+                (sig > 0).then_some(sig)
+            }
+        }
     }
+}
+
+/// Unmounts the FUSE mount at `mountpoint` (lazily: detached at once, gone when the last user
+/// closes it): umount2 as root, fusermount3 otherwise. A busy mount is `EBUSY`.
+fn unmount_mountpoint(mountpoint: &Path, lazy: bool) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let path = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        let flags = if lazy { libc::MNT_DETACH } else { 0 };
+        // SAFETY: a NUL-terminated path that lives across the call.
+        if unsafe { libc::umount2(path.as_ptr(), flags) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        return Ok(());
+    }
+    let mut cmd = std::process::Command::new("fusermount3");
+    cmd.arg("-u");
+    if lazy {
+        cmd.arg("-z");
+    }
+    let out = cmd.arg(mountpoint).output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let msg = String::from_utf8_lossy(&out.stderr);
+    if msg.contains("busy") {
+        return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+    }
+    Err(std::io::Error::other(msg.trim().to_string()))
 }
 
 /// Unmounts the clone at `mountpoint` and waits for its process to finish syncing the delta.
@@ -639,12 +841,26 @@ pub fn unmount(mountpoint: &Path, timeout: Duration) -> Result<PathBuf, MountErr
     };
     let Some(state_dir) = entry.sidfs_state() else {
         return fail(format!(
-            "{} is a {} mount, not a sidfs clone; use umount",
+            "{} is a {} mount, not a sidfs clone: unmount it with umount {}",
             mountpoint.display(),
-            entry.fs_type
+            entry.fs_type,
+            mountpoint.display()
         ));
     };
-    let pid = state::lock_holder(&state_dir);
+    // The process to wait for is the one serving this mountpoint. After a kill -9 the state
+    // may be served again elsewhere: when the lock's holder serves another mount of this state,
+    // this one is dead and clearing it waits for nobody.
+    let serves_elsewhere = |r: &state::LockRecord| {
+        r.mountpoint.as_deref().is_some_and(|m| {
+            m != entry.mountpoint.as_path()
+                && mountinfo::mounts()
+                    .iter()
+                    .any(|o| o.mountpoint == m && o.sidfs_state().as_ref() == Some(&state_dir))
+        })
+    };
+    let pid = state::lock_record(&state_dir)
+        .filter(|r| !serves_elsewhere(r))
+        .map(|r| r.pid);
     let out = std::process::Command::new("fusermount3")
         .arg("-u")
         .arg(&entry.mountpoint)
@@ -690,8 +906,12 @@ pub fn unmount(mountpoint: &Path, timeout: Duration) -> Result<PathBuf, MountErr
 #[derive(Serialize)]
 pub struct CloneStatus {
     pub state_dir: PathBuf,
+    /// Where the clone is mounted: the mountpoint its live process serves, or a dead mount.
     pub mountpoint: Option<PathBuf>,
     pub serving_pid: Option<u32>,
+    /// Other mounts of this state whose process is gone (kill -9): `sidfs umount` clears them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dead_mounts: Vec<PathBuf>,
     pub seed: u64,
     pub old_sid: Option<String>,
     pub new_sid: Option<String>,
@@ -707,18 +927,30 @@ pub struct CloneStatus {
 
 /// Status of a clone given its state directory or its mountpoint.
 pub fn status(target: &Path) -> Result<CloneStatus, MountError> {
-    let sidfs_mount =
-        mountinfo::mount_at(target).and_then(|m| Some((m.sidfs_state()?, m.mountpoint)));
-    let (state_dir, mountpoint) = match sidfs_mount {
-        Some((st, mp)) => (st, Some(mp)),
-        None => {
-            let abs = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
-            let mp = mountinfo::mounts()
-                .into_iter()
-                .find(|m| m.sidfs_state().as_deref() == Some(abs.as_path()))
-                .map(|m| m.mountpoint);
-            (abs, mp)
-        }
+    let state_dir = match mountinfo::mount_at(target).and_then(|m| m.sidfs_state()) {
+        Some(st) => st,
+        None => std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf()),
+    };
+    let mut mounted: Vec<PathBuf> = mountinfo::mounts()
+        .into_iter()
+        .filter(|m| m.sidfs_state().as_deref() == Some(state_dir.as_path()))
+        .map(|m| m.mountpoint)
+        .collect();
+    let holder = state::lock_record(&state_dir);
+    // The live mount is the one the lock's holder recorded; any other is dead. A holder that
+    // recorded none (an export, or a release that did not record it) leaves the first.
+    let live = match holder.as_ref().and_then(|r| r.mountpoint.as_ref()) {
+        Some(mp) => mounted
+            .iter()
+            .position(|m| m == mp)
+            .map(|i| mounted.remove(i)),
+        None if mounted.is_empty() => None,
+        None => Some(mounted.remove(0)),
+    };
+    let (mountpoint, dead_mounts) = match live {
+        Some(mp) => (Some(mp), mounted),
+        None if holder.is_none() && !mounted.is_empty() => (Some(mounted.remove(0)), mounted),
+        None => (None, mounted),
     };
     let state_file = state_dir.join(state::STATE_FILE);
     if !state_file.exists() {
@@ -731,7 +963,8 @@ pub fn status(target: &Path) -> Result<CloneStatus, MountError> {
     let (delta_blocks, bytes_on_disk) = read_delta_usage(&state_dir)?;
     Ok(CloneStatus {
         mountpoint,
-        serving_pid: state::lock_holder(&state_dir),
+        serving_pid: holder.map(|r| r.pid),
+        dead_mounts,
         seed: meta.seed,
         old_sid: meta.old_sid.clone(),
         new_sid: meta.new_sid.clone(),

@@ -3,7 +3,14 @@
 //! A sidfs mount's source is `sidfs:` followed by its state directory (its type is `fuse` when
 //! mounted directly by root, `fuse.sidfs` through fusermount3), so the mount table alone maps a
 //! mountpoint back to its clone.
+//!
+//! The state directory travels in the FSName mount option, and mount options are split at
+//! commas (fusermount3 would read `a,allow_other` as a second option), so the path is
+//! percent-encoded: `%`, `,`, `\`, control characters and, in a path that is not UTF-8, every
+//! byte above 0x7f become `%XX`. Both ways of mounting (mount(2) as root, fusermount3 otherwise)
+//! then show the same source, which [`MountEntry::sidfs_state`] decodes.
 
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 /// The prefix of a sidfs mount's source field.
@@ -22,8 +29,67 @@ impl MountEntry {
         if !self.fs_type.starts_with("fuse") {
             return None;
         }
-        self.source.strip_prefix(SOURCE_PREFIX).map(PathBuf::from)
+        self.source.strip_prefix(SOURCE_PREFIX).map(decode_state)
     }
+}
+
+/// The FSName of a clone whose state is `state_dir`: [`SOURCE_PREFIX`] and the encoded path.
+pub fn source_for(state_dir: &Path) -> String {
+    let bytes = state_dir.as_os_str().as_bytes();
+    let utf8 = std::str::from_utf8(bytes).is_ok();
+    let mut out = String::from(SOURCE_PREFIX);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let special = matches!(b, b'%' | b',' | b'\\') || b < 0x20 || b == 0x7f;
+        if special || (b >= 0x80 && !utf8) {
+            out.push_str(&format!("%{b:02X}"));
+            i += 1;
+        } else if b < 0x80 {
+            out.push(char::from(b));
+            i += 1;
+        } else {
+            // A whole UTF-8 sequence, kept readable.
+            let len = utf8_len(b);
+            let end = i.saturating_add(len).min(bytes.len());
+            out.push_str(std::str::from_utf8(&bytes[i..end]).unwrap_or("\u{fffd}"));
+            i = end;
+        }
+    }
+    out
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0xf0..=0xff => 4,
+        0xe0..=0xef => 3,
+        _ => 2,
+    }
+}
+
+/// Undoes [`source_for`]'s encoding; a `%` not followed by two hex digits is itself (a mount
+/// made by a release that did not encode).
+fn decode_state(encoded: &str) -> PathBuf {
+    let bytes = encoded.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// Undoes the octal escaping the kernel applies to spaces, tabs, newlines and backslashes.
@@ -75,11 +141,27 @@ pub fn mounts() -> Vec<MountEntry> {
 
 /// The mount whose mountpoint is `path` (the last one, if mounts are stacked).
 pub fn mount_at(path: &Path) -> Option<MountEntry> {
-    let want = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let want = canonical_mountpoint(path);
     mounts()
         .into_iter()
         .rev()
         .find(|m| m.mountpoint == want || m.mountpoint == path)
+}
+
+/// The absolute, resolved form of a mountpoint, also when it holds a dead FUSE mount (which
+/// cannot be resolved itself: its parent is, and its name appended).
+pub fn canonical_mountpoint(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    match (std::fs::canonicalize(parent), path.file_name()) {
+        (Ok(p), Some(name)) => p.join(name),
+        _ => path.to_path_buf(),
+    }
 }
 
 #[cfg(test)]
@@ -99,5 +181,35 @@ mod tests {
         );
         assert_eq!(m[1].fs_type, "proc");
         assert_eq!(m[1].sidfs_state(), None);
+    }
+
+    /// Prove that a state path with commas, backslashes, percent signs and spaces survives
+    /// encoding into the FSName and the kernel's octal escaping, and that the FSName holds no
+    /// comma (which would split it into options such as `allow_other`).
+    #[test]
+    fn state_paths_with_commas_round_trip() {
+        for path in [
+            "/s/win10,v2-1a2b-seed1",
+            "/s/x,allow_other",
+            "/s/a\\b%41 c,%",
+            "/s/caf\u{e9}",
+            "/plain/state",
+        ] {
+            let source = source_for(Path::new(path));
+            assert!(!source.contains(','), "{source}");
+            let kernel = source.replace('\\', "\\134").replace(' ', "\\040");
+            let line = format!("36 35 0:50 / /mnt/c rw - fuse.sidfs {kernel} rw,user_id=0\n");
+            let m = parse_mountinfo(&line);
+            assert_eq!(m[0].sidfs_state(), Some(PathBuf::from(path)), "{source}");
+        }
+        let raw = std::ffi::OsStr::from_bytes(b"/s/\xff,x");
+        let source = source_for(Path::new(raw));
+        assert_eq!(source, "sidfs:/s/%FF%2Cx");
+        let entry = MountEntry {
+            mountpoint: "/m".into(),
+            fs_type: "fuse".into(),
+            source,
+        };
+        assert_eq!(entry.sidfs_state(), Some(PathBuf::from(raw)));
     }
 }

@@ -35,9 +35,17 @@ pub fn choose_sid(survey: &WindowsSurvey, source: SidSource<'_>) -> Result<SidCh
                 .parse()
                 .map_err(|e| format!("state records SID {n:?}: {e}"))?;
             if recorded_old != old {
-                return Err(format!(
-                    "the clone was made for machine SID {recorded_old}, but the master's is {old}; restore the master or pass a new --state"
-                ));
+                // On a data disk the old SID is the one --old-sid gave; on a Windows master it is
+                // read from the registry.
+                return Err(if survey.windows().is_some() {
+                    format!(
+                        "the clone was made for machine SID {recorded_old}, but the master's registry now says {old}: mount the master the clone was made from, or pass another --state for a new clone"
+                    )
+                } else {
+                    format!(
+                        "the clone was made with --old-sid {recorded_old}, not {old}: pass --old-sid {recorded_old} as when it was created, or another --state for a clone that replaces {old}"
+                    )
+                });
             }
             Ok(SidChoice { old, new })
         }
