@@ -4,6 +4,7 @@
 mod boot;
 mod common;
 mod deploy;
+mod durability;
 mod evtx;
 mod identity;
 mod inspect;
