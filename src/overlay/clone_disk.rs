@@ -448,6 +448,35 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Prove that the disk's times start at the delta's modification and advance strictly with
+    /// every write, also when the clock has not moved, and that setting the mtime sticks.
+    #[test]
+    fn times_advance_with_every_write() {
+        let dir = tempdir("times");
+        let size = 4 << 20;
+        let (master_path, _) = make_master(&dir, size);
+        let state = dir.join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let disk = open_disk(&state, &master_path, true);
+        let t0 = disk.times();
+        assert_eq!(t0.modified, disk.delta().modified());
+        let mut last = t0;
+        for i in 0..50u64 {
+            disk.write(i * 100, b"tick").unwrap();
+            let t = disk.times();
+            assert!(t.modified > last.modified && t.changed > last.changed);
+            last = t;
+        }
+        let past = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        disk.set_modified(past);
+        assert_eq!(disk.times().modified, past);
+        assert!(disk.times().changed > last.changed);
+        // A failed write changes nothing.
+        assert!(disk.write(size, b"x").is_err());
+        assert_eq!(disk.times().modified, past);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// A stage that transforms a whole "structure" (blocks 10..20) on first touch and stores it.
     struct StructureStage;
     impl PatchStage for StructureStage {

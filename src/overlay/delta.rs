@@ -688,6 +688,33 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Prove that once a delta sync has failed, every later sync fails (EIO) instead of
+    /// reporting success for data the kernel may have dropped, and no map bit is written.
+    #[test]
+    fn a_failed_delta_sync_fails_every_later_sync() {
+        let dir = tempdir("lost");
+        let g = Geometry::new(1 << 20, 4096);
+        {
+            let d = DeltaStore::create(&dir, g).unwrap();
+            d.store_if_absent(BlockIndex(2), &vec![1u8; 4096]).unwrap();
+            // What `sync` records when fdatasync of the delta fails.
+            d.lost.set("syncing it failed (EIO)".into()).unwrap();
+            for _ in 0..2 {
+                let e = d.sync().unwrap_err();
+                assert!(matches!(e, OverlayError::NotDurable { .. }), "{e}");
+                assert_eq!(e.errno(), libc::EIO);
+            }
+            assert!(d.check_durable().is_err());
+            assert!(d.end_session().is_err());
+        }
+        let d = DeltaStore::open(&dir, g).unwrap();
+        assert!(
+            !d.contains(BlockIndex(2)),
+            "a map bit was written after the failure"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn open_rejects_foreign_map() {
         let dir = tempdir("foreign");
