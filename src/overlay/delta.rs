@@ -369,8 +369,12 @@ impl DeltaStore {
     }
 
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        let written = self.delta.write_all_at(data, offset);
+        // Set after the write (also a failed one, which may have written part): a sync that
+        // clears the flag before this point syncs after the write, one that clears it later
+        // leaves it set for the next.
         self.data_dirty.store(true, Ordering::Release);
-        self.delta.write_all_at(data, offset).map_err(|e| {
+        written.map_err(|e| {
             OverlayError::io(
                 format!("write at {offset:#x} of delta"),
                 &self.delta_path,
