@@ -259,6 +259,17 @@ fn full_state_fs_keeps_every_acknowledged_write() {
 /// acknowledged reads back and the unacknowledged block reads as the master.
 #[test]
 fn umount_reports_a_final_sync_that_failed() {
+    fsync_fails_while_the_map_cannot_be_written(false);
+}
+
+/// Prove that the fsyncs failing for want of map space (as above) succeed again once there is
+/// space, and that the write they failed for was kept: it is durable after umount and remount.
+#[test]
+fn fsync_succeeds_again_once_space_is_back() {
+    fsync_fails_while_the_map_cannot_be_written(true);
+}
+
+fn fsync_fails_while_the_map_cannot_be_written(space_comes_back: bool) {
     if !have_tool("fallocate") {
         return;
     }
@@ -310,6 +321,32 @@ fn umount_reports_a_final_sync_that_failed() {
         .sync_all()
         .expect_err("a second fsync reported success for the same unsynced write");
     assert_not_stored(&err, "the second fsync");
+    if space_comes_back {
+        let len = std::fs::metadata(&filler).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&filler)
+            .unwrap()
+            .set_len(len - BLOCK)
+            .unwrap();
+        disk.sync_all()
+            .expect("the fsync once the map page has room");
+        drop(disk);
+        m.unmount();
+        let m = Mounted::new(&master, &mp, 3, &state, &[]);
+        let disk = std::fs::File::open(m.disk()).unwrap();
+        assert!(
+            read_block(&disk, 5) == pattern(5, 1),
+            "the first fsync'ed block was lost"
+        );
+        assert!(
+            read_block(&disk, block) == pattern(block, 2),
+            "the block fsync'ed once space was back was lost"
+        );
+        drop(disk);
+        m.unmount();
+        return;
+    }
     drop(disk);
     let pid = m.pid();
     m.forget();
