@@ -6,6 +6,7 @@ mod clone_check;
 mod common;
 mod daemon;
 mod deploy;
+mod durability;
 mod evtx;
 mod fail_closed;
 mod identity;

@@ -69,6 +69,8 @@ impl CloneFs {
 
     fn attr(&self, ino: u64) -> Option<FileAttr> {
         let mut blocks = None;
+        let t = self.mounted_at;
+        let (mut mtime, mut ctime) = (t, t);
         let (kind, size, perm, nlink) = if ino == self.disk_ino() {
             let perm = if self.disk.is_read_only() {
                 0o444
@@ -81,6 +83,9 @@ impl CloneFs {
             let delta = self.disk.delta().present_blocks() * block_size;
             let used = (self.disk.master().allocated_bytes() + delta).min(self.disk.size());
             blocks = Some(used.div_ceil(512));
+            // The disk's mtime and ctime follow its writes, so mtime-based backups see changes.
+            let times = self.disk.times();
+            (mtime, ctime) = (times.modified, times.changed);
             (FileType::RegularFile, self.disk.size(), perm, 1)
         } else if ino == ROOT {
             (FileType::Directory, 0, 0o755, 2)
@@ -89,14 +94,13 @@ impl CloneFs {
         } else {
             return None;
         };
-        let t = self.mounted_at;
         Some(FileAttr {
             ino: INodeNo(ino),
             size,
             blocks: blocks.unwrap_or(size.div_ceil(512)),
             atime: t,
-            mtime: t,
-            ctime: t,
+            mtime,
+            ctime,
             crtime: t,
             kind,
             perm,
@@ -162,7 +166,7 @@ impl Filesystem for CloneFs {
         _gid: Option<u32>,
         size: Option<u64>,
         _atime: Option<fuser::TimeOrNow>,
-        _mtime: Option<fuser::TimeOrNow>,
+        mtime: Option<fuser::TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
@@ -174,14 +178,25 @@ impl Filesystem for CloneFs {
         let Some(attr) = self.attr(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
-        // The disk's size is the master's; truncation is refused. Time and mode changes are
-        // accepted and ignored (tools such as `cp -p` and `touch` set them).
+        // The disk's size is the master's; truncation is refused. The disk's mtime can be set
+        // (`touch -d`); other time and mode changes are accepted and ignored (tools such as
+        // `cp -p` set them).
         if let Some(s) = size {
             if s != attr.size {
                 return reply.error(Errno::EPERM);
             }
         }
-        reply.attr(&TTL, &attr);
+        if ino.0 == self.disk_ino() {
+            match mtime {
+                Some(fuser::TimeOrNow::SpecificTime(t)) => self.disk.set_modified(t),
+                Some(fuser::TimeOrNow::Now) => self.disk.set_modified(SystemTime::now()),
+                None => {}
+            }
+        }
+        match self.attr(ino.0) {
+            Some(a) => reply.attr(&TTL, &a),
+            None => reply.error(Errno::ENOENT),
+        }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {

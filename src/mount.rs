@@ -633,6 +633,12 @@ pub fn serve(
     }
     config.n_threads = Some(req.threads.max(1));
     config.clone_fd = true;
+    // Until the final sync below succeeds, the state reads as not synced (for `sidfs umount`).
+    if let Err(e) = disk.delta().begin_session() {
+        let msg = format!("cannot mount {}: {e}", req.mountpoint.display());
+        ready(Err(msg.clone()));
+        return fail(msg);
+    }
     let fs = CloneFs::new(disk.clone(), kind, info_json);
     let session = match fuser::Session::new(fs, &req.mountpoint, &config) {
         Ok(s) => s,
@@ -680,7 +686,7 @@ pub fn serve(
             .spawn(move || {
                 while !stop.load(Ordering::Acquire) {
                     std::thread::park_timeout(BACKGROUND_SYNC);
-                    if disk.delta().has_unsynced_map() {
+                    if disk.delta().has_unsynced_changes() {
                         if let Err(e) = disk.sync() {
                             error!("background sync: {e}");
                         }
@@ -693,7 +699,16 @@ pub fn serve(
     stop.store(true, Ordering::Release);
     flusher.thread().unpark();
     let _ = flusher.join();
-    disk.sync()?;
+    // The final sync; only its success marks the state synced, and the lock (which `sidfs
+    // umount` waits for) is released after the marker is written.
+    if let Err(e) = disk.delta().end_session() {
+        error!("final sync of the clone's state failed: {e}");
+        drop(state);
+        return fail(format!(
+            "unmounted {}, but the final sync of its state failed: {e}",
+            req.mountpoint.display()
+        ));
+    }
     info!("unmounted {}; state synced", req.mountpoint.display());
     // The claim goes first: `sidfs umount` returns once the lock is free, and a mount started
     // right then must find the directory unclaimed.
@@ -897,6 +912,24 @@ pub fn unmount(mountpoint: &Path, timeout: Duration) -> Result<PathBuf, MountErr
                 ));
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        // The daemon is gone: it marked the state synced only if its final sync succeeded.
+        match crate::overlay::DeltaStore::last_session_synced(&state_dir) {
+            Ok(true) => {}
+            Ok(false) => {
+                return fail(format!(
+                    "unmounted {}, but sidfs process {pid} could not sync the clone's state at the end, so the guest's writes since its last successful fsync are lost (its log: {}): free space on or repair the file system of {}, then mount the clone again",
+                    mountpoint.display(),
+                    state_dir.join(state::LOG_FILE).display(),
+                    state_dir.display()
+                ))
+            }
+            Err(e) => {
+                return fail(format!(
+                    "unmounted {}, but cannot tell whether sidfs process {pid} synced the clone's state: {e}",
+                    mountpoint.display()
+                ))
+            }
         }
     }
     Ok(state_dir)

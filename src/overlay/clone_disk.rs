@@ -2,6 +2,9 @@
 //! writes go copy-on-write into the delta.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use parking_lot::Mutex;
 
 use super::delta::DeltaStore;
 use super::error::{OverlayError, Result};
@@ -14,6 +17,22 @@ pub struct CloneDisk {
     delta: DeltaStore,
     stage: Box<dyn PatchStage>,
     read_only: bool,
+    times: Mutex<DiskTimes>,
+}
+
+/// The disk's modification and change times, as `stat` shows them: they start at the delta's
+/// last modification and advance with every write, so that mtime-based tools see a change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskTimes {
+    pub modified: SystemTime,
+    pub changed: SystemTime,
+}
+
+/// `now`, or just after `previous` when the clock has not moved past it: a later change never
+/// shows an earlier or equal time.
+fn later_than(previous: SystemTime, now: SystemTime) -> SystemTime {
+    let next = previous + Duration::from_nanos(1);
+    now.max(next)
 }
 
 /// Where one piece of a read comes from.
@@ -40,12 +59,36 @@ impl CloneDisk {
         stage: Box<dyn PatchStage>,
         read_only: bool,
     ) -> Self {
+        let t = delta.modified();
         CloneDisk {
             master,
             delta,
             stage,
             read_only,
+            times: Mutex::new(DiskTimes {
+                modified: t,
+                changed: t,
+            }),
         }
+    }
+
+    pub fn times(&self) -> DiskTimes {
+        *self.times.lock()
+    }
+
+    /// Sets the modification time (`touch`, `utimensat`); the change time becomes now.
+    pub fn set_modified(&self, modified: SystemTime) {
+        let mut t = self.times.lock();
+        t.modified = modified;
+        t.changed = later_than(t.changed, SystemTime::now());
+    }
+
+    /// Records a write: both times advance.
+    fn touch(&self) {
+        let mut t = self.times.lock();
+        let now = SystemTime::now();
+        t.modified = later_than(t.modified, now);
+        t.changed = later_than(t.changed, now);
     }
 
     pub fn size(&self) -> u64 {
@@ -131,6 +174,7 @@ impl CloneDisk {
         if data.is_empty() {
             return Ok(0);
         }
+        self.delta.check_durable()?;
         let g = self.geometry();
         let end = offset + data.len() as u64;
         let first = g.block_of(offset);
@@ -155,6 +199,7 @@ impl CloneDisk {
             let slice = &data[(from - offset) as usize..(to - offset) as usize];
             self.write_whole(whole_start, whole_end, from, slice)?;
         }
+        self.touch();
         Ok(data.len())
     }
 
@@ -185,6 +230,7 @@ impl CloneDisk {
         }
         let rel = (from - bstart) as usize;
         whole[rel..rel + part.len()].copy_from_slice(part);
+        self.delta.reserve(bstart, blen as u64)?;
         self.delta.write_at(bstart, &whole)?;
         self.delta.mark_present(block);
         Ok(())
@@ -202,9 +248,10 @@ impl CloneDisk {
         if absent.is_none() {
             return self.delta.write_at(from, data);
         }
-        // Some blocks are new to the delta: hold their stripe locks (in ascending stripe order,
-        // so concurrent writers cannot deadlock) while writing, so that a patch stage storing
-        // pristine content cannot overwrite the guest's data.
+        // Some blocks are new to the delta: reserve their space first, so that a full state file
+        // system fails this write rather than a later sync. Hold their stripe locks (in ascending
+        // stripe order, so concurrent writers cannot deadlock) while writing, so that a patch
+        // stage storing pristine content cannot overwrite the guest's data.
         let mut stripes: Vec<usize> = (start.0..end.0)
             .map(BlockIndex)
             .filter(|&b| !self.delta.contains(b))
@@ -212,6 +259,7 @@ impl CloneDisk {
             .collect();
         stripes.sort_unstable();
         stripes.dedup();
+        self.delta.reserve(from, data.len() as u64)?;
         let _guards: Vec<_> = stripes
             .iter()
             .map(|&s| self.delta.stripe_at(s).lock())
@@ -397,6 +445,35 @@ mod tests {
         // The last data extent ends 4464 bytes before the end; the host FS may round it up.
         assert!(disk.seek_hole(size - 1).unwrap() >= size - 1);
         assert_eq!(disk.seek_hole(size - 70_000).unwrap() % 4096, 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Prove that the disk's times start at the delta's modification and advance strictly with
+    /// every write, also when the clock has not moved, and that setting the mtime sticks.
+    #[test]
+    fn times_advance_with_every_write() {
+        let dir = tempdir("times");
+        let size = 4 << 20;
+        let (master_path, _) = make_master(&dir, size);
+        let state = dir.join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let disk = open_disk(&state, &master_path, true);
+        let t0 = disk.times();
+        assert_eq!(t0.modified, disk.delta().modified());
+        let mut last = t0;
+        for i in 0..50u64 {
+            disk.write(i * 100, b"tick").unwrap();
+            let t = disk.times();
+            assert!(t.modified > last.modified && t.changed > last.changed);
+            last = t;
+        }
+        let past = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        disk.set_modified(past);
+        assert_eq!(disk.times().modified, past);
+        assert!(disk.times().changed > last.changed);
+        // A failed write changes nothing.
+        assert!(disk.write(size, b"x").is_err());
+        assert_eq!(disk.times().modified, past);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -4,8 +4,9 @@
 //! Files in the state directory:
 //! - `delta.bin`: sparse, as large as the disk; block `i` lives at byte `i * block_size`, so the
 //!   delta costs only what it holds and is readable with ordinary tools.
-//! - `map.bin`: a 4 KiB header (magic `SIDFSMAP`, version, block size, block count) followed by
-//!   a bitmap, bit `i` (LSB first) set when block `i` is in the delta.
+//! - `map.bin`: a 4 KiB header (magic `SIDFSMAP`, version, block size, block count, session
+//!   marker) followed by a bitmap, bit `i` (LSB first) set when block `i` is in the delta. The
+//!   whole file is allocated when it is created, so writing the map never needs new space.
 //!
 //! Crash safety rests on one ordering rule: a map bit reaches the disk only after the block data it
 //! vouches for is durable. [`DeltaStore::sync`] snapshots the bitmap, `fdatasync`s the delta, and
@@ -14,12 +15,25 @@
 //! the master again, as before the unsynced write) and never expose a block whose data was not
 //! written. Blocks already in the delta are overwritten in place; like a disk, a write that was not
 //! followed by fsync may be lost or torn by a crash, and one that was is not.
+//!
+//! A full or failing state file system never turns into a lost acknowledged write: space for a
+//! block new to the delta is reserved (`fallocate`) before its write is acknowledged, so a write
+//! that finds no room fails with ENOSPC; a sync that fails fails its fsync, and after an
+//! `fdatasync` of the delta failed (the kernel may then have dropped the data and would not
+//! report it again) every later sync and write of the session fails. The header's session marker
+//! says whether the last mount ended with its state synced (see [`DeltaStore::begin_session`]).
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
+use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+use log::warn;
 
 use parking_lot::Mutex;
 
@@ -36,6 +50,14 @@ const MAP_HEADER_LEN: u64 = 4096;
 /// The unit in which the bitmap is written back; one page covers 32768 blocks (128 MiB of disk).
 const MAP_PAGE_LEN: u64 = 4096;
 const WORDS_PER_PAGE: usize = (MAP_PAGE_LEN / 8) as usize;
+/// Where the session marker lives in the map header (after magic, version, block size and block
+/// count). Readers of map version 1 that predate it ignore these bytes, and zeros (what older
+/// maps hold) mean "synced".
+const SESSION_AT: u64 = 24;
+/// The session marker while a mount serves the clone, and after a mount whose final sync failed.
+const SESSION_UNSYNCED: &[u8; 8] = b"UNSYNCED";
+/// The session marker once a mount ended with its state synced.
+const SESSION_SYNCED: &[u8; 8] = &[0; 8];
 /// Copy-on-write of a block not yet in the delta is serialized per block through one of these
 /// striped locks (a lock per block would cost memory proportional to the disk).
 const LOCK_STRIPES: usize = 256;
@@ -50,6 +72,55 @@ pub struct DeltaStore {
     dirty_pages: Mutex<BTreeSet<usize>>,
     stripes: Vec<Mutex<()>>,
     sync_lock: Mutex<()>,
+    /// Delta data was written since the last sync began (overwrites in place set no map bit).
+    data_dirty: AtomicBool,
+    /// Whether the host file system can preallocate (`fallocate`); cleared when it says it cannot.
+    preallocates: AtomicBool,
+    /// Why the delta can no longer be made durable in this session (an `fdatasync` failed).
+    lost: OnceLock<String>,
+    /// The delta file's modification time when it was opened: the last time the clone changed.
+    modified: SystemTime,
+}
+
+/// Reserves the space of `[offset, offset + len)` in `file` (within its size), so that writes
+/// there need no new space. `Ok(false)`: the file system cannot preallocate.
+fn preallocate(file: &File, offset: u64, len: u64) -> io::Result<bool> {
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    loop {
+        // SAFETY: fallocate on a descriptor we own; no memory is involved.
+        let r = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) };
+        if r == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => return Ok(false),
+            _ => return Err(e),
+        }
+    }
+}
+
+/// Allocates the whole block map file: with `fallocate`, or by writing its zeros where the file
+/// system cannot preallocate.
+fn allocate_map(map: &File, len: u64) -> io::Result<()> {
+    if preallocate(map, 0, len)? {
+        return Ok(());
+    }
+    let zeros = vec![0u8; MAP_PAGE_LEN as usize];
+    let mut at = MAP_HEADER_LEN;
+    while at < len {
+        let n = (len - at).min(MAP_PAGE_LEN) as usize;
+        map.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+fn map_len(geometry: Geometry) -> u64 {
+    MAP_HEADER_LEN + geometry.block_count().div_ceil(64) * 8
 }
 
 impl DeltaStore {
@@ -79,13 +150,15 @@ impl DeltaStore {
         header[12..16].copy_from_slice(&geometry.block_size.to_le_bytes());
         header[16..24].copy_from_slice(&geometry.block_count().to_le_bytes());
         map.write_all_at(&header, 0)
-            .and_then(|_| map.set_len(MAP_HEADER_LEN + words as u64 * 8))
+            .and_then(|_| map.set_len(map_len(geometry)))
+            .and_then(|_| allocate_map(&map, map_len(geometry)))
             .and_then(|_| map.sync_all())
             .and_then(|_| delta.sync_all())
             .map_err(|e| OverlayError::io("cannot initialise block map", &map_path, e))?;
         let bits = (0..words).map(|_| AtomicU64::new(0)).collect();
+        let modified = modified_time(&delta, &delta_path)?;
         Ok(Self::assemble(
-            geometry, delta, delta_path, map, map_path, bits,
+            geometry, delta, delta_path, map, map_path, bits, modified,
         ))
     }
 
@@ -140,14 +213,40 @@ impl DeltaStore {
             .metadata()
             .map_err(|e| OverlayError::io("cannot stat delta", &delta_path, e))?
             .len();
+        let modified = modified_time(&delta, &delta_path)?;
+        let store = Self::assemble(geometry, delta, delta_path, map, map_path, bits, modified);
         if len < geometry.disk_size {
-            delta
+            // `create` sizes the delta to the disk, so it was cut short. Blocks the map holds
+            // beyond its end would read as zeros if it were extended again: refuse. Without such
+            // blocks nothing is lost, and extending it restores the layout.
+            let cut = BlockIndex(len / u64::from(geometry.block_size));
+            let limit = BlockIndex(geometry.block_count());
+            if let Some(first) = store.next_with(cut, limit, true) {
+                return Err(OverlayError::StateCorrupt {
+                    path: store.delta_path.clone(),
+                    reason: format!(
+                        "{DELTA_FILE} is {len} bytes, shorter than the {}-byte disk it was created for, and {} blocks the block map holds lie beyond its end (the first at disk offset {:#x}): the delta was truncated and those blocks are lost; restore {DELTA_FILE} from a backup, or pass another --state for a new clone",
+                        geometry.disk_size,
+                        store.present_from(cut),
+                        geometry.block_start(first)
+                    ),
+                });
+            }
+            store
+                .delta
                 .set_len(geometry.disk_size)
-                .map_err(|e| OverlayError::io("cannot size delta", &delta_path, e))?;
+                .map_err(|e| OverlayError::io("cannot size delta", &store.delta_path, e))?;
         }
-        Ok(Self::assemble(
-            geometry, delta, delta_path, map, map_path, bits,
-        ))
+        // A map written by an older sidfs may be sparse: allocate it now while there is room, so
+        // that its writes need no space later. Without room the clone still mounts, and an fsync
+        // that cannot write the map fails.
+        if let Err(e) = allocate_map(&store.map, map_len(geometry)) {
+            warn!(
+                "cannot preallocate block map {}: {e}; syncs fail while its file system is full",
+                store.map_path.display()
+            );
+        }
+        Ok(store)
     }
 
     fn assemble(
@@ -157,6 +256,7 @@ impl DeltaStore {
         map: File,
         map_path: PathBuf,
         bits: Vec<AtomicU64>,
+        modified: SystemTime,
     ) -> Self {
         DeltaStore {
             geometry,
@@ -168,7 +268,16 @@ impl DeltaStore {
             dirty_pages: Mutex::new(BTreeSet::new()),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             sync_lock: Mutex::new(()),
+            data_dirty: AtomicBool::new(false),
+            preallocates: AtomicBool::new(true),
+            lost: OnceLock::new(),
+            modified,
         }
+    }
+
+    /// The delta file's modification time when it was opened (created: its creation time).
+    pub fn modified(&self) -> SystemTime {
+        self.modified
     }
 
     pub fn geometry(&self) -> Geometry {
@@ -203,6 +312,20 @@ impl DeltaStore {
             b = (word_index as u64 + 1) * 64;
         }
         None
+    }
+
+    /// Number of blocks the delta holds at or after `from`.
+    fn present_from(&self, from: BlockIndex) -> u64 {
+        let word = (from.0 / 64) as usize;
+        let Some(first) = self.bits.get(word) else {
+            return 0;
+        };
+        let head = first.load(Ordering::Relaxed) & (!0u64 << (from.0 % 64));
+        u64::from(head.count_ones())
+            + self.bits[word + 1..]
+                .iter()
+                .map(|w| u64::from(w.load(Ordering::Relaxed).count_ones()))
+                .sum::<u64>()
     }
 
     /// Number of blocks the delta holds.
@@ -246,13 +369,51 @@ impl DeltaStore {
     }
 
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
-        self.delta.write_all_at(data, offset).map_err(|e| {
+        let written = self.delta.write_all_at(data, offset);
+        // Set after the write (also a failed one, which may have written part): a sync that
+        // clears the flag before this point syncs after the write, one that clears it later
+        // leaves it set for the next.
+        self.data_dirty.store(true, Ordering::Release);
+        written.map_err(|e| {
             OverlayError::io(
                 format!("write at {offset:#x} of delta"),
                 &self.delta_path,
                 e,
             )
         })
+    }
+
+    /// Reserves the delta's space for `[offset, offset + len)` (blocks about to enter the delta),
+    /// so that their write, once acknowledged, needs no space when the kernel writes it back. A
+    /// full state file system fails here, before anything is acknowledged (ENOSPC).
+    pub fn reserve(&self, offset: u64, len: u64) -> Result<()> {
+        if !self.preallocates.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match preallocate(&self.delta, offset, len) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                self.preallocates.store(false, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => Err(OverlayError::io(
+                format!("cannot reserve space at {offset:#x}+{len:#x} of delta"),
+                &self.delta_path,
+                e,
+            )),
+        }
+    }
+
+    /// Fails when an earlier sync of this session failed in a way that may have lost data, so
+    /// that nothing more is acknowledged on top of it.
+    pub fn check_durable(&self) -> Result<()> {
+        match self.lost.get() {
+            Some(cause) => Err(OverlayError::NotDurable {
+                path: self.delta_path.clone(),
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Records that `block` is in the delta. Call only after its data was written (and with the
@@ -280,14 +441,20 @@ impl DeltaStore {
         if self.contains(block) {
             return Ok(false);
         }
-        self.write_at(self.geometry.block_start(block), data)?;
+        let start = self.geometry.block_start(block);
+        self.reserve(start, data.len() as u64)?;
+        self.write_at(start, data)?;
         self.mark_present(block);
         Ok(true)
     }
 
     /// Makes every write completed before this call durable, data before map (see module docs).
+    /// After an `fdatasync` of the delta failed, this and every later sync fail.
     pub fn sync(&self) -> Result<()> {
         let _serial = self.sync_lock.lock();
+        self.check_durable()?;
+        // Cleared before the data sync: a write racing with it sets the flag again.
+        self.data_dirty.store(false, Ordering::Release);
         let pages: Vec<usize> = std::mem::take(&mut *self.dirty_pages.lock())
             .into_iter()
             .collect();
@@ -308,6 +475,9 @@ impl DeltaStore {
             .collect();
         let restore = |this: &Self| this.dirty_pages.lock().extend(pages.iter().copied());
         if let Err(e) = self.delta.sync_data() {
+            // The kernel may have dropped the pages it could not write and will not report that
+            // again: no later fdatasync can vouch for the data, so the session stays failed.
+            let _ = self.lost.set(format!("syncing it failed ({e})"));
             restore(self);
             return Err(OverlayError::io("cannot sync delta", &self.delta_path, e));
         }
@@ -331,9 +501,49 @@ impl DeltaStore {
         })
     }
 
-    pub fn has_unsynced_map(&self) -> bool {
-        !self.dirty_pages.lock().is_empty()
+    /// Whether anything was written (delta data or map bits) since the last sync began.
+    pub fn has_unsynced_changes(&self) -> bool {
+        self.data_dirty.load(Ordering::Acquire) || !self.dirty_pages.lock().is_empty()
     }
+
+    /// Marks the state as being served (the session marker reads `UNSYNCED`, durably) until
+    /// [`end_session`](Self::end_session) records that it was synced at the end.
+    pub fn begin_session(&self) -> Result<()> {
+        self.write_session_marker(SESSION_UNSYNCED)
+    }
+
+    /// Syncs everything and then records in the map header that the state was synced at the end
+    /// of the session. A failure leaves the marker at `UNSYNCED`.
+    pub fn end_session(&self) -> Result<()> {
+        self.sync()?;
+        self.write_session_marker(SESSION_SYNCED)
+    }
+
+    fn write_session_marker(&self, marker: &[u8; 8]) -> Result<()> {
+        let _serial = self.sync_lock.lock();
+        self.map
+            .write_all_at(marker, SESSION_AT)
+            .and_then(|_| self.map.sync_data())
+            .map_err(|e| OverlayError::io("cannot write block map header", &self.map_path, e))
+    }
+
+    /// Whether the last mount of the state in `dir` ended with its state synced (read without
+    /// the state's lock, after its process exited). A mount still serving it reads as unsynced.
+    pub fn last_session_synced(dir: &Path) -> Result<bool> {
+        let path = dir.join(MAP_FILE);
+        let map = File::open(&path).map_err(|e| OverlayError::io("cannot open", &path, e))?;
+        let mut marker = [0u8; 8];
+        map.read_exact_at(&mut marker, SESSION_AT)
+            .map_err(|e| OverlayError::io("cannot read the header of", &path, e))?;
+        Ok(&marker != SESSION_UNSYNCED)
+    }
+}
+
+fn modified_time(delta: &File, path: &Path) -> Result<SystemTime> {
+    delta
+        .metadata()
+        .and_then(|m| m.modified())
+        .map_err(|e| OverlayError::io("cannot stat delta", path, e))
 }
 
 #[cfg(test)]
@@ -388,6 +598,124 @@ mod tests {
         );
         assert_eq!(d.next_with(BlockIndex(131), end, true), None);
         assert_eq!(d.next_with(BlockIndex(0), BlockIndex(3), true), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Prove that a delta cut short under blocks the map holds is refused (not re-extended with
+    /// zeros), and that one cut short only where the map holds nothing is extended again.
+    #[test]
+    fn open_refuses_a_delta_truncated_under_present_blocks() {
+        let dir = tempdir("truncated");
+        let g = Geometry::new(8 << 20, 4096);
+        {
+            let d = DeltaStore::create(&dir, g).unwrap();
+            d.store_if_absent(BlockIndex(10), &vec![1u8; 4096]).unwrap();
+            d.store_if_absent(BlockIndex(1500), &vec![2u8; 4096])
+                .unwrap();
+            d.sync().unwrap();
+        }
+        let delta = dir.join(DELTA_FILE);
+        let set_len = |len: u64| {
+            OpenOptions::new()
+                .write(true)
+                .open(&delta)
+                .unwrap()
+                .set_len(len)
+                .unwrap()
+        };
+        // Cut after every present block: nothing is lost, the delta is extended again.
+        set_len(1501 * 4096);
+        {
+            let d = DeltaStore::open(&dir, g).unwrap();
+            assert_eq!(std::fs::metadata(&delta).unwrap().len(), 8 << 20);
+            let mut buf = vec![0u8; 4096];
+            d.read_at(1500 * 4096, &mut buf).unwrap();
+            assert!(buf.iter().all(|&b| b == 2));
+        }
+        // Cut inside block 1500: its tail is gone.
+        set_len(1500 * 4096 + 100);
+        match DeltaStore::open(&dir, g) {
+            Err(OverlayError::StateCorrupt { reason, .. }) => {
+                assert!(reason.contains("truncated"), "{reason}");
+                assert!(reason.contains("1 blocks"), "{reason}");
+                assert!(reason.contains("0x5dc000"), "{reason}");
+            }
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("a truncated delta was opened"),
+        }
+        assert_eq!(std::fs::metadata(&delta).unwrap().len(), 1500 * 4096 + 100);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Prove that the whole map is allocated at creation (so map writes never need space), and
+    /// that the session marker reads unsynced from `begin_session` until `end_session`.
+    #[test]
+    fn map_is_preallocated_and_session_marker_round_trips() {
+        let dir = tempdir("session");
+        let g = Geometry::new(1 << 32, 4096);
+        let d = DeltaStore::create(&dir, g).unwrap();
+        let md = std::fs::metadata(dir.join(MAP_FILE)).unwrap();
+        assert_eq!(md.len(), map_len(g));
+        assert!(
+            md.blocks() * 512 >= map_len(g),
+            "the map is sparse: {} of {} bytes allocated",
+            md.blocks() * 512,
+            map_len(g)
+        );
+        assert!(DeltaStore::last_session_synced(&dir).unwrap());
+        d.begin_session().unwrap();
+        assert!(!DeltaStore::last_session_synced(&dir).unwrap());
+        d.end_session().unwrap();
+        assert!(DeltaStore::last_session_synced(&dir).unwrap());
+        drop(d);
+        // The marker does not disturb reading the map.
+        DeltaStore::open(&dir, g).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Prove that an overwrite of a block already in the delta (which sets no map bit) counts as
+    /// an unsynced change until the next sync, so that the background sync covers it.
+    #[test]
+    fn overwrites_are_unsynced_changes() {
+        let dir = tempdir("dirty");
+        let g = Geometry::new(1 << 20, 4096);
+        let d = DeltaStore::create(&dir, g).unwrap();
+        assert!(!d.has_unsynced_changes());
+        d.store_if_absent(BlockIndex(3), &vec![1u8; 4096]).unwrap();
+        assert!(d.has_unsynced_changes());
+        d.sync().unwrap();
+        assert!(!d.has_unsynced_changes());
+        d.write_at(3 * 4096, b"again").unwrap();
+        assert!(d.has_unsynced_changes());
+        d.sync().unwrap();
+        assert!(!d.has_unsynced_changes());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Prove that once a delta sync has failed, every later sync fails (EIO) instead of
+    /// reporting success for data the kernel may have dropped, and no map bit is written.
+    #[test]
+    fn a_failed_delta_sync_fails_every_later_sync() {
+        let dir = tempdir("lost");
+        let g = Geometry::new(1 << 20, 4096);
+        {
+            let d = DeltaStore::create(&dir, g).unwrap();
+            d.store_if_absent(BlockIndex(2), &vec![1u8; 4096]).unwrap();
+            // What `sync` records when fdatasync of the delta fails.
+            d.lost.set("syncing it failed (EIO)".into()).unwrap();
+            for _ in 0..2 {
+                let e = d.sync().unwrap_err();
+                assert!(matches!(e, OverlayError::NotDurable { .. }), "{e}");
+                assert_eq!(e.errno(), libc::EIO);
+            }
+            assert!(d.check_durable().is_err());
+            assert!(d.end_session().is_err());
+        }
+        let d = DeltaStore::open(&dir, g).unwrap();
+        assert!(
+            !d.contains(BlockIndex(2)),
+            "a map bit was written after the failure"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -22,6 +22,9 @@ pub enum OverlayError {
     },
     /// The patch stage could not produce the clone's bytes for a range.
     Patch { offset: u64, reason: String },
+    /// An earlier sync of the delta failed in a way that may have lost data, so nothing more can
+    /// be acknowledged as durable until the clone is mounted again.
+    NotDurable { path: PathBuf, cause: String },
     /// A write to a read-only clone.
     ReadOnly,
     /// An access beyond the end of the disk.
@@ -50,7 +53,8 @@ impl OverlayError {
             OverlayError::StateInUse { .. } => libc::EBUSY,
             OverlayError::StateMismatch { .. }
             | OverlayError::StateCorrupt { .. }
-            | OverlayError::Patch { .. } => libc::EIO,
+            | OverlayError::Patch { .. }
+            | OverlayError::NotDurable { .. } => libc::EIO,
         }
     }
 }
@@ -84,6 +88,11 @@ impl std::fmt::Display for OverlayError {
             OverlayError::Patch { offset, reason } => {
                 write!(f, "patching the clone at disk offset {offset:#x} failed: {reason}")
             }
+            OverlayError::NotDurable { path, cause } => write!(
+                f,
+                "the clone's delta {} can no longer be made durable because {cause}: writes since the last successful fsync may be lost; unmount the clone, check the state's file system and mount it again",
+                path.display()
+            ),
             OverlayError::ReadOnly => write!(f, "the clone is mounted read-only"),
             OverlayError::OutOfRange {
                 offset,
