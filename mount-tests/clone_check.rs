@@ -308,3 +308,147 @@ fn replace(hay: &[u8], old: &[u8], new: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// A security descriptor (self-relative) owned by, and granting full access to, `sid`-`rid`.
+fn descriptor(machine: [u32; 3], rid: u32) -> Vec<u8> {
+    let sid = |subs: &[u32]| {
+        let mut v = vec![1u8, subs.len() as u8, 0, 0, 0, 0, 0, 5];
+        for s in subs {
+            v.extend(s.to_le_bytes());
+        }
+        v
+    };
+    let owner = sid(&[21, machine[0], machine[1], machine[2], rid]);
+    let group = sid(&[32, 544]);
+    let mut ace = vec![0u8, 0];
+    ace.extend(((8 + owner.len()) as u16).to_le_bytes());
+    ace.extend(0x001f_01ffu32.to_le_bytes());
+    ace.extend(&owner);
+    let mut acl = vec![2u8, 0];
+    acl.extend(((8 + ace.len()) as u16).to_le_bytes());
+    acl.extend(1u16.to_le_bytes());
+    acl.extend(0u16.to_le_bytes());
+    acl.extend(&ace);
+    let (o, g) = (20u32, 20 + owner.len() as u32);
+    let d = g + group.len() as u32;
+    let mut sd = vec![1u8, 0];
+    sd.extend(0x8004u16.to_le_bytes());
+    for v in [o, g, 0, d] {
+        sd.extend(v.to_le_bytes());
+    }
+    sd.extend(owner);
+    sd.extend(group);
+    sd.extend(acl);
+    sd
+}
+
+fn set_ntfs_acl(path: &Path, sd: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let name = c"system.ntfs_acl";
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let r = unsafe { libc::setxattr(p.as_ptr(), name.as_ptr(), sd.as_ptr().cast(), sd.len(), 0) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// `$Secure` spread over extension records by an attribute list, as ntfs-3g (an implementation
+/// independent of sidfs) writes it when record 9 overflows: thousands of distinct descriptors
+/// grow `$SDS`, `$SII` and `$SDH` into free space fragmented into single clusters.
+#[test]
+fn secure_with_an_attribute_list_is_rewritten_with_its_hashes() {
+    if !tools_present() || !have_tool("mkntfs") || !have_tool("ntfsinfo") {
+        return;
+    }
+    let s = Scratch::new("cc-attrlist");
+    let master = s.path("attrlist.img");
+    let machine = [1806060109u32, 1839359715, 529511253];
+    let old = format!("S-1-5-21-{}-{}-{}", machine[0], machine[1], machine[2]);
+    {
+        let f = std::fs::File::create(&master).unwrap();
+        f.set_len(80 << 20).unwrap();
+    }
+    let mut sfdisk = Command::new("sfdisk")
+        .arg("-q")
+        .arg(&master)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = sfdisk.stdin.take().unwrap();
+        stdin
+            .write_all(b"label: dos\nstart=2048, type=7\n")
+            .unwrap();
+    }
+    assert!(sfdisk.wait().unwrap().success());
+    let (start, size) = (2048 * 512u64, (80 << 20) - 2048 * 512u64);
+    {
+        let dev = LoopDev::writable(&master, start, size);
+        ok(Command::new("mkntfs")
+            .args(["-q", "-F", "-f", "-c", "4096"])
+            .arg(&dev.0));
+        let vol = s.path("rw");
+        std::fs::create_dir_all(&vol).unwrap();
+        ok(Command::new("ntfs-3g").arg(&dev.0).arg(&vol));
+        let small = vol.join("small");
+        std::fs::create_dir_all(&small).unwrap();
+        for i in 0..3000 {
+            std::fs::write(small.join(format!("f{i}")), [b'x'; 4096]).unwrap();
+        }
+        {
+            use std::io::Write;
+            let mut blocker = std::fs::File::create(vol.join("blocker")).unwrap();
+            for chunk in [1usize << 20, 4096] {
+                while blocker.write_all(&vec![b'Z'; chunk]).is_ok() {}
+            }
+        }
+        for i in (0..3000).step_by(2) {
+            std::fs::remove_file(small.join(format!("f{i}"))).unwrap();
+        }
+        let acl = vol.join("acl");
+        std::fs::create_dir_all(&acl).unwrap();
+        let mut made = 0;
+        for i in 0..6000u32 {
+            let p = acl.join(format!("a{i}"));
+            if std::fs::File::create(&p).is_err()
+                || set_ntfs_acl(&p, &descriptor(machine, 1000 + i)).is_err()
+            {
+                break;
+            }
+            made += 1;
+        }
+        assert!(made > 2000, "only {made} descriptors could be set");
+        ok(Command::new("fusermount3").arg("-u").arg(&vol));
+        // The precondition: record 9 has an attribute list and an index root in another record.
+        let info = ok(Command::new("ntfsinfo")
+            .args(["-v", "-F", "/$Secure"])
+            .arg(&dev.0));
+        assert!(
+            info.contains("$ATTRIBUTE_LIST"),
+            "no attribute list:\n{info}"
+        );
+        assert!(
+            info.lines().any(
+                |l| l.contains("Dumping attribute $INDEX_ROOT") && !l.contains("mft record 9 ")
+            ),
+            "the index roots stayed in record 9:\n{info}"
+        );
+        let audit = ok(Command::new("ntfssecaudit").arg("-a").arg(&dev.0));
+        assert!(audit.contains("No errors were found"), "master:\n{audit}");
+    }
+    let mp = s.mkdir("mp");
+    let m = Mounted::new(&master, &mp, 31, &s.path("state"), &["--old-sid", &old]);
+    let (_, new) = mounted_sids(&m);
+    {
+        let dev = LoopDev::new(&m.disk(), start, size);
+        let audit = ok(Command::new("ntfssecaudit").arg("-a").arg(&dev.0));
+        assert!(audit.contains("No errors were found"), "clone:\n{audit}");
+    }
+    clone_check(&s, &master, &m.disk(), &old, &new, None);
+    verify_clean(&m, &old);
+    m.unmount();
+}

@@ -124,26 +124,15 @@ pub fn structures_with_identity(
             .map(|e| Box::new(e) as Box<dyn Structure>),
     );
     for part in &survey.volumes {
-        match SecureStructure::locate(&survey.image, part) {
-            Ok(secure) => out.push(Box::new(secure)),
-            Err(why) => {
-                // Without a readable `$SDS` there is no telling whether it holds the SID.
-                let sds = part
-                    .volume
-                    .read_file("$Secure", "$SDS", STRUCTURE_LIMIT)
-                    .ok();
-                if sds.as_deref().is_none_or(|b| holds_sid(map, b)) {
-                    return Err(format!(
-                        "the security descriptors ($Secure) of partition {} hold the machine SID but cannot be rewritten with their hashes and indexes: {why}; run chkdsk /f on that volume in Windows, then capture the master again",
-                        part.partition.index
-                    ));
-                }
-                log::info!(
-                    "$Secure of partition {}: {why}; it holds no machine SID, kept as it is",
-                    part.partition.index
-                );
-            }
-        }
+        // No exemption for a `$Secure` that "seems" to hold no SID: without its layout there is
+        // no faithful way to read it, and every Windows volume's descriptors name local accounts.
+        let secure = SecureStructure::locate(&survey.image, part).map_err(|why| {
+            format!(
+                "the security descriptors ($Secure) of partition {} cannot be rewritten with their hashes and indexes: {why}; run chkdsk /f on that volume in Windows, then capture the master again",
+                part.partition.index
+            )
+        })?;
+        out.push(Box::new(secure));
     }
     Ok(out)
 }
@@ -239,6 +228,20 @@ pub fn runs_to_disk(
     }
     edits.sort_by_key(|(o, _)| *o);
     edits
+}
+
+/// Whether any changed run (stream offset, bytes) falls, even partly, where the stream has no
+/// clusters (a sparse hole), where `runs_to_disk` could not store it.
+pub fn edits_in_holes(runs: &[(usize, Vec<u8>)], extents: &[crate::image::Extent]) -> bool {
+    runs.iter().any(|(start, bytes)| {
+        let (s, e) = (*start as u64, *start as u64 + bytes.len() as u64);
+        let mut covered = 0u64;
+        for x in extents.iter().filter(|x| x.image_offset.is_some()) {
+            let (a, b) = (x.logical_offset.max(s), (x.logical_offset + x.len).min(e));
+            covered += b.saturating_sub(a);
+        }
+        covered < e - s
+    })
 }
 
 /// Disk ranges covered by a stream's extents.

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::evtx::rewrite_evtx;
 use super::hive::{rewrite_hive, TaskHashes};
 use super::model::{EventLogFile, NtfsPart, TaskFile};
-use super::plan::{extent_ranges, read_stream, runs_to_disk};
+use super::plan::{edits_in_holes, extent_ranges, read_stream, runs_to_disk};
 use super::records::record_at;
 use super::secure::{rewrite_secure, verify_secure, ResidentValue, SecureLayout, SecureParts};
 use super::stage::{diff_runs, Structure, StructureOutput};
@@ -213,15 +213,20 @@ impl Structure for SecureStructure {
         };
         let out = rewrite_secure(&parts, map).map_err(|e| e.to_string())?;
         let new = &out.parts;
-        let mut owned_edits = runs_to_disk(diff_runs(&parts.sds, &new.sds), &l.sds);
-        owned_edits.extend(runs_to_disk(
-            diff_runs(&parts.sii_alloc, &new.sii_alloc),
-            &l.sii_alloc,
-        ));
-        owned_edits.extend(runs_to_disk(
-            diff_runs(&parts.sdh_alloc, &new.sdh_alloc),
-            &l.sdh_alloc,
-        ));
+        let mut owned_edits = Vec::new();
+        for (what, old, new, extents) in [
+            ("$SDS", &parts.sds, &new.sds, &l.sds),
+            ("$SII", &parts.sii_alloc, &new.sii_alloc, &l.sii_alloc),
+            ("$SDH", &parts.sdh_alloc, &new.sdh_alloc, &l.sdh_alloc),
+        ] {
+            let runs = diff_runs(old, new);
+            if edits_in_holes(&runs, extents) {
+                return Err(format!(
+                    "{what}: the rewrite would change bytes in a sparse hole of the stream"
+                ));
+            }
+            owned_edits.extend(runs_to_disk(runs, extents));
+        }
         owned_edits.sort_by_key(|(o, _)| *o);
         let mut record_edits = Self::root_edits(&l.sii_root, &parts.sii_root, &new.sii_root);
         record_edits.extend(Self::root_edits(

@@ -101,23 +101,31 @@ pub struct MftScan {
 
 /// One piece of a stream as found in one record.
 #[derive(Clone)]
-struct Piece {
-    lowest_vcn: u64,
-    data_size: u64,
-    flags: u16,
-    runs: Vec<Run>,
+pub(crate) struct Piece {
+    pub(crate) lowest_vcn: u64,
+    pub(crate) data_size: u64,
+    pub(crate) flags: u16,
+    pub(crate) runs: Vec<Run>,
 }
 
-type StreamKey = (u64, u32, String);
+pub(crate) type StreamKey = (u64, u32, String);
 
 /// Reads the `record_size` bytes at `at` and parses them.
-fn read_record(image: &ImageFile, at: ImageOffset, record_size: u64) -> Result<FileRecord> {
+pub(crate) fn read_record(
+    image: &ImageFile,
+    at: ImageOffset,
+    record_size: u64,
+) -> Result<FileRecord> {
     let mut buf = image.read_vec(at, record_size, 1 << 16, "MFT record")?;
     FileRecord::parse(&mut buf, at)
 }
 
 /// Joins the pieces of one stream; an error if they do not cover it contiguously from VCN 0.
-fn join(key: &StreamKey, mut pieces: Vec<Piece>, volume: ImageOffset) -> Result<StreamRuns> {
+pub(crate) fn join(
+    key: &StreamKey,
+    mut pieces: Vec<Piece>,
+    volume: ImageOffset,
+) -> Result<StreamRuns> {
     pieces.sort_by_key(|p| p.lowest_vcn);
     let bad = |expected: String, found: String| {
         ImageError::invalid(volume, "attribute pieces", expected, found)
@@ -162,7 +170,7 @@ fn join(key: &StreamKey, mut pieces: Vec<Piece>, volume: ImageOffset) -> Result<
 /// The runs of `$MFT`'s own `$DATA`: the pieces in record 0, and, when record 0 has an attribute
 /// list, the pieces in the extension records that point back to it (found within the part of
 /// the MFT already known).
-fn mft_runs(image: &ImageFile, facts: &VolumeFacts) -> Result<StreamRuns> {
+pub(crate) fn mft_runs(image: &ImageFile, facts: &VolumeFacts) -> Result<StreamRuns> {
     let record_size = u64::from(facts.file_record_size);
     let cluster = u64::from(facts.cluster_size);
     let volume = facts.start;
@@ -178,6 +186,7 @@ fn mft_runs(image: &ImageFile, facts: &VolumeFacts) -> Result<StreamRuns> {
                 lowest_vcn,
                 data_size,
                 runs,
+                ..
             },
         ) = (a.ty, a.name.is_empty(), &a.value)
         {
@@ -319,6 +328,7 @@ pub fn scan(image: &ImageFile, facts: &VolumeFacts, want: impl Fn(u32) -> bool) 
                         lowest_vcn,
                         data_size,
                         runs,
+                        ..
                     } = a.value
                     else {
                         continue;

@@ -7,6 +7,7 @@
 //! the crate are partition offsets; this module converts them to image offsets and checks that
 //! they stay inside the partition.
 
+pub mod attribute;
 pub mod extent;
 pub mod fixup;
 pub mod hives;

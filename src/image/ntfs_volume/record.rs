@@ -35,6 +35,7 @@ const RESIDENT_VALUE_OFFSET: usize = 0x14;
 const NONRES_LOWEST_VCN: usize = 0x10;
 const NONRES_MAPPING_PAIRS: usize = 0x20;
 const NONRES_DATA_SIZE: usize = 0x30;
+const NONRES_INITIALIZED_SIZE: usize = 0x38;
 /// The smallest non-resident attribute header (up to the initialized size).
 const NONRES_HEADER_LEN: usize = 0x40;
 const TYPE_END: u32 = 0xFFFF_FFFF;
@@ -75,6 +76,7 @@ pub enum AttributeValue {
     NonResident {
         lowest_vcn: u64,
         data_size: u64,
+        initialized_size: u64,
         runs: Vec<Run>,
     },
 }
@@ -82,6 +84,8 @@ pub enum AttributeValue {
 /// One attribute of a record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attribute {
+    /// Offset of the attribute header in its record.
+    pub at: usize,
     pub ty: u32,
     /// The attribute name, UTF-16 units decoded lossily ("" for none).
     pub name: String,
@@ -146,7 +150,10 @@ impl FileRecord {
                 format!("{used}"),
             ));
         }
-        let base = u64_at(buf, RECORD_BASE_REFERENCE).unwrap_or(0) & 0x0000_FFFF_FFFF_FFFF;
+        // A file reference: 48-bit record number, 16-bit sequence number. The whole field is 0
+        // in a base record; an extension record of record 0 ($MFT) has number 0 and sequence 1.
+        let base_reference = u64_at(buf, RECORD_BASE_REFERENCE).unwrap_or(0);
+        let base = base_reference & 0x0000_FFFF_FFFF_FFFF;
         let mut attributes = Vec::new();
         let mut p = u16_at(buf, RECORD_FIRST_ATTRIBUTE).unwrap_or(0) as usize;
         loop {
@@ -179,15 +186,15 @@ impl FileRecord {
                 ));
             }
             let attr = &buf[p..p + len];
-            attributes.push(
-                parse_attribute(attr, ty)
-                    .map_err(|(rel, what, expected, found)| bad(p + rel, what, expected, found))?,
-            );
+            let mut parsed = parse_attribute(attr, ty)
+                .map_err(|(rel, what, expected, found)| bad(p + rel, what, expected, found))?;
+            parsed.at = p;
+            attributes.push(parsed);
             p += len;
         }
         Ok(FileRecord {
             in_use: flags & FLAG_IN_USE != 0,
-            base_record: (base != 0).then_some(base),
+            base_record: (base_reference != 0).then_some(base),
             attributes,
         })
     }
@@ -239,16 +246,19 @@ fn parse_attribute(attr: &[u8], ty: u32) -> std::result::Result<Attribute, Field
         }
         let lowest_vcn = u64_at(attr, NONRES_LOWEST_VCN).unwrap_or(0);
         let data_size = u64_at(attr, NONRES_DATA_SIZE).unwrap_or(0);
+        let initialized_size = u64_at(attr, NONRES_INITIALIZED_SIZE).unwrap_or(0);
         let pairs_at = u16_at(attr, NONRES_MAPPING_PAIRS).unwrap_or(0) as usize;
         let runs = decode_mapping_pairs(attr, pairs_at, lowest_vcn)
             .map_err(|(at, expected, found)| (at, "mapping pairs", expected, found))?;
         AttributeValue::NonResident {
             lowest_vcn,
             data_size,
+            initialized_size,
             runs,
         }
     };
     Ok(Attribute {
+        at: 0,
         ty,
         name,
         flags,
@@ -437,6 +447,7 @@ mod tests {
             AttributeValue::NonResident {
                 lowest_vcn: 0,
                 data_size: 3 * 4096,
+                initialized_size: 0,
                 runs: vec![Run {
                     vcn: 0,
                     lcn: Some(0x20),
