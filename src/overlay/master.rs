@@ -1,7 +1,6 @@
 //! The master image: opened read-only, read with positional I/O only, never written.
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -34,31 +33,15 @@ pub struct MasterImage {
 }
 
 impl MasterImage {
-    /// Opens the master read-only. A block device or a regular file both work.
+    /// Opens the master read-only: a regular file or a block device (with its real size);
+    /// anything else is refused before it is read ([`crate::image::open_disk`]).
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| OverlayError::io("cannot open master", path, e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| OverlayError::io("cannot stat master", path, e))?;
-        if meta.is_dir() {
-            return Err(OverlayError::io(
-                "master is a directory, not a disk image:",
-                path,
-                std::io::Error::from_raw_os_error(libc::EISDIR),
-            ));
-        }
-        // A block device reports size 0 in its metadata; seeking to the end gives its size.
-        let size = if meta.is_file() {
-            meta.len()
-        } else {
-            (&file)
-                .seek(SeekFrom::End(0))
-                .map_err(|e| OverlayError::io("cannot size master", path, e))?
-        };
+        let disk = crate::image::reader::open_disk(path)
+            .map_err(|e| OverlayError::io("cannot open master", path, e))?;
         Ok(MasterImage {
-            file,
+            file: disk.file,
             path: path.to_path_buf(),
-            size,
+            size: disk.len,
         })
     }
 
