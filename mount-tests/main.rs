@@ -8,4 +8,5 @@ mod evtx;
 mod identity;
 mod inspect;
 mod overlay;
+mod refusals;
 mod rewrite;

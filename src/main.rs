@@ -159,7 +159,8 @@ struct CloneArgs {
     /// machine SID to replace. A Windows master's SID is read from its registry.
     #[arg(long, value_name = "SID")]
     old_sid: Option<sidfs::sid::MachineSid>,
-    /// A plain copy-on-write clone that keeps the master's SID and identifiers (no rewrite).
+    /// A plain copy-on-write clone that keeps the master's SID and identifiers (no rewrite), of
+    /// any image. Not with --sid, --old-sid, --hostname or --keep.
     #[arg(long)]
     keep_sid: bool,
     /// The clone's computer name (NetBIOS and DNS: at most 15 letters, digits and hyphens,
