@@ -256,21 +256,19 @@ fn recorded_old_sid(meta: &state::StateMeta, dir: &Path) -> Result<Option<Machin
     }
 }
 
-/// Surveys the master for a clone. `old_sid` is the SID to replace on a disk without Windows:
-/// the one given, else the one the state recorded (a data-disk clone remounted without
-/// repeating `--old-sid` stays the clone it is).
-fn survey_for_clone(
-    master_path: &Path,
-    is_new: bool,
+/// Surveys an image as a clone (or `sidfs verify`) sees it: a Windows installation with its own
+/// SID; else, with `given` (`--old-sid`), a data disk of that SID; else, with `fallback` (the
+/// old SID a clone's state records, or the SID `verify` looks for), a data disk of that one. So a
+/// data-disk clone remounted without repeating `--old-sid` stays the clone it is.
+pub fn survey_image(
+    image: &Path,
+    with_constraints: bool,
     given: Option<MachineSid>,
-    recorded: Option<MachineSid>,
-) -> Result<Option<rewrite::model::WindowsSurvey>, MountError> {
-    let cannot = |e: String| MountError(format!("cannot clone {}: {e}", master_path.display()));
-    let survey = rewrite::model::survey(master_path, is_new, given).map_err(cannot)?;
-    match (survey, given, recorded) {
-        (None, None, Some(old)) => {
-            rewrite::model::survey(master_path, is_new, Some(old)).map_err(cannot)
-        }
+    fallback: Option<MachineSid>,
+) -> Result<Option<rewrite::model::WindowsSurvey>, String> {
+    let survey = rewrite::model::survey(image, with_constraints, given)?;
+    match (survey, given, fallback) {
+        (None, None, Some(old)) => rewrite::model::survey(image, with_constraints, Some(old)),
         (survey, _, _) => Ok(survey),
     }
 }
@@ -321,7 +319,8 @@ pub fn open_clone(
     let survey = if keep_sid {
         None
     } else {
-        survey_for_clone(master_path, is_new, old_sid, recorded_old)?
+        survey_image(master_path, is_new, old_sid, recorded_old)
+            .map_err(|e| MountError(format!("cannot clone {}: {e}", master_path.display())))?
     };
     if survey.is_none() && !keep_sid && is_new {
         // inspect found Windows but the survey did not: never serve such a disk unchanged.

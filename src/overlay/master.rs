@@ -30,6 +30,7 @@ pub struct MasterImage {
     file: File,
     path: PathBuf,
     size: u64,
+    is_block_device: bool,
 }
 
 impl MasterImage {
@@ -42,6 +43,7 @@ impl MasterImage {
             file: disk.file,
             path: path.to_path_buf(),
             size: disk.len,
+            is_block_device: disk.is_block_device,
         })
     }
 
@@ -66,6 +68,10 @@ impl MasterImage {
 
     /// Bytes the master occupies on its file system (what is not a hole).
     pub fn allocated_bytes(&self) -> u64 {
+        if self.is_block_device {
+            // A device has no holes to report, and its metadata counts no blocks.
+            return self.size;
+        }
         self.file
             .metadata()
             .map(|m| m.blocks() * 512)
@@ -77,7 +83,14 @@ impl MasterImage {
             .file
             .metadata()
             .map_err(|e| OverlayError::io("cannot stat master", &self.path, e))?;
-        let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+        // A block device's node has no meaningful modification time (it is the device node's,
+        // not the data's, and may change when the device is set up again): its content samples
+        // alone identify it.
+        let mtime_ns = if self.is_block_device {
+            0
+        } else {
+            i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
+        };
         let mut hasher = Sha256::new();
         hasher.update(self.size.to_le_bytes());
         let mut windows = vec![(0, EDGE_BYTES.min(self.size))];
