@@ -4,7 +4,7 @@
 //! and an export onto its own master or a too-small device; a block-device master is rewritten
 //! like its file; a data-disk clone and a moved master's clone are found again as they were.
 
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -531,6 +531,20 @@ fn export_refuses_its_own_master() {
         assert!(err.contains("loop device backed by the master"), "{err}");
     }
     assert_eq!(sha256(&master), before, "the master is unchanged");
+    // Nor onto a character device, which the temporary image would be renamed over.
+    let err = one_line_error(&export_cmd(
+        &master,
+        Path::new("/dev/null"),
+        &["--keep-sid", "--force"],
+    ));
+    assert!(
+        err.contains("neither a regular file nor a block device"),
+        "{err}"
+    );
+    assert!(std::fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
 }
 
 /// A tmpfs mount; unmounted on drop.

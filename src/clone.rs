@@ -461,3 +461,41 @@ pub fn check_recorded_identity(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prove that a plain copy refuses every option that would change its identity, and that
+    /// a clone with a new SID takes them.
+    #[test]
+    fn keep_sid_refuses_identity_options() {
+        let sid: MachineSid = "S-1-5-21-1-2-3".parse().unwrap();
+        let plain = CloneSpec {
+            keep_sid: true,
+            ..CloneSpec::default()
+        };
+        assert!(plain.check_options().is_ok());
+        let with = |f: &dyn Fn(&mut CloneSpec)| {
+            let mut spec = plain.clone();
+            f(&mut spec);
+            spec.check_options().unwrap_err().0
+        };
+        assert!(with(&|s| s.sid = Some(sid)).contains("--sid"));
+        assert!(with(&|s| s.old_sid = Some(sid)).contains("--old-sid"));
+        assert!(with(&|s| s.identity.hostname = Some("PC-1".into())).contains("--hostname"));
+        assert!(
+            with(&|s| s.identity.keep = vec![crate::identity::IdentifierKind::Wsus])
+                .contains("--keep")
+        );
+        let resid = CloneSpec {
+            sid: Some(sid),
+            identity: IdentityRequest {
+                hostname: Some("PC-1".into()),
+                keep: Vec::new(),
+            },
+            ..CloneSpec::default()
+        };
+        assert!(resid.check_options().is_ok());
+    }
+}

@@ -153,9 +153,16 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
         ));
     }
     refuse_output_is_master(&req.clone.master, &req.out)?;
-    let is_device = std::fs::metadata(&req.out)
-        .map(|m| m.file_type().is_block_device())
-        .unwrap_or(false);
+    let out_type = std::fs::metadata(&req.out).ok().map(|m| m.file_type());
+    let is_device = out_type.is_some_and(|t| t.is_block_device());
+    // The image is written under a temporary name and renamed over OUT: only a regular file (or
+    // a new name) may be replaced that way, never a character device, FIFO or directory.
+    if out_type.is_some_and(|t| !t.is_block_device() && !t.is_file()) {
+        return fail(format!(
+            "{} is neither a regular file nor a block device: give the path of an image file to create, or a block device",
+            req.out.display()
+        ));
+    }
     if !is_device && req.out.exists() && !req.force {
         return fail(format!(
             "{} already exists; remove it or pass --force to overwrite it",

@@ -258,3 +258,39 @@ impl Seek for PartitionReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("sidfs-reader-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Prove that a FIFO is refused at once (an ordinary open for reading would wait for a
+    /// writer forever), and a directory too, while a regular file opens with its length.
+    #[test]
+    fn only_files_and_block_devices_are_disks() {
+        let dir = scratch("kinds");
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let err = open_disk(&fifo).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            assert!(err.to_string().contains("a FIFO"), "{err}");
+        }
+        let err = open_disk(&dir).unwrap_err();
+        assert!(err.to_string().contains("a directory"), "{err}");
+        let file = dir.join("disk.img");
+        std::fs::write(&file, vec![7u8; 1536]).unwrap();
+        let disk = open_disk(&file).unwrap();
+        assert_eq!(disk.len, 1536);
+        assert!(!disk.is_block_device);
+        let image = ImageFile::open(&file).unwrap();
+        assert_eq!(image.len(), 1536);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
