@@ -529,6 +529,20 @@ fn export_refuses_its_own_master() {
         let dev = LoopDev::writable(&master, 0, 8 * MIB);
         let err = one_line_error(&export_cmd(&master, Path::new(&dev.0), &["--keep-sid"]));
         assert!(err.contains("loop device backed by the master"), "{err}");
+        // A master given as a loop device, and an output on the same file.
+        let ro = LoopDev::new(&master, 0, 8 * MIB);
+        let err = one_line_error(&export_cmd(
+            Path::new(&ro.0),
+            Path::new(&dev.0),
+            &["--keep-sid"],
+        ));
+        assert!(err.contains("same file"), "{err}");
+        let err = one_line_error(&export_cmd(
+            Path::new(&ro.0),
+            Path::new(&ro.0),
+            &["--keep-sid"],
+        ));
+        assert!(err.contains("destroy the master"), "{err}");
     }
     assert_eq!(sha256(&master), before, "the master is unchanged");
     // Nor onto a character device, which the temporary image would be renamed over.

@@ -68,8 +68,10 @@ fn partial_name(out: &Path) -> PathBuf {
 }
 
 /// Refuses an output that is the master, or that holds it: the same file (a path, a symlink or
-/// a hard link: one device and inode), the same block device, a loop device backed by the master
-/// file, or the block device (or a whole disk of the partition) the master's file system is on.
+/// a hard link: one device and inode), the same block device or one sharing its blocks (a
+/// partition of it, or the disk it is a partition of), a loop device backed by the master file
+/// (or by the master loop device's file), or the block device (or a whole disk of the partition)
+/// the master's file system is on.
 fn refuse_output_is_master(master: &Path, out: &Path) -> Result<(), MountError> {
     let (Ok(m), Ok(o)) = (std::fs::metadata(master), std::fs::metadata(out)) else {
         return Ok(());
@@ -86,44 +88,44 @@ fn refuse_output_is_master(master: &Path, out: &Path) -> Result<(), MountError> 
     if !o.file_type().is_block_device() {
         return Ok(());
     }
-    if m.file_type().is_block_device() && m.rdev() == o.rdev() {
-        return refuse(format!("is the master's device {}", master.display()));
-    }
     let out_sys = sys_block_dir(o.rdev());
-    // A loop device (or a partition of one) whose backing file is the master.
-    if let Some(dir) = &out_sys {
-        let backing = std::fs::read_to_string(dir.join("loop/backing_file"))
-            .ok()
-            .or_else(|| {
-                let parent = dir.parent()?;
-                std::fs::read_to_string(parent.join("loop/backing_file")).ok()
-            });
-        if let Some(b) = backing {
-            let b = b.trim_end_matches('\n');
-            if crate::clone::same_file(Path::new(b), master) {
-                return refuse(format!(
-                    "is a loop device backed by the master {}",
-                    master.display()
-                ));
-            }
-        }
-    }
-    // The device the master's file system lives on, or a whole disk that contains it.
-    if !m.file_type().is_block_device() {
-        if m.dev() == o.rdev() {
+    let out_backing = out_sys.as_deref().and_then(loop_backing_file);
+    if m.file_type().is_block_device() {
+        let master_sys = sys_block_dir(m.rdev());
+        let shares = m.rdev() == o.rdev()
+            || matches!((&out_sys, &master_sys), (Some(a), Some(b)) if a.starts_with(b) || b.starts_with(a));
+        if shares {
             return refuse(format!(
-                "holds the file system of the master {}",
+                "shares blocks with the master's device {}",
                 master.display()
             ));
         }
-        if let (Some(outer), Some(inner)) = (&out_sys, sys_block_dir(m.dev())) {
-            if inner.starts_with(outer) {
+        let master_backing = master_sys.as_deref().and_then(loop_backing_file);
+        if let (Some(a), Some(b)) = (&out_backing, &master_backing) {
+            if crate::clone::same_file(a, b) {
                 return refuse(format!(
-                    "is the disk that holds the file system of the master {}",
+                    "is a loop device of the same file {} as the master {}",
+                    b.display(),
                     master.display()
                 ));
             }
         }
+        return Ok(());
+    }
+    if out_backing.is_some_and(|b| crate::clone::same_file(&b, master)) {
+        return refuse(format!(
+            "is a loop device backed by the master {}",
+            master.display()
+        ));
+    }
+    // The device the master's file system lives on, or a whole disk that contains it.
+    let holds_fs = m.dev() == o.rdev()
+        || matches!((&out_sys, sys_block_dir(m.dev())), (Some(outer), Some(inner)) if inner.starts_with(outer));
+    if holds_fs {
+        return refuse(format!(
+            "holds the file system of the master {}",
+            master.display()
+        ));
     }
     Ok(())
 }
@@ -132,6 +134,13 @@ fn refuse_output_is_master(master: &Path, out: &Path) -> Result<(), MountError> 
 fn sys_block_dir(rdev: u64) -> Option<PathBuf> {
     let (major, minor) = (libc::major(rdev), libc::minor(rdev));
     std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()
+}
+
+/// The file behind a loop device (or a partition of one), from its sysfs directory.
+fn loop_backing_file(sys: &Path) -> Option<PathBuf> {
+    let read = |dir: &Path| std::fs::read_to_string(dir.join("loop/backing_file")).ok();
+    let text = read(sys).or_else(|| read(sys.parent()?))?;
+    Some(PathBuf::from(text.trim_end_matches('\n')))
 }
 
 pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
