@@ -128,9 +128,9 @@ pub fn default_state_dir(master: &Path, seed: Option<u64>, mountpoint: &Path) ->
 }
 
 /// A default-named state (`*-WHICH` under [`state_root`]) of a master that moved to `master`:
-/// its recorded master path no longer holds the master (gone, or now this very file), and its
-/// recorded content fingerprint (size and samples) is `master`'s. A copy of a master that is
-/// still in its place is not a move: it gets its own clone.
+/// its recorded master path no longer holds that master (nothing there, another content, or
+/// this very file), and its recorded content fingerprint (size and samples) is `master`'s. A
+/// copy of a master that is still in its place is not a move: it gets its own clone.
 fn moved_master_state(master: &Path, which: &str) -> Option<PathBuf> {
     let suffix = format!("-{which}");
     let mut names: Vec<PathBuf> = std::fs::read_dir(state_root())
@@ -146,8 +146,17 @@ fn moved_master_state(master: &Path, which: &str) -> Option<PathBuf> {
         let Ok(meta) = state::read_meta(&dir.join(state::STATE_FILE)) else {
             continue;
         };
+        let was = &meta.master.fingerprint;
+        let same_content = |f: &crate::overlay::MasterFingerprint| {
+            f.size == was.size && f.sample_sha256 == was.sample_sha256
+        };
         let recorded = &meta.master.path;
-        if recorded.exists() && !same_file(recorded, master) {
+        let still_there = recorded.exists()
+            && !same_file(recorded, master)
+            && MasterImage::open(recorded)
+                .and_then(|m| m.fingerprint())
+                .is_ok_and(|f| same_content(&f));
+        if still_there {
             continue;
         }
         if fingerprint.is_none() {
@@ -157,9 +166,7 @@ fn moved_master_state(master: &Path, which: &str) -> Option<PathBuf> {
                     .ok()?,
             );
         }
-        let now = fingerprint.as_ref()?;
-        let was = &meta.master.fingerprint;
-        if was.size == now.size && was.sample_sha256 == now.sample_sha256 {
+        if fingerprint.as_ref().is_some_and(same_content) {
             found.push(dir);
         }
     }
