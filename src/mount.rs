@@ -10,12 +10,11 @@ use std::time::Duration;
 use log::{error, info};
 use serde::Serialize;
 
+use crate::clone::IDENTITY_STATE_KEY;
+pub use crate::clone::{default_state_dir, open_clone, state_root, CloneSpec, OpenClone};
 use crate::fuse::{CloneFs, MountKind};
 use crate::mountinfo;
 use crate::overlay::{state, CloneDisk, CloneState};
-
-use crate::clone::IDENTITY_STATE_KEY;
-pub use crate::clone::{default_state_dir, open_clone, state_root, CloneSpec, OpenClone};
 
 /// How often unsynced block-map changes are written back even without fsync, bounding what a
 /// crash of the host can lose of writes the guest never synced.
