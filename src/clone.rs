@@ -329,8 +329,9 @@ pub fn open_clone(
         survey_image(master_path, is_new, old_sid, recorded_old)
             .map_err(|e| MountError(format!("cannot clone {}: {e}", master_path.display())))?
     };
-    if survey.is_none() && !keep_sid && is_new {
-        // inspect found Windows but the survey did not: never serve such a disk unchanged.
+    if survey.is_none() && !keep_sid {
+        // Only a plain copy is served unchanged (inspect accepted the disk, so this is a survey
+        // that disagrees with it: fail closed).
         return fail(format!(
             "cannot clone {}: no Windows installation or machine SID found; pass --old-sid SID for a data disk or --keep-sid for a plain copy",
             master_path.display()
@@ -362,7 +363,7 @@ pub fn open_clone(
     let (stage, sids): (Box<dyn PatchStage>, Option<SidChoice>) = match &survey {
         None => {
             info!(
-                "{}: a plain copy (--keep-sid, or a clone recorded without a SID): the clone is the master",
+                "{}: a plain copy (--keep-sid): the clone is the master",
                 master_path.display()
             );
             (Box::new(IdentityPatch), None)
