@@ -1,5 +1,7 @@
 //! The clone overlay through a real mount (identity patch stage): equality with the master,
-//! copy-on-write, durability across remounts and kill -9, refusals, sparse copies.
+//! copy-on-write, durability across remounts and kill -9, refusals, sparse copies. The masters
+//! here are random data, which sidfs refuses to clone with a new SID: every mount is a plain
+//! copy (`--keep-sid`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -25,7 +27,7 @@ fn directory_and_file_mountpoints_show_the_master() {
     let before = sha256(&master);
 
     let dir_mp = s.mkdir("dir");
-    let m = Mounted::new(&master, &dir_mp, 7, &s.path("state-a"), &[]);
+    let m = Mounted::new(&master, &dir_mp, 7, &s.path("state-a"), &["--keep-sid"]);
     let names: BTreeSet<String> = std::fs::read_dir(&dir_mp)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -46,7 +48,7 @@ fn directory_and_file_mountpoints_show_the_master() {
 
     let file_mp = s.path("clone.img");
     std::fs::write(&file_mp, b"").unwrap();
-    let f = Mounted::new(&master, &file_mp, 8, &s.path("state-b"), &[]);
+    let f = Mounted::new(&master, &file_mp, 8, &s.path("state-b"), &["--keep-sid"]);
     assert_eq!(std::fs::metadata(&file_mp).unwrap().len(), 48 * MIB + 1536);
     ok(Command::new("cmp").arg(&file_mp).arg(&master));
     f.unmount();
@@ -85,7 +87,7 @@ fn random_unaligned_writes_survive_remount() {
     let mut touched = BTreeSet::new();
     let mut rng = Rng(99);
     {
-        let m = Mounted::new(&master, &mp, 1, &state, &[]);
+        let m = Mounted::new(&master, &mp, 1, &state, &["--keep-sid"]);
         let disk = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -110,7 +112,7 @@ fn random_unaligned_writes_survive_remount() {
         drop(disk);
         m.unmount();
     }
-    let m = Mounted::new(&master, &mp, 1, &state, &[]);
+    let m = Mounted::new(&master, &mp, 1, &state, &["--keep-sid"]);
     let got = read_all(&m.disk());
     assert!(got == model, "remounted clone differs from the model");
     let status = m.status();
@@ -135,7 +137,7 @@ fn kill_9_keeps_every_fsynced_write() {
     let master_bytes = read_all(&master);
     let mp = s.mkdir("mp");
     let state = s.path("state");
-    let m = Mounted::new(&master, &mp, 5, &state, &[]);
+    let m = Mounted::new(&master, &mp, 5, &state, &["--keep-sid"]);
     let pid = m.pid();
     let disk_path = m.disk();
 
@@ -195,7 +197,7 @@ fn kill_9_keeps_every_fsynced_write() {
     m.forget();
     // The dead mount is cleared by sidfs umount.
     ok(sidfs().arg("umount").arg(&mp));
-    let m = Mounted::new(&master, &mp, 5, &state, &[]);
+    let m = Mounted::new(&master, &mp, 5, &state, &["--keep-sid"]);
     let got = read_all(&m.disk());
     for (block, rounds) in &written {
         let at = (*block * 4096) as usize;
@@ -248,7 +250,7 @@ fn qemu_io_direct_write_read_verify() {
     let master = s.path("master.img");
     sparse_master(&master, 64 * MIB, &[(0, 1 << 20)], 4);
     let mp = s.mkdir("mp");
-    let m = Mounted::new(&master, &mp, 3, &s.path("state"), &[]);
+    let m = Mounted::new(&master, &mp, 3, &s.path("state"), &["--keep-sid"]);
     let disk = m.disk();
     let out = ok(Command::new("qemu-io")
         .args(["-f", "raw", "-t", "none"])
@@ -262,7 +264,7 @@ fn qemu_io_direct_write_read_verify() {
     assert!(!out.contains("Pattern verification failed"), "{out}");
     // And with the page cache, after a remount.
     m.unmount();
-    let m = Mounted::new(&master, &mp, 3, &s.path("state"), &[]);
+    let m = Mounted::new(&master, &mp, 3, &s.path("state"), &["--keep-sid"]);
     let out = ok(Command::new("qemu-io")
         .args(["-f", "raw", "-t", "writeback"])
         .args(["-c", "read -P 0xab 8192 1040384"])
@@ -297,7 +299,7 @@ fn loop_device_on_partition_mkfs_fsck() {
         .unwrap();
     assert!(child.wait().unwrap().success());
     let mp = s.mkdir("mp");
-    let m = Mounted::new(&master, &mp, 9, &s.path("state"), &[]);
+    let m = Mounted::new(&master, &mp, 9, &s.path("state"), &["--keep-sid"]);
     let (offset, size) = (2048 * 512, 131072u64 * 512);
     let dev = LoopDev::writable(&m.disk(), offset, size);
     ok(Command::new("mkfs.ext4").args(["-q", "-F", &dev.0]));
@@ -305,7 +307,7 @@ fn loop_device_on_partition_mkfs_fsck() {
     drop(dev);
     m.unmount();
     // The file system is in the clone (remount), and not in the master.
-    let m = Mounted::new(&master, &mp, 9, &s.path("state"), &[]);
+    let m = Mounted::new(&master, &mp, 9, &s.path("state"), &["--keep-sid"]);
     let dev = LoopDev::new(&m.disk(), offset, size);
     ok(Command::new("fsck.ext4").args(["-f", "-n", &dev.0]));
     drop(dev);
@@ -332,7 +334,7 @@ fn eight_clones_at_once_have_no_cross_talk() {
                 &s.mkdir(&format!("mp{i}")),
                 100 + i,
                 &s.path(&format!("st{i}")),
-                &[],
+                &["--keep-sid"],
             )
         })
         .collect();
@@ -376,7 +378,7 @@ fn refusals_are_one_clear_line() {
         &mp,
         1,
         &s.path("st0"),
-        &[],
+        &["--keep-sid"],
     ));
     assert!(err.contains("does not exist"), "{err}");
     let err = one_line_error(&mount_cmd(
@@ -384,7 +386,7 @@ fn refusals_are_one_clear_line() {
         &s.path("no-such-dir"),
         1,
         &s.path("st0"),
-        &[],
+        &["--keep-sid"],
     ));
     assert!(
         err.contains("mountpoint") && err.contains("does not exist"),
@@ -393,13 +395,13 @@ fn refusals_are_one_clear_line() {
 
     // A state made from one master refuses another master...
     let state = s.path("st1");
-    Mounted::new(&master, &mp, 1, &state, &[]).unmount();
+    Mounted::new(&master, &mp, 1, &state, &["--keep-sid"]).unmount();
     let other = s.path("other.img");
     sparse_master(&other, 8 * MIB, &[(0, 1 << 20)], 20);
-    let err = one_line_error(&mount_cmd(&other, &mp, 1, &state, &[]));
+    let err = one_line_error(&mount_cmd(&other, &mp, 1, &state, &["--keep-sid"]));
     assert!(err.contains("another master"), "{err}");
     // ...and another seed...
-    let err = one_line_error(&mount_cmd(&master, &mp, 2, &state, &[]));
+    let err = one_line_error(&mount_cmd(&master, &mp, 2, &state, &["--keep-sid"]));
     assert!(err.contains("seed"), "{err}");
     // ...and the same master once modified.
     let f = std::fs::OpenOptions::new()
@@ -408,19 +410,31 @@ fn refusals_are_one_clear_line() {
         .unwrap();
     f.write_all_at(b"changed", 0).unwrap();
     drop(f);
-    let err = one_line_error(&mount_cmd(&master, &mp, 1, &state, &[]));
+    let err = one_line_error(&mount_cmd(&master, &mp, 1, &state, &["--keep-sid"]));
     assert!(err.contains("changed"), "{err}");
     // A busy mountpoint.
-    let m = Mounted::new(&master, &mp, 3, &s.path("st3"), &[]);
-    let err = one_line_error(&mount_cmd(&master, &mp, 4, &s.path("st4"), &[]));
+    let m = Mounted::new(&master, &mp, 3, &s.path("st3"), &["--keep-sid"]);
+    let err = one_line_error(&mount_cmd(&master, &mp, 4, &s.path("st4"), &["--keep-sid"]));
     assert!(err.contains("busy"), "{err}");
     // A state in use by a live clone.
     let mp2 = s.mkdir("mp2");
-    let err = one_line_error(&mount_cmd(&master, &mp2, 3, &s.path("st3"), &[]));
+    let err = one_line_error(&mount_cmd(
+        &master,
+        &mp2,
+        3,
+        &s.path("st3"),
+        &["--keep-sid"],
+    ));
     assert!(err.contains("in use"), "{err}");
     m.unmount();
     // Read-only mounts refuse writes.
-    let m = Mounted::new(&master, &mp, 3, &s.path("st3"), &["--read-only"]);
+    let m = Mounted::new(
+        &master,
+        &mp,
+        3,
+        &s.path("st3"),
+        &["--keep-sid", "--read-only"],
+    );
     assert!(std::fs::OpenOptions::new()
         .write(true)
         .open(m.disk())
@@ -449,7 +463,7 @@ fn sparse_64g_master_copies_in_proportion_to_data() {
     ];
     sparse_master(&master, size, &extents, 10);
     let mp = s.mkdir("mp");
-    let m = Mounted::new(&master, &mp, 11, &s.path("state"), &[]);
+    let m = Mounted::new(&master, &mp, 11, &s.path("state"), &["--keep-sid"]);
     let disk = m.disk();
 
     let map = |path: &std::path::Path| -> Vec<(u64, u64)> {

@@ -2,12 +2,14 @@
 //! It reads through exactly the code the mount serves, so the export equals the mounted disk.
 
 use std::fs::{File, OpenOptions};
-use std::io::{IsTerminal, Write};
-use std::os::unix::fs::{FileExt, FileTypeExt};
-use std::path::PathBuf;
+use std::io::{IsTerminal, Seek, Write};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::mount::{open_clone, CloneSpec, MountError};
+use crate::clone::{open_clone, CloneSpec};
+use crate::mount::MountError;
+use crate::overlay::state;
 
 /// Size of one copy step.
 const CHUNK: usize = 4 << 20;
@@ -41,8 +43,109 @@ impl Drop for TempState {
     }
 }
 
+/// The output image file while it is written: a temporary name in the output's directory,
+/// renamed to the output only when every byte is written and synced, and removed otherwise, so
+/// that a failed export leaves no partial image behind (and an existing output stays as it was).
+struct PartialOutput {
+    path: PathBuf,
+    done: bool,
+}
+
+impl Drop for PartialOutput {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn partial_name(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "export".into());
+    out.with_file_name(format!(".{name}.sidfs-partial-{}", std::process::id()))
+}
+
+/// Refuses an output that is the master, or that holds it: the same file (a path, a symlink or
+/// a hard link: one device and inode), the same block device or one sharing its blocks (a
+/// partition of it, or the disk it is a partition of), a loop device backed by the master file
+/// (or by the master loop device's file), or the block device (or a whole disk of the partition)
+/// the master's file system is on.
+fn refuse_output_is_master(master: &Path, out: &Path) -> Result<(), MountError> {
+    let (Ok(m), Ok(o)) = (std::fs::metadata(master), std::fs::metadata(out)) else {
+        return Ok(());
+    };
+    let refuse = |how: String| {
+        Err(MountError(format!(
+            "the output {} {how}: writing the clone there would destroy the master; give another output",
+            out.display()
+        )))
+    };
+    if m.dev() == o.dev() && m.ino() == o.ino() {
+        return refuse(format!("is the master {} itself", master.display()));
+    }
+    if !o.file_type().is_block_device() {
+        return Ok(());
+    }
+    let out_sys = sys_block_dir(o.rdev());
+    let out_backing = out_sys.as_deref().and_then(loop_backing_file);
+    if m.file_type().is_block_device() {
+        let master_sys = sys_block_dir(m.rdev());
+        let shares = m.rdev() == o.rdev()
+            || matches!((&out_sys, &master_sys), (Some(a), Some(b)) if a.starts_with(b) || b.starts_with(a));
+        if shares {
+            return refuse(format!(
+                "shares blocks with the master's device {}",
+                master.display()
+            ));
+        }
+        let master_backing = master_sys.as_deref().and_then(loop_backing_file);
+        if let (Some(a), Some(b)) = (&out_backing, &master_backing) {
+            if crate::clone::same_file(a, b) {
+                return refuse(format!(
+                    "is a loop device of the same file {} as the master {}",
+                    b.display(),
+                    master.display()
+                ));
+            }
+        }
+        return Ok(());
+    }
+    if out_backing.is_some_and(|b| crate::clone::same_file(&b, master)) {
+        return refuse(format!(
+            "is a loop device backed by the master {}",
+            master.display()
+        ));
+    }
+    // The device the master's file system lives on, or a whole disk that contains it.
+    let holds_fs = m.dev() == o.rdev()
+        || matches!((&out_sys, sys_block_dir(m.dev())), (Some(outer), Some(inner)) if inner.starts_with(outer));
+    if holds_fs {
+        return refuse(format!(
+            "holds the file system of the master {}",
+            master.display()
+        ));
+    }
+    Ok(())
+}
+
+/// `/sys/dev/block/MAJOR:MINOR` resolved (e.g. `/sys/devices/.../block/sda/sda1`).
+fn sys_block_dir(rdev: u64) -> Option<PathBuf> {
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()
+}
+
+/// The file behind a loop device (or a partition of one), from its sysfs directory.
+fn loop_backing_file(sys: &Path) -> Option<PathBuf> {
+    let read = |dir: &Path| std::fs::read_to_string(dir.join("loop/backing_file")).ok();
+    let text = read(sys).or_else(|| read(sys.parent()?))?;
+    Some(PathBuf::from(text.trim_end_matches('\n')))
+}
+
 pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
     let fail = |m: String| Err(MountError(m));
+    req.clone.check_options()?;
     if req.state.is_none()
         && req.clone.seed.is_none()
         && req.clone.sid.is_none()
@@ -58,14 +161,38 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
             req.clone.master.display()
         ));
     }
-    let is_device = std::fs::metadata(&req.out)
-        .map(|m| m.file_type().is_block_device())
-        .unwrap_or(false);
+    refuse_output_is_master(&req.clone.master, &req.out)?;
+    let out_type = std::fs::metadata(&req.out).ok().map(|m| m.file_type());
+    let is_device = out_type.is_some_and(|t| t.is_block_device());
+    // The image is written under a temporary name and renamed over OUT: only a regular file (or
+    // a new name) may be replaced that way, never a character device, FIFO or directory.
+    if out_type.is_some_and(|t| !t.is_block_device() && !t.is_file()) {
+        return fail(format!(
+            "{} is neither a regular file nor a block device: give the path of an image file to create, or a block device",
+            req.out.display()
+        ));
+    }
     if !is_device && req.out.exists() && !req.force {
         return fail(format!(
             "{} already exists; remove it or pass --force to overwrite it",
             req.out.display()
         ));
+    }
+    if let Some(dir) = &req.state {
+        // Exporting a clone that does not exist would silently make a new one.
+        if !dir.exists() {
+            return fail(format!(
+                "state directory {} does not exist: give the --state of an existing clone, or leave out --state to export a new clone",
+                dir.display()
+            ));
+        }
+        if !dir.join(state::STATE_FILE).exists() {
+            return fail(format!(
+                "{} is not a clone state (it has no {}): give the --state of an existing clone, or leave out --state to export a new clone",
+                dir.display(),
+                state::STATE_FILE
+            ));
+        }
     }
     let temp;
     let state_dir = match &req.state {
@@ -82,21 +209,44 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
     let disk = clone.disk;
     let size = disk.size();
 
+    let mut partial = None;
     let out = if is_device {
-        OpenOptions::new().write(true).open(&req.out)
-    } else {
-        File::create(&req.out)
-    }
-    .map_err(|e| {
-        MountError(format!(
-            "cannot open {} for writing: {e}",
-            req.out.display()
-        ))
-    })?;
-    if !is_device {
-        out.set_len(size)
+        let dev = OpenOptions::new().write(true).open(&req.out).map_err(|e| {
+            MountError(format!(
+                "cannot open {} for writing: {e}",
+                req.out.display()
+            ))
+        })?;
+        // Check the room before writing anything: a device smaller than the disk would
+        // otherwise take a partial clone.
+        let room = (&dev)
+            .seek(std::io::SeekFrom::End(0))
             .map_err(|e| MountError(format!("cannot size {}: {e}", req.out.display())))?;
-    }
+        if room < size {
+            return fail(format!(
+                "{} holds {room} bytes, but the clone is {size} bytes: give a device at least as large as the master",
+                req.out.display()
+            ));
+        }
+        dev
+    } else {
+        let path = partial_name(&req.out);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| {
+                MountError(format!(
+                    "cannot create {} (the export is written there, then renamed to {}): {e}",
+                    path.display(),
+                    req.out.display()
+                ))
+            })?;
+        partial = Some(PartialOutput { path, done: false });
+        file.set_len(size)
+            .map_err(|e| MountError(format!("cannot size {}: {e}", req.out.display())))?;
+        file
+    };
     let err = |e: crate::overlay::OverlayError| MountError(e.to_string());
 
     // The data extents (master data plus the clone's delta); a block device gets every byte.
@@ -148,6 +298,20 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
     }
     out.sync_all()
         .map_err(|e| MountError(format!("cannot sync {}: {e}", req.out.display())))?;
+    if let Some(p) = &mut partial {
+        std::fs::rename(&p.path, &req.out).map_err(|e| {
+            MountError(format!(
+                "cannot rename {} to {}: {e}",
+                p.path.display(),
+                req.out.display()
+            ))
+        })?;
+        p.done = true;
+        // The rename is durable once the directory is synced.
+        if let Some(dir) = req.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = File::open(dir).and_then(|d| d.sync_all());
+        }
+    }
     if reported {
         eprintln!();
     }

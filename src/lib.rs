@@ -5,6 +5,7 @@
 //! clone overlay (delta store) → FUSE adapter. The FUSE layer ([`fuse`]) is a thin adapter over
 //! [`overlay`], which is tested without a mount.
 
+pub mod clone;
 pub mod export;
 pub mod fuse;
 pub mod hive;

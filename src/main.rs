@@ -159,8 +159,9 @@ struct CloneArgs {
     /// machine SID to replace. A Windows master's SID is read from its registry.
     #[arg(long, value_name = "SID")]
     old_sid: Option<sidfs::sid::MachineSid>,
-    /// A plain copy-on-write clone that keeps the master's SID and identifiers (no rewrite).
-    #[arg(long, conflicts_with_all = ["sid", "old_sid"])]
+    /// A plain copy-on-write clone that keeps the master's SID and identifiers (no rewrite), of
+    /// any image. Not with --sid, --old-sid, --hostname or --keep.
+    #[arg(long)]
     keep_sid: bool,
     /// The clone's computer name (NetBIOS and DNS: at most 15 letters, digits and hyphens,
     /// as long as the master's). Default: one derived from the seed.
@@ -500,6 +501,7 @@ fn run_mount(args: &MountArgs) -> Result<(), String> {
         sidfs::identity::check_hostname(name)?;
     }
     let req = args.request();
+    req.clone.check_options().map_err(|e| e.to_string())?;
     let state_dir = req.state.clone().unwrap_or_else(|| {
         mount::default_state_dir(&req.clone.master, req.clone.seed, &req.mountpoint)
     });

@@ -12,7 +12,7 @@ use crate::hive::{check::check_hive, Hive};
 use crate::identity::{IdentityChoice, IdentityMapping};
 use crate::overlay::MasterImage;
 use crate::rewrite::mapping::SEARCH_CONTEXT;
-use crate::rewrite::model::{survey, HIVE_LIMIT};
+use crate::rewrite::model::HIVE_LIMIT;
 use crate::rewrite::records::{find_records, MAX_RECORD};
 use crate::rewrite::secure::{verify_secure, SecureParts};
 use crate::rewrite::{derive_new_sid, Form, OrderConstraints, SidMapping};
@@ -68,11 +68,8 @@ pub fn verify_with_identity(
     let finder = SidMapping::new(old, dummy)?;
     // A clone's own SID is not `old`: survey it as it is; a disk without Windows is surveyed as
     // a data disk of the machine whose SID is `old`.
-    let win = match survey(image, false, None) {
-        Ok(None) => survey(image, false, Some(old)),
-        other => other,
-    }
-    .map_err(|e| format!("cannot read the Windows installation: {e}"))?;
+    let win = crate::clone::survey_image(image, false, None, Some(old))
+        .map_err(|e| format!("cannot read the Windows installation: {e}"))?;
 
     let mut regions: Vec<(Range<u64>, String, bool)> = Vec::new();
     let mut problems = Vec::new();

@@ -12,6 +12,11 @@ use super::reader::ImageOffset;
 /// An error while reading or understanding a disk image.
 #[derive(Debug)]
 pub enum ImageError {
+    /// The image cannot be opened, or is not a disk (a FIFO, a directory, ...).
+    Open {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
     /// The operating system failed a read.
     Io {
         offset: ImageOffset,
@@ -73,6 +78,9 @@ impl ImageError {
 impl fmt::Display for ImageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            ImageError::Open { path, source } => {
+                write!(f, "cannot open {}: {source}", path.display())
+            }
             ImageError::Io {
                 offset,
                 len,
@@ -125,7 +133,7 @@ impl fmt::Display for ImageError {
 impl std::error::Error for ImageError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ImageError::Io { source, .. } => Some(source),
+            ImageError::Io { source, .. } | ImageError::Open { source, .. } => Some(source),
             _ => None,
         }
     }

@@ -17,4 +17,4 @@ pub use ntfs_volume::{
     StreamLocation,
 };
 pub use partition::{FileSystemKind, Partition, PartitionTable, PartitionTableKind};
-pub use reader::{ImageFile, ImageOffset, PartitionOffset, PartitionReader};
+pub use reader::{open_disk, ImageFile, ImageOffset, OpenedDisk, PartitionOffset, PartitionReader};

@@ -8,7 +8,8 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
+use std::path::Path;
 use std::sync::Arc;
 
 use super::error::{ImageError, Result};
@@ -40,6 +41,62 @@ impl fmt::Display for PartitionOffset {
     }
 }
 
+/// A disk image opened read-only: a regular file or a block device, and its length.
+#[derive(Debug)]
+pub struct OpenedDisk {
+    pub file: File,
+    /// Length in bytes: a file's length, or a block device's size (which its metadata reports as
+    /// 0).
+    pub len: u64,
+    pub is_block_device: bool,
+}
+
+/// Opens `path` read-only as a disk image and learns its size: the one place where sidfs opens a
+/// master or an image to read (inspect, survey, mount, export, verify).
+///
+/// Only a regular file or a block device is a disk. Anything else is refused before a byte is
+/// read: opening a FIFO for reading would block until a writer appears, so the open is
+/// non-blocking and the type is checked on the opened descriptor (O_NONBLOCK has no effect on
+/// reads of regular files and block devices). A block device's size comes from seeking to its
+/// end, since its metadata says 0.
+pub fn open_disk(path: &Path) -> io::Result<OpenedDisk> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        Some("a directory")
+    } else if ft.is_fifo() {
+        Some("a FIFO")
+    } else if ft.is_socket() {
+        Some("a socket")
+    } else if ft.is_char_device() {
+        Some("a character device")
+    } else if ft.is_file() || ft.is_block_device() {
+        None
+    } else {
+        Some("not a disk")
+    };
+    if let Some(kind) = kind {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it is {kind}, not a disk image: give a disk image file or a block device"),
+        ));
+    }
+    let len = if ft.is_block_device() {
+        (&file).seek(SeekFrom::End(0))?
+    } else {
+        meta.len()
+    };
+    Ok(OpenedDisk {
+        file,
+        len,
+        is_block_device: ft.is_block_device(),
+    })
+}
+
 /// The read-only master image: a shared file handle and its length, read only positionally.
 #[derive(Clone, Debug)]
 pub struct ImageFile {
@@ -48,27 +105,16 @@ pub struct ImageFile {
 }
 
 impl ImageFile {
-    /// Wraps an open file; its length is taken once, now (the master never changes under us).
-    pub fn new(file: Arc<File>) -> Result<ImageFile> {
-        let len = file
-            .metadata()
-            .map_err(|source| ImageError::Io {
-                offset: ImageOffset(0),
-                len: 0,
-                source,
-            })?
-            .len();
-        Ok(ImageFile { file, len })
-    }
-
-    /// Opens a path read-only.
-    pub fn open(path: &std::path::Path) -> Result<ImageFile> {
-        let file = File::open(path).map_err(|source| ImageError::Io {
-            offset: ImageOffset(0),
-            len: 0,
+    /// Opens a disk image read-only (see [`open_disk`]).
+    pub fn open(path: &Path) -> Result<ImageFile> {
+        let disk = open_disk(path).map_err(|source| ImageError::Open {
+            path: path.to_path_buf(),
             source,
         })?;
-        ImageFile::new(Arc::new(file))
+        Ok(ImageFile {
+            file: Arc::new(disk.file),
+            len: disk.len,
+        })
     }
 
     /// Length of the image in bytes.
@@ -210,5 +256,41 @@ impl Seek for PartitionReader {
                 "seek before the start or past u64::MAX",
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("sidfs-reader-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Prove that a FIFO is refused at once (an ordinary open for reading would wait for a
+    /// writer forever), and a directory too, while a regular file opens with its length.
+    #[test]
+    fn only_files_and_block_devices_are_disks() {
+        let dir = scratch("kinds");
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            let err = open_disk(&fifo).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+            assert!(err.to_string().contains("a FIFO"), "{err}");
+        }
+        let err = open_disk(&dir).unwrap_err();
+        assert!(err.to_string().contains("a directory"), "{err}");
+        let file = dir.join("disk.img");
+        std::fs::write(&file, vec![7u8; 1536]).unwrap();
+        let disk = open_disk(&file).unwrap();
+        assert_eq!(disk.len, 1536);
+        assert!(!disk.is_block_device);
+        let image = ImageFile::open(&file).unwrap();
+        assert_eq!(image.len(), 1536);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -39,6 +39,8 @@ pub enum RefusalReason {
     NoWindows,
     /// Part of the Windows volume (a hive, $Volume, $LogFile, ...) cannot be read.
     Unreadable,
+    /// The image is shorter than a partition or NTFS volume in it: the volume's end is missing.
+    Truncated,
 }
 
 /// Something the user should know about a clonable image.
@@ -121,6 +123,7 @@ impl RefusalReason {
             RefusalReason::HiveNotPatchable => "hive-not-patchable",
             RefusalReason::NoWindows => "no-windows",
             RefusalReason::Unreadable => "unreadable",
+            RefusalReason::Truncated => "truncated",
         }
     }
 }

@@ -105,13 +105,18 @@ pub fn inspect(path: &Path) -> Result<InspectReport, InspectError> {
         path: path.to_path_buf(),
         source,
     };
-    if let Err(source) = std::fs::File::open(path) {
-        return Err(InspectError::Open {
-            path: path.to_path_buf(),
-            source,
-        });
-    }
-    let image = ImageFile::open(path).map_err(image_error)?;
+    // One opening for every command: a FIFO or directory is refused before it is read, and a
+    // block device gets its real size.
+    let image = match ImageFile::open(path) {
+        Ok(image) => image,
+        Err(ImageError::Open { source, .. }) => {
+            return Err(InspectError::Open {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+        Err(e) => return Err(image_error(e)),
+    };
     let table = PartitionTable::read(&image).map_err(image_error)?;
     let mut report = InspectReport {
         image: path.display().to_string(),
@@ -121,6 +126,7 @@ pub fn inspect(path: &Path) -> Result<InspectReport, InspectError> {
         refusals: Vec::new(),
         warnings: Vec::new(),
     };
+    truncation_refusals(&image, &table, &mut report.refusals);
     for partition in &table.partitions {
         if partition.file_system == FileSystemKind::BitLocker {
             report.refusals.push(Refusal::new(
@@ -192,6 +198,52 @@ pub fn inspect(path: &Path) -> Result<InspectReport, InspectError> {
         }
     }
     Ok(report)
+}
+
+/// A partition that runs past the end of the image, or an NTFS volume whose sectors run past its
+/// partition (or the image): the image was cut short, and a clone of it would miss the volume's
+/// end (its backup boot sector at least).
+fn truncation_refusals(image: &ImageFile, table: &PartitionTable, refusals: &mut Vec<Refusal>) {
+    for p in &table.partitions {
+        let available = image.len().saturating_sub(p.start.0).min(p.len);
+        let missing = if p.end() > image.len() {
+            Some(format!(
+                "Partition {} ends at byte {}, past the end of the image ({} bytes)",
+                p.index,
+                p.end(),
+                image.len()
+            ))
+        } else {
+            None
+        }
+        .or_else(|| {
+            if p.file_system != FileSystemKind::Ntfs {
+                return None;
+            }
+            let mut boot = [0u8; 512];
+            image
+                .read_exact_at(p.start, &mut boot, "NTFS boot sector")
+                .ok()?;
+            let bytes_per_sector = u64::from(u16::from_le_bytes([boot[0x0B], boot[0x0C]]));
+            let total_sectors = u64::from_le_bytes(boot[0x28..0x30].try_into().ok()?);
+            let volume = total_sectors.checked_mul(bytes_per_sector)?;
+            (volume > available).then(|| {
+                format!(
+                    "The NTFS volume in partition {} is {volume} bytes long, but only {available} bytes of it are in the image",
+                    p.index
+                )
+            })
+        });
+        if let Some(what) = missing {
+            refusals.push(Refusal::new(
+                RefusalReason::Truncated,
+                format!(
+                    "{what}: the image is truncated and the volume's end is missing; copy the \
+                     whole disk again."
+                ),
+            ));
+        }
+    }
 }
 
 fn table_report(table: &PartitionTable) -> PartitionTableReport {

@@ -1,7 +1,6 @@
 //! The master image: opened read-only, read with positional I/O only, never written.
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -31,34 +30,20 @@ pub struct MasterImage {
     file: File,
     path: PathBuf,
     size: u64,
+    is_block_device: bool,
 }
 
 impl MasterImage {
-    /// Opens the master read-only. A block device or a regular file both work.
+    /// Opens the master read-only: a regular file or a block device (with its real size);
+    /// anything else is refused before it is read ([`crate::image::open_disk`]).
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| OverlayError::io("cannot open master", path, e))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| OverlayError::io("cannot stat master", path, e))?;
-        if meta.is_dir() {
-            return Err(OverlayError::io(
-                "master is a directory, not a disk image:",
-                path,
-                std::io::Error::from_raw_os_error(libc::EISDIR),
-            ));
-        }
-        // A block device reports size 0 in its metadata; seeking to the end gives its size.
-        let size = if meta.is_file() {
-            meta.len()
-        } else {
-            (&file)
-                .seek(SeekFrom::End(0))
-                .map_err(|e| OverlayError::io("cannot size master", path, e))?
-        };
+        let disk = crate::image::reader::open_disk(path)
+            .map_err(|e| OverlayError::io("cannot open master", path, e))?;
         Ok(MasterImage {
-            file,
+            file: disk.file,
             path: path.to_path_buf(),
-            size,
+            size: disk.len,
+            is_block_device: disk.is_block_device,
         })
     }
 
@@ -83,6 +68,10 @@ impl MasterImage {
 
     /// Bytes the master occupies on its file system (what is not a hole).
     pub fn allocated_bytes(&self) -> u64 {
+        if self.is_block_device {
+            // A device has no holes to report, and its metadata counts no blocks.
+            return self.size;
+        }
         self.file
             .metadata()
             .map(|m| m.blocks() * 512)
@@ -94,7 +83,14 @@ impl MasterImage {
             .file
             .metadata()
             .map_err(|e| OverlayError::io("cannot stat master", &self.path, e))?;
-        let mtime_ns = i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec());
+        // A block device's node has no meaningful modification time (it is the device node's,
+        // not the data's, and may change when the device is set up again): its content samples
+        // alone identify it.
+        let mtime_ns = if self.is_block_device {
+            0
+        } else {
+            i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec())
+        };
         let mut hasher = Sha256::new();
         hasher.update(self.size.to_le_bytes());
         let mut windows = vec![(0, EDGE_BYTES.min(self.size))];

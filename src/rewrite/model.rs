@@ -170,8 +170,9 @@ fn event_logs_of(volume: &NtfsVolume) -> Vec<EventLogFile> {
     out
 }
 
-/// Surveys the master. `Ok(None)`: no Windows installation and no `old_sid` given (the clone is
-/// then the master). With `old_sid`, a disk without Windows (a data disk of the same machine) is
+/// Surveys the master. `Ok(None)`: a readable disk without a Windows installation, and no
+/// `old_sid` given (which a new clone refuses: [`crate::clone::open_clone`]); an image whose
+/// partition map cannot be read is an error. With `old_sid`, a disk without Windows (a data disk of the same machine) is
 /// rewritten for that SID; with Windows, `old_sid` must be the installation's SID.
 pub fn survey(
     master: &Path,
@@ -179,19 +180,9 @@ pub fn survey(
     old_sid: Option<MachineSid>,
 ) -> Result<Option<WindowsSurvey>, String> {
     let image = ImageFile::open(master).map_err(|e| e.to_string())?;
-    let table = match PartitionTable::read(&image) {
-        Ok(t) => t,
-        // Neither a partitioned disk nor an NTFS volume: nothing sidfs can rewrite; such a
-        // master is cloned as it is (unless a SID to replace was asked for).
-        Err(e) if old_sid.is_none() => {
-            log::info!(
-                "{}: no partition table or NTFS volume ({e})",
-                master.display()
-            );
-            return Ok(None);
-        }
-        Err(e) => return Err(e.to_string()),
-    };
+    // Neither a partitioned disk nor an NTFS volume: nothing sidfs can understand, so nothing
+    // it may clone with a new SID (fail closed; `--keep-sid` copies it without a survey).
+    let table = PartitionTable::read(&image).map_err(|e| e.to_string())?;
     let mut volumes = Vec::new();
     for partition in table.partitions {
         if partition.file_system != FileSystemKind::Ntfs {
