@@ -99,6 +99,29 @@ pub fn verify_with_identity(
                 )),
             }
         }
+        // Every file read through its extents: an old SID across a fragment junction is not
+        // seen by the byte scan of the disk.
+        match crate::rewrite::junction::junction_edits(&w.image, &w.volumes, &finder) {
+            Ok(j) => {
+                let unexpected: Vec<u64> = j
+                    .crossings
+                    .iter()
+                    .copied()
+                    .filter(|at| !regions.iter().any(|(r, _, exp)| *exp && r.contains(at)))
+                    .collect();
+                if let Some(first) = unexpected.first() {
+                    problems.push(format!(
+                        "old SID across a fragment junction at {first:#x} ({} such occurrences): a file's content still holds it",
+                        unexpected.len()
+                    ));
+                }
+                structures_checked.push(format!(
+                    "fragment junctions ({} in {} fragmented streams)",
+                    j.junctions, j.streams
+                ));
+            }
+            Err(e) => problems.push(format!("fragment junctions: {e}")),
+        }
         let Some(windows) = w.windows() else {
             let findings = Findings {
                 regions,

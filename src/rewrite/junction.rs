@@ -26,6 +26,8 @@ pub struct JunctionEdits {
     pub replaced: usize,
     /// Fragmented streams stored compressed or encrypted: their SIDs are not visible on disk.
     pub not_plain: usize,
+    /// Disk offset of the first byte of each SID occurrence across a junction.
+    pub crossings: Vec<u64>,
 }
 
 /// Reads stream bytes `[from, to)` through its runs (holes read as zeros).
@@ -104,6 +106,9 @@ pub fn junction_edits(
                         continue;
                     }
                     found.replaced += 1;
+                    if let Some(p) = stream.partition_offset(s, cluster) {
+                        found.crossings.push(facts.start.0 + p);
+                    }
                     let new = map.replacement(&joined, &occ);
                     for (i, b) in new.iter().enumerate() {
                         let logical = s + i as u64;
