@@ -147,7 +147,7 @@ fn parallel_first_mounts_of_one_state_have_one_winner() {
                 .iter()
                 .map(|mp| {
                     let (master, state) = (&master, &state);
-                    scope.spawn(move || mount_cmd(master, mp, 1, state, &[]))
+                    scope.spawn(move || mount_cmd(master, mp, 1, state, &["--keep-sid"]))
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -182,7 +182,7 @@ fn parallel_first_mounts_of_one_state_have_one_winner() {
         write_synced(&disk, &pattern, 12345 + round * 4096);
         ok(sidfs().arg("umount").arg(&mps[winner]));
         drop(guards);
-        let m = Mounted::new(&master, &mps[0], 1, &state, &[]);
+        let m = Mounted::new(&master, &mps[0], 1, &state, &["--keep-sid"]);
         assert_eq!(
             read_at(&m.disk(), pattern.len(), 12345 + round * 4096),
             pattern,
@@ -205,9 +205,9 @@ fn first_mount_killed_early_is_recovered() {
 
     // The leftovers exactly: lock, delta.bin, map.bin, a state.json.tmp, no state.json.
     let state = s.path("state-leftover");
-    Mounted::new(&master, &mp, 1, &state, &[]).unmount();
+    Mounted::new(&master, &mp, 1, &state, &["--keep-sid"]).unmount();
     std::fs::rename(state.join("state.json"), state.join("state.json.tmp")).unwrap();
-    let m = Mounted::new(&master, &mp, 1, &state, &[]);
+    let m = Mounted::new(&master, &mp, 1, &state, &["--keep-sid"]);
     assert_eq!(m.status()["seed"], 1);
     assert_eq!(m.status()["delta_blocks"], 0);
     assert!(!state.join("state.json.tmp").exists());
@@ -219,7 +219,7 @@ fn first_mount_killed_early_is_recovered() {
             .arg("mount")
             .arg(&master)
             .arg(&mp)
-            .args(["--foreground", "--seed", "1", "--state"])
+            .args(["--foreground", "--keep-sid", "--seed", "1", "--state"])
             .arg(&state)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -233,10 +233,10 @@ fn first_mount_killed_early_is_recovered() {
             .args(["-u", "-z"])
             .arg(&mp)
             .output();
-        let m = Mounted::new(&master, &mp, 1, &state, &[]);
+        let m = Mounted::new(&master, &mp, 1, &state, &["--keep-sid"]);
         write_synced(&m.disk(), b"after the crash", 4096);
         m.unmount();
-        let m = Mounted::new(&master, &mp, 1, &state, &[]);
+        let m = Mounted::new(&master, &mp, 1, &state, &["--keep-sid"]);
         assert_eq!(read_at(&m.disk(), 15, 4096), b"after the crash");
         m.unmount();
     }
@@ -260,7 +260,7 @@ fn state_directory_is_private_whatever_the_umask() {
             .arg("mount")
             .arg(&master)
             .arg(&mp)
-            .args(["--seed", "2", "--state"])
+            .args(["--keep-sid", "--seed", "2", "--state"])
             .arg(&state));
         MountGuard(mp.clone())
     };
@@ -306,7 +306,7 @@ fn commas_in_the_state_path_are_not_mount_options() {
 
     let mp = s.mkdir("mp-root");
     let state = s.path("win10,v2-1a2b3c4d-seed1,allow_other");
-    let m = Mounted::new(&master, &mp, 1, &state, &[]);
+    let m = Mounted::new(&master, &mp, 1, &state, &["--keep-sid"]);
     assert!(
         !mount_options(&mp).contains("allow_other"),
         "{}",
@@ -333,6 +333,7 @@ fn commas_in_the_state_path_are_not_mount_options() {
             "mount".as_ref(),
             master.as_os_str(),
             mp.as_os_str(),
+            "--keep-sid".as_ref(),
             "--seed".as_ref(),
             "1".as_ref(),
             "--state".as_ref(),
@@ -380,14 +381,14 @@ fn status_and_umount_tell_the_live_mount_from_a_dead_one() {
     sparse_master(&master, 8 * MIB, &[(0, 1 << 20)], 35);
     let (old_mp, new_mp) = (s.mkdir("old"), s.mkdir("new"));
     let state = s.path("state");
-    let a = Mounted::new(&master, &old_mp, 4, &state, &[]);
+    let a = Mounted::new(&master, &old_mp, 4, &state, &["--keep-sid"]);
     let old_pid = a.pid();
     signal(old_pid, "KILL");
     wait_for("the killed daemon is gone", || !alive(old_pid));
     a.forget();
     let _old_guard = MountGuard(old_mp.clone());
 
-    let b = Mounted::new(&master, &new_mp, 4, &state, &[]);
+    let b = Mounted::new(&master, &new_mp, 4, &state, &["--keep-sid"]);
     let new_pid = b.pid();
     for target in [&state, &old_mp, &new_mp] {
         let st = status_json(target);
@@ -440,7 +441,7 @@ fn sigterm_while_the_disk_is_open_keeps_handling_signals() {
             .count()
     };
 
-    let m = Mounted::new(&master, &mp, 6, &state, &[]);
+    let m = Mounted::new(&master, &mp, 6, &state, &["--keep-sid"]);
     let pid = m.pid();
     let disk = std::fs::OpenOptions::new()
         .read(true)
@@ -466,7 +467,7 @@ fn sigterm_while_the_disk_is_open_keeps_handling_signals() {
     wait_for("the daemon exits once the disk is closed", || !alive(pid));
     m.forget();
 
-    let m = Mounted::new(&master, &mp, 6, &state, &[]);
+    let m = Mounted::new(&master, &mp, 6, &state, &["--keep-sid"]);
     assert_eq!(read_at(&m.disk(), 17, 0), b"before the signal");
     assert_eq!(read_at(&m.disk(), 16, 8192), b"after the detach");
     let pid = m.pid();
@@ -508,7 +509,7 @@ fn state_inside_the_mountpoint_is_refused() {
         link.join("state"),
         s.path("mp/../mp/deeper/state"),
     ] {
-        let err = refused(&mount_cmd(&master, &mp, 1, &state, &[]), &mp);
+        let err = refused(&mount_cmd(&master, &mp, 1, &state, &["--keep-sid"]), &mp);
         assert!(
             err.contains("mountpoint") && err.contains("--state"),
             "{}: {err}",
@@ -523,7 +524,10 @@ fn state_inside_the_mountpoint_is_refused() {
     }
     let file_mp = s.path("disk.img");
     std::fs::write(&file_mp, b"").unwrap();
-    let err = refused(&mount_cmd(&master, &file_mp, 1, &file_mp, &[]), &file_mp);
+    let err = refused(
+        &mount_cmd(&master, &file_mp, 1, &file_mp, &["--keep-sid"]),
+        &file_mp,
+    );
     assert!(err.contains("mountpoint"), "{err}");
 }
 
@@ -551,8 +555,8 @@ fn messages_name_the_right_values_and_commands() {
             &mp,
         );
         assert!(
-            err.contains(&format!("--old-sid {made_with}")),
-            "names the SID the clone was made with: {err}"
+            err.contains(made_with) && err.contains("--state"),
+            "names the SID the clone was made with, and another --state: {err}"
         );
         assert!(!err.contains("restore the master"), "{err}");
     }
@@ -577,7 +581,13 @@ fn messages_name_the_right_values_and_commands() {
         }
     }
     let tmpfs = Tmpfs(mp.clone());
-    let err = one_line_error(&mount_cmd(&master, &mp, 1, &s.path("state-t"), &[]));
+    let err = one_line_error(&mount_cmd(
+        &master,
+        &mp,
+        1,
+        &s.path("state-t"),
+        &["--keep-sid"],
+    ));
     assert!(err.contains("busy"), "{err}");
     assert!(
         err.contains(&format!("(umount {})", mp.display())) && !err.contains("sidfs umount"),

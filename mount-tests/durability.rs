@@ -128,7 +128,7 @@ fn truncated_delta_is_refused() {
     sparse_master(&master, 16 * MIB, &[(0, MIB as usize)], 31);
     let mp = s.mkdir("mp");
     let state = s.path("state");
-    let m = Mounted::new(&master, &mp, 1, &state, &[]);
+    let m = Mounted::new(&master, &mp, 1, &state, &["--keep-sid"]);
     let disk = open_rw(&m.disk());
     disk.write_all_at(&pattern(3000, 1), 3000 * BLOCK).unwrap();
     disk.sync_all().unwrap();
@@ -143,7 +143,7 @@ fn truncated_delta_is_refused() {
         .set_len(8 * MIB)
         .unwrap();
     let _clear = ClearMount(mp.clone());
-    let out = mount_cmd(&master, &mp, 1, &state, &[]);
+    let out = mount_cmd(&master, &mp, 1, &state, &["--keep-sid"]);
     let err = one_line_error(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -173,7 +173,7 @@ fn full_state_fs_keeps_every_acknowledged_write() {
     let _fs = SmallFs::new(&statefs, "2m");
     let mp = s.mkdir("mp");
     let state = statefs.join("state");
-    let m = Mounted::new(&master, &mp, 2, &state, &[]);
+    let m = Mounted::new(&master, &mp, 2, &state, &["--keep-sid"]);
     // Room that the test frees once the guest has filled the rest.
     let spare = statefs.join("spare");
     std::fs::write(&spare, vec![0xAAu8; 16 * BLOCK as usize]).unwrap();
@@ -239,7 +239,7 @@ fn full_state_fs_keeps_every_acknowledged_write() {
         String::from_utf8_lossy(&out.stderr)
     );
     // umount succeeded: everything the guest wrote is durable, not only what it fsync'ed.
-    let m = Mounted::new(&master, &mp, 2, &state, &[]);
+    let m = Mounted::new(&master, &mp, 2, &state, &["--keep-sid"]);
     let disk = std::fs::File::open(m.disk()).unwrap();
     for &(block, tag) in &written {
         assert!(
@@ -281,7 +281,7 @@ fn fsync_fails_while_the_map_cannot_be_written(space_comes_back: bool) {
     let _fs = SmallFs::new(&statefs, "2m");
     let mp = s.mkdir("mp");
     let state = statefs.join("state");
-    let m = Mounted::new(&master, &mp, 3, &state, &[]);
+    let m = Mounted::new(&master, &mp, 3, &state, &["--keep-sid"]);
     let disk = open_rw(&m.disk());
     disk.write_all_at(&pattern(5, 1), 5 * BLOCK).unwrap();
     disk.sync_all().unwrap();
@@ -295,7 +295,7 @@ fn fsync_fails_while_the_map_cannot_be_written(space_comes_back: bool) {
     let filler = statefs.join("filler");
     fill(&filler);
 
-    let m = Mounted::new(&master, &mp, 3, &state, &[]);
+    let m = Mounted::new(&master, &mp, 3, &state, &["--keep-sid"]);
     let _clear = ClearMount(mp.clone());
     let disk = open_rw(&m.disk());
     let block = BLOCKS_PER_MAP_PAGE + 9;
@@ -333,7 +333,7 @@ fn fsync_fails_while_the_map_cannot_be_written(space_comes_back: bool) {
             .expect("the fsync once the map page has room");
         drop(disk);
         m.unmount();
-        let m = Mounted::new(&master, &mp, 3, &state, &[]);
+        let m = Mounted::new(&master, &mp, 3, &state, &["--keep-sid"]);
         let disk = std::fs::File::open(m.disk()).unwrap();
         assert!(
             read_block(&disk, 5) == pattern(5, 1),
@@ -366,7 +366,7 @@ fn fsync_fails_while_the_map_cannot_be_written(space_comes_back: bool) {
     );
 
     std::fs::remove_file(&filler).unwrap();
-    let m = Mounted::new(&master, &mp, 3, &state, &[]);
+    let m = Mounted::new(&master, &mp, 3, &state, &["--keep-sid"]);
     let disk = std::fs::File::open(m.disk()).unwrap();
     assert!(
         read_block(&disk, 5) == pattern(5, 1),
@@ -392,7 +392,7 @@ fn background_sync_covers_rewrites_of_present_blocks() {
     let master = s.path("master.img");
     sparse_master(&master, 16 * MIB, &[(0, MIB as usize)], 34);
     let mp = s.mkdir("mp");
-    let m = Mounted::new(&master, &mp, 4, &s.path("state"), &[]);
+    let m = Mounted::new(&master, &mp, 4, &s.path("state"), &["--keep-sid"]);
     let disk = open_rw(&m.disk());
     disk.write_all_at(&pattern(100, 1), 100 * BLOCK).unwrap();
     disk.sync_all().unwrap();
@@ -460,7 +460,7 @@ fn disk_mtime_follows_writes_and_touch() {
     let master = s.path("master.img");
     sparse_master(&master, 16 * MIB, &[(0, MIB as usize)], 35);
     let mp = s.mkdir("mp");
-    let m = Mounted::new(&master, &mp, 5, &s.path("state"), &[]);
+    let m = Mounted::new(&master, &mp, 5, &s.path("state"), &["--keep-sid"]);
     let times = |p: &Path| {
         let md = std::fs::metadata(p).unwrap();
         ((md.mtime(), md.mtime_nsec()), (md.ctime(), md.ctime_nsec()))
