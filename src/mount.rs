@@ -331,12 +331,20 @@ fn discover_identifiers(
     let Some(windows) = survey.windows() else {
         return Vec::new();
     };
-    crate::identity::discover(&|path: &str| {
-        windows
-            .volume
-            .read_file(path, "", rewrite::model::HIVE_LIMIT)
-            .ok()
-    })
+    let volume = &windows.volume;
+    crate::identity::discover_on(
+        &|path: &str| volume.read_file(path, "", rewrite::model::HIVE_LIMIT).ok(),
+        &|dir: &str| {
+            let entries = volume.list_dir(dir).ok()?;
+            Some(
+                entries
+                    .into_iter()
+                    .filter(|e| !e.is_directory)
+                    .map(|e| e.name)
+                    .collect(),
+            )
+        },
+    )
 }
 
 /// Opens (or creates) the clone of `master_path` kept in `state_dir`: surveys the master, takes
