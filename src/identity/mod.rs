@@ -551,9 +551,9 @@ fn machine_guid_held(f: &FoundIdentifier) -> Option<HeldIdentifier> {
         kind: f.kind,
         value: f.value.clone(),
         reason: format!(
-            "{} machine key container(s) (e.g. {}) are named after it, and Windows finds a \
-             container only under the current MachineGuid: a new one would orphan the \
-             machine's private keys",
+            "{} machine key container(s) (e.g. {}) are named after it and Windows looks \
+             containers up under the current MachineGuid, so a new one would orphan the \
+             machine's private keys (docs/IDENTIFIERS.md)",
             f.named_files.len(),
             f.named_files[0]
         ),
