@@ -48,7 +48,9 @@ fn new_value(info: &serde_json::Value, kind: &str, label: Option<&str>) -> Optio
         .map(|c| c["new"].as_str().unwrap().to_string())
 }
 
-/// Each identifier the master carries, with its old value: (kind, label, value).
+/// Each identifier the master carries that a clone changes by default, with its old value:
+/// (kind, label, value). MachineGuid is not among them: the test masters carry machine key
+/// containers named after it, so it stays ([`machine_guid`]).
 fn master_identifiers(manifest: &serde_json::Value) -> Vec<(String, Option<String>, String)> {
     let ids = &manifest["identifiers"];
     let mut out = vec![
@@ -56,11 +58,6 @@ fn master_identifiers(manifest: &serde_json::Value) -> Vec<(String, Option<Strin
             "hostname".into(),
             None,
             ids["computer_name"].as_str().unwrap().into(),
-        ),
-        (
-            "machine-guid".into(),
-            None,
-            ids["machine_guid"].as_str().unwrap().into(),
         ),
         (
             "wsus".into(),
@@ -166,6 +163,14 @@ fn read_clone(
     reg
 }
 
+/// The master's MachineGuid (from the builder's manifest).
+fn machine_guid(manifest: &serde_json::Value) -> String {
+    manifest["identifiers"]["machine_guid"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 fn utf16_hex(s: &str) -> String {
     hex_csv(
         &s.encode_utf16()
@@ -174,7 +179,8 @@ fn utf16_hex(s: &str) -> String {
     )
 }
 
-/// Prove on a built master that by default every identifier changes: the old values are gone
+/// Prove on a built master that by default every identifier changes (MachineGuid excepted: key
+/// containers are named after it, see the next test): the old values are gone
 /// from every hive in every form, the new values are where Windows reads them (hivexget), the
 /// MSDTC CID list stays sorted, the AD domain name is untouched, two seeds differ, the same seed
 /// is stable, `sidfs verify` is clean and the master never changes.
@@ -243,8 +249,13 @@ fn every_identifier_is_unique_per_clone_and_where_windows_reads_it() {
         "{}",
         reg.pol_ac_dm_n
     );
-    assert_eq!(&reg.machine_guid, &new_values[1]);
-    assert_eq!(&reg.sus_client_id, &new_values[2]);
+    assert_eq!(
+        reg.machine_guid,
+        machine_guid(&manifest),
+        "MachineGuid is held"
+    );
+    assert_eq!(info["identity"]["held"][0]["kind"], "machine-guid");
+    assert_eq!(&reg.sus_client_id, &new_values[1]);
     // SusClientIDValidation is left as it is (it does not embed the id).
     let validation = manifest["identifiers"]["sus_client_id_validation"]
         .as_str()
@@ -314,7 +325,12 @@ fn keep_and_hostname_options_do_what_they_say() {
     let s = Scratch::new("identity-opts");
     let (master, manifest) = build_master(&s, "master.img", &[]);
     let ids = master_identifiers(&manifest);
-    let old = |k: &str| ids.iter().find(|(kind, _, _)| kind == k).unwrap().2.clone();
+    let old = |k: &str| {
+        if k == "machine-guid" {
+            return machine_guid(&manifest);
+        }
+        ids.iter().find(|(kind, _, _)| kind == k).unwrap().2.clone()
+    };
 
     let k = Mounted::new(
         &master,
@@ -418,11 +434,171 @@ fn verify_reports_residual_identifiers() {
         .arg(&swapped));
     assert_eq!(out.status.code(), Some(4));
     let text = String::from_utf8_lossy(&out.stdout);
-    for kind in ["hostname", "machine-guid", "wsus", "msdtc"] {
+    for kind in ["hostname", "wsus", "msdtc"] {
         assert!(
             text.contains(&format!("old {kind} still in")),
             "{kind} not reported:\n{text}"
         );
     }
+    m.unmount();
+}
+
+/// The clone's key container file names in the three machine key folders, read through ntfs-3g
+/// on a read-only loop device over the mounted disk, and its MachineGuid read with hivexget.
+fn clone_containers(
+    s: &Scratch,
+    m: &Mounted,
+    manifest: &serde_json::Value,
+) -> (Vec<(String, String)>, String) {
+    let (start, size) = windows_partition(manifest);
+    let dev = LoopDev::new(&m.disk(), start, size);
+    let at = s.path(&format!(
+        "keys-{}",
+        m.state.file_name().unwrap().to_string_lossy()
+    ));
+    let nm = NtfsMount::new(&dev.0, &at);
+    let mut files = Vec::new();
+    for dir in [
+        "ProgramData/Microsoft/Crypto/RSA/MachineKeys",
+        "ProgramData/Microsoft/Crypto/Keys",
+        "ProgramData/Microsoft/Crypto/SystemKeys",
+    ] {
+        for e in std::fs::read_dir(nm.0.join(dir)).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            files.push((dir.to_string(), name));
+        }
+    }
+    files.sort();
+    let software = nm.0.join("Windows/System32/config/SOFTWARE");
+    let guid = hivexget(&software, r"Microsoft\Cryptography", "MachineGuid");
+    drop(nm);
+    drop(dev);
+    (files, guid)
+}
+
+/// Prove that a clone's machine key containers and its MachineGuid agree (docs/IDENTIFIERS.md,
+/// "Machine key containers"): the master carries containers `<32 hex>_<MachineGuid>` under
+/// Crypto\RSA\MachineKeys, Crypto\Keys and Crypto\SystemKeys (and one of another machine);
+/// in the clone, read through ntfs-3g and hivexget, every container the master named after its
+/// MachineGuid is still there and its suffix is the clone's MachineGuid, clone.json and status
+/// say MachineGuid is held and why, and `sidfs inspect` of the clone says so too.
+#[test]
+fn machine_key_containers_follow_the_clones_machine_guid() {
+    for tool in ["hivexget", "ntfs-3g", "losetup"] {
+        if !have_tool(tool) {
+            return;
+        }
+    }
+    let s = Scratch::new("identity-keys");
+    let (master, manifest) = build_master(&s, "master.img", &[]);
+    let containers = manifest["machine_key_containers"].as_array().unwrap();
+    let named: Vec<(String, String)> = containers
+        .iter()
+        .filter(|c| c["named_after_machine_guid"] == true)
+        .map(|c| {
+            (
+                c["dir"].as_str().unwrap().to_string(),
+                c["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(named.len() >= 3, "the master carries containers: {named:?}");
+    let m = Mounted::new(&master, &s.mkdir("m"), 7, &s.path("st"), &[]);
+    let (files, guid) = clone_containers(&s, &m, &manifest);
+    for (dir, name) in &named {
+        let (hash, _) = name.split_once('_').unwrap();
+        let want = format!("{hash}_{guid}");
+        assert!(
+            files.contains(&(dir.clone(), want.clone())),
+            "{dir}/{want} (the container {name} under the clone's MachineGuid {guid}) is missing: {files:?}"
+        );
+    }
+    for (dir, name) in &files {
+        let (hash, suffix) = name.split_once('_').unwrap();
+        assert_eq!(hash.len(), 32, "{dir}/{name}");
+        let foreign = containers
+            .iter()
+            .any(|c| c["named_after_machine_guid"] == false && c["name"] == name.as_str());
+        assert!(
+            foreign || suffix.eq_ignore_ascii_case(&guid),
+            "{dir}/{name} does not follow the clone's MachineGuid {guid}"
+        );
+    }
+    let info = clone_info(&m);
+    let held = &info["identity"]["held"];
+    assert_eq!(held[0]["kind"], "machine-guid", "{info}");
+    assert_eq!(held[0]["value"].as_str(), Some(guid.as_str()));
+    assert!(
+        held[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("machine key container"),
+        "{held}"
+    );
+    assert_eq!(m.status()["identity"], info["identity"]);
+    let text = ok(sidfs().arg("inspect").arg(m.disk()));
+    assert!(
+        text.contains("machine-guid stays as in the master by default"),
+        "{text}"
+    );
+    // Another seed: a different computer name, and still containers and MachineGuid agree.
+    let other = Mounted::new(&master, &s.mkdir("o"), 8, &s.path("so"), &[]);
+    let (files_o, guid_o) = clone_containers(&s, &other, &manifest);
+    assert_eq!((files_o, guid_o), (files, guid));
+    other.unmount();
+    m.unmount();
+}
+
+/// Prove that `sidfs inspect` lists, one line each with why, the identifiers sidfs knows but
+/// does not change (SQM MachineId, Defender senseGuid, SCCM SMS GUID in SMSCFG.INI, DHCPv6 DUID
+/// on the built master), in text and in --json with the values the builder wrote, and that a
+/// clone carries them unchanged.
+#[test]
+fn inspect_lists_identifiers_it_does_not_change() {
+    let s = Scratch::new("identity-unchanged");
+    let (master, manifest) = build_master(&s, "master.img", &[]);
+    let want = &manifest["unchanged_identifiers"];
+    let expected = [
+        ("sqm-machine-id", want["sqm_machine_id"].as_str().unwrap()),
+        (
+            "defender-sense-guid",
+            want["defender_sense_guid"].as_str().unwrap(),
+        ),
+        ("sccm-sms-guid", want["sms_unique_id"].as_str().unwrap()),
+        ("dhcpv6-duid", want["dhcpv6_duid"].as_str().unwrap()),
+    ];
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(sidfs().arg("inspect").arg("--json").arg(&master))).unwrap();
+    let listed = json["windows"]["unchanged_identifiers"].as_array().unwrap();
+    for (name, value) in expected {
+        let u = listed
+            .iter()
+            .find(|u| u["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is not listed: {listed:?}"));
+        assert_eq!(u["value"].as_str(), Some(value), "{name}");
+        assert!(u["why"].as_str().is_some_and(|w| w.len() > 20), "{name}");
+    }
+    assert_eq!(listed.len(), expected.len(), "{listed:?}");
+    let text = ok(sidfs().arg("inspect").arg(&master));
+    for (name, value) in expected {
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with(&format!("{name} ")))
+            .collect();
+        assert_eq!(lines.len(), 1, "{name}: one line\n{text}");
+        assert!(
+            lines[0].contains(value) && lines[0].contains("): "),
+            "{name}: value and why\n{}",
+            lines[0]
+        );
+    }
+    // A clone carries them unchanged, and its inspect says the same.
+    let m = Mounted::new(&master, &s.mkdir("m"), 3, &s.path("st"), &[]);
+    let cj: serde_json::Value =
+        serde_json::from_str(&ok(sidfs().arg("inspect").arg("--json").arg(m.disk()))).unwrap();
+    assert_eq!(
+        cj["windows"]["unchanged_identifiers"],
+        json["windows"]["unchanged_identifiers"]
+    );
     m.unmount();
 }

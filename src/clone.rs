@@ -242,12 +242,20 @@ pub fn discover_identifiers(survey: &rewrite::model::WindowsSurvey) -> Vec<Found
     let Some(windows) = survey.windows() else {
         return Vec::new();
     };
-    crate::identity::discover(&|path: &str| {
-        windows
-            .volume
-            .read_file(path, "", rewrite::model::HIVE_LIMIT)
-            .ok()
-    })
+    let volume = &windows.volume;
+    crate::identity::discover_on(
+        &|path: &str| volume.read_file(path, "", rewrite::model::HIVE_LIMIT).ok(),
+        &|dir: &str| {
+            let entries = volume.list_dir(dir).ok()?;
+            Some(
+                entries
+                    .into_iter()
+                    .filter(|e| !e.is_directory)
+                    .map(|e| e.name)
+                    .collect(),
+            )
+        },
+    )
 }
 
 /// The machine SID a state records as replaced (its `old_sid`), if any.

@@ -359,6 +359,9 @@ fn run_status(target: &Path, json: bool) -> Result<(), String> {
         for k in &identity.kept {
             println!("{:<14}kept (--keep)", format!("{k}:"));
         }
+        for h in &identity.held {
+            println!("{:<14}kept: {}", format!("{}:", h.kind), h.reason);
+        }
     }
     println!(
         "master:       {} ({} bytes)",

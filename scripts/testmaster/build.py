@@ -247,6 +247,10 @@ def populate_windows(mnt, variant, hive_files, files_out):
     mk(protect + "/Preferred", bytes.fromhex(MASTERKEY_GUID.replace("-", "")) +
        struct.pack("<Q", regf.FIXED_FILETIME))
     mk(TASK_PATH, task_xml())
+    for d, hash_part, guid in MACHINE_KEY_CONTAINERS:
+        # Content is a placeholder: sidfs reads container names, never their keys.
+        mk(f"{d}/{hash_part}_{guid}", b"sidfs test master: placeholder key container\0" + bytes(64))
+    mk("Windows/SMSCFG.INI", smscfg_ini())
     mk(evtx.PATH, evtx.security_log())
     for path, _enc, data in sid_text_files():
         mk(path, data)
@@ -457,6 +461,13 @@ def make_manifest(a, size, parts, win, volinfo, hive_files, reg_values, domain_s
                         "sus_client_id": SUS_CLIENT_ID,
                         "sus_client_id_validation": SUS_CLIENT_ID_VALIDATION.hex(),
                         "msdtc_cids": [{"description": d, "cid": c} for d, c in MSDTC_CIDS]},
+        "machine_key_containers": [
+            {"dir": d, "name": f"{h}_{g}", "named_after_machine_guid": g == MACHINE_GUID}
+            for d, h, g in MACHINE_KEY_CONTAINERS],
+        "unchanged_identifiers": {"sqm_machine_id": SQM_MACHINE_ID,
+                                  "defender_sense_guid": DEFENDER_SENSE_GUID,
+                                  "dhcpv6_duid": DHCPV6_DUID.hex(),
+                                  "sms_unique_id": SMS_UNIQUE_ID},
         "domain": {"name": DOMAIN_NAME, "sid": domain_sid},
         "product": product,
         "local_accounts": [{"name": n, "rid": r, "sid": msid(r)} for n, r in LOCAL_ACCOUNTS],

@@ -135,6 +135,10 @@ def identifiers(s: HiveSpec, cv: str):
         s.val(r"Classes\CID" + "\\" + cid + r"\CustomProperties\Log\Path", "", REG_SZ,
               sz(r"C:\Windows\system32\MsDtc"))
     s.val(r"Microsoft\MSDTC", "MaxLogSize", REG_DWORD, dword(4096))
+    # Known but not changed by sidfs (listed by `sidfs inspect`).
+    s.val(r"Microsoft\SQMClient", "MachineId", REG_SZ, sz(SQM_MACHINE_ID), True, SQM_MACHINE_ID)
+    s.val(r"Microsoft\Windows Advanced Threat Protection", "senseGuid", REG_SZ,
+          sz(DEFENDER_SENSE_GUID), True, DEFENDER_SENSE_GUID)
     # Domain-joined: DefaultDomainName is the domain (never rewritten), AltDefaultDomainName the
     # computer (rewritten).
     s.val(cv + r"\Winlogon", "DefaultDomainName", REG_SZ, sz(DOMAIN_NAME), True, DOMAIN_NAME)
@@ -156,6 +160,8 @@ def system(product, hiberboot: int) -> HiveSpec:
     s.val(tcp, "Hostname", REG_SZ, sz(COMPUTER_NAME), True, COMPUTER_NAME)
     s.val(tcp, "NV Hostname", REG_SZ, sz(COMPUTER_NAME), True, COMPUTER_NAME)
     s.val(tcp, "Domain", REG_SZ, sz(""))
+    s.val(cs + r"\Services\Tcpip6\Parameters", "Dhcpv6DUID", REG_BINARY, DHCPV6_DUID, True,
+          DHCPV6_DUID.hex())
     # A second control set (LastKnownGood history): the computer name lives in every one.
     s.val(r"ControlSet002\Control\ComputerName\ComputerName", "ComputerName", REG_SZ,
           sz(COMPUTER_NAME), True, COMPUTER_NAME)

@@ -62,6 +62,37 @@ MSDTC_CIDS = [("MSDTC", "{5F2C1A3E-9B7D-4E61-8C2A-1D3E5F7A9B0C}"),
               ("MSDTCXATM", "{C1D3E5F7-A9B0-4C2E-8D4F-6A8B0C2E4F61}"),
               ("MSDTCTIPGW", "{E7F9A1B3-C5D7-4E9F-A1B3-C5D7E9F1A3B5}")]
 
+# Machine key containers (docs/IDENTIFIERS.md): Windows names each file
+# `<MD5 of the container name as 4 little-endian DWORDs>_<MachineGuid>`; CryptoAPI keeps them in
+# Crypto\RSA\MachineKeys, CNG in Crypto\Keys and (LocalSystem) Crypto\SystemKeys.
+# f686aace... is the Remote Desktop self-signed certificate's key (TSSecKeySet1). One file
+# carries another machine's GUID (copied keys exist in the wild): not named after this machine.
+CRYPTO = "ProgramData/Microsoft/Crypto"
+FOREIGN_MACHINE_GUID = "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d"
+MACHINE_KEY_CONTAINERS = [
+    (CRYPTO + "/RSA/MachineKeys", "f686aace6942fb7f7ceb231212eef4a4", MACHINE_GUID),
+    (CRYPTO + "/RSA/MachineKeys", "6de9cb26d2b98c01ec4e9e8b34824aa2", MACHINE_GUID),
+    (CRYPTO + "/RSA/MachineKeys", "c2319c42033a5ca7f44e731bfd3fa2b5", FOREIGN_MACHINE_GUID),
+    (CRYPTO + "/Keys", "de7cf8a7901d2ad13e5c67c29e5d1662", MACHINE_GUID),
+    (CRYPTO + "/SystemKeys", "7bf32367ff67a36d73847d0f98b0d5e5", MACHINE_GUID),
+]
+
+# Identifiers sidfs knows but does not change (docs/IDENTIFIERS.md, `sidfs inspect`).
+SQM_MACHINE_ID = "{5D1F0A11-7C3E-4B2A-9D8E-1F2A3B4C5D6E}"
+DEFENDER_SENSE_GUID = "6a7b8c9d-0e1f-4a2b-8c3d-4e5f6a7b8c9d"
+# DUID-LLT (RFC 8415 11.2): type 1, hardware type 1 (Ethernet), time, MAC.
+DHCPV6_DUID = bytes.fromhex("000100012f5d1f0052540012a4b6")
+SMS_UNIQUE_ID = "GUID:5D1F5C0C-2B3A-4C4D-8E5F-6A7B8C9D0E1F"
+
+
+def smscfg_ini() -> bytes:
+    """Windows\SMSCFG.INI as the Configuration Manager client writes it (ANSI, CRLF)."""
+    return ("[Configuration - Client Properties]\r\n"
+            f"SMS Unique Identifier={SMS_UNIQUE_ID}\r\n"
+            "SMS Certificate Identifier=SMS;5D1F5D1F00000000000000000000000000000000\r\n"
+            ).encode("ascii")
+
+
 PRODUCTS = {
     "workstation": {"name": "Windows 10 Pro", "edition": "Professional", "current_build": "19045",
                     "display_version": "22H2", "installation_type": "Client",

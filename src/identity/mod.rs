@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod hive;
+pub mod unchanged;
 
 use std::fmt;
 use std::str::FromStr;
@@ -116,11 +117,17 @@ pub struct FoundIdentifier {
     pub value: String,
     /// The places Windows reads it from (sidfs also replaces every other occurrence in the hives).
     pub locations: Vec<Location>,
+    /// Volume paths of files whose names carry the value: for `MachineGuid`, the machine key
+    /// containers `<hash>_<MachineGuid>` ([`MACHINE_KEY_DIRS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub named_files: Vec<String>,
 }
 
 pub const SYSTEM_HIVE: &str = r"Windows\System32\config\SYSTEM";
 pub const SOFTWARE_HIVE: &str = r"Windows\System32\config\SOFTWARE";
 pub const SECURITY_HIVE: &str = r"Windows\System32\config\SECURITY";
+/// The Configuration Manager client's identity file (`%windir%\SMSCFG.INI`).
+pub const SMSCFG_INI: &str = r"Windows\SMSCFG.INI";
 
 /// Computer-name values of one control set: (key below the control set, value).
 const NAME_VALUES: [(&str, &str); 4] = [
@@ -208,9 +215,63 @@ pub fn format_guid_like(bytes: &[u8; 16], template: &str) -> String {
     s
 }
 
+/// Where Windows keeps machine key containers, each a file named
+/// `<MD5 of the container name>_<MachineGuid>` (docs/IDENTIFIERS.md): CryptoAPI machine keys,
+/// CNG machine keys, and CNG keys of LocalSystem.
+pub const MACHINE_KEY_DIRS: [&str; 3] = [
+    r"ProgramData\Microsoft\Crypto\RSA\MachineKeys",
+    r"ProgramData\Microsoft\Crypto\Keys",
+    r"ProgramData\Microsoft\Crypto\SystemKeys",
+];
+
+/// Length of the hash part of a container file name: 16 MD5 bytes as hex.
+const CONTAINER_HASH_LEN: usize = 32;
+
+/// True when `file_name` is a key container named after `machine_guid`:
+/// `<32 hex digits>_<MachineGuid>` (the GUID compared without braces, in any case).
+pub fn is_container_of(file_name: &str, machine_guid: &str) -> bool {
+    let guid = machine_guid.trim_start_matches('{').trim_end_matches('}');
+    let Some((hash, suffix)) = file_name.split_once('_') else {
+        return false;
+    };
+    hash.len() == CONTAINER_HASH_LEN
+        && hash.bytes().all(|b| b.is_ascii_hexdigit())
+        && suffix.eq_ignore_ascii_case(guid)
+}
+
 /// Every identifier of a Windows installation. `read` returns a hive file's bytes by volume
-/// path (`None` if absent). Unreadable hives simply contribute nothing.
+/// path (`None` if absent). Unreadable hives simply contribute nothing. Files named after an
+/// identifier are not looked for: see [`discover_on`].
 pub fn discover(read: &dyn Fn(&str) -> Option<Vec<u8>>) -> Vec<FoundIdentifier> {
+    discover_on(read, &|_| None)
+}
+
+/// [`discover`], and `list` (the file names in a volume directory, `None` if absent) finds the
+/// machine key containers named after `MachineGuid`.
+pub fn discover_on(
+    read: &dyn Fn(&str) -> Option<Vec<u8>>,
+    list: &dyn Fn(&str) -> Option<Vec<String>>,
+) -> Vec<FoundIdentifier> {
+    let mut found = discover_in_hives(read);
+    for f in found
+        .iter_mut()
+        .filter(|f| f.kind == IdentifierKind::MachineGuid)
+    {
+        for dir in MACHINE_KEY_DIRS {
+            let mut names: Vec<String> = list(dir)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| is_container_of(n, &f.value))
+                .collect();
+            names.sort();
+            f.named_files
+                .extend(names.into_iter().map(|n| format!("{dir}\\{n}")));
+        }
+    }
+    found
+}
+
+fn discover_in_hives(read: &dyn Fn(&str) -> Option<Vec<u8>>) -> Vec<FoundIdentifier> {
     let mut found = Vec::new();
     let system = read(SYSTEM_HIVE);
     let software = read(SOFTWARE_HIVE);
@@ -293,6 +354,7 @@ pub fn discover(read: &dyn Fn(&str) -> Option<Vec<u8>>) -> Vec<FoundIdentifier> 
                 label: None,
                 value: name,
                 locations,
+                named_files: Vec::new(),
             });
         }
     }
@@ -312,6 +374,7 @@ pub fn discover(read: &dyn Fn(&str) -> Option<Vec<u8>>) -> Vec<FoundIdentifier> 
                         key: key.into(),
                         value: Some(value.into()),
                     }],
+                    named_files: Vec::new(),
                 });
             }
         }
@@ -340,6 +403,7 @@ pub fn discover(read: &dyn Fn(&str) -> Option<Vec<u8>>) -> Vec<FoundIdentifier> 
                     key: path,
                     value: None,
                 }],
+                named_files: Vec::new(),
             });
         }
     }
@@ -467,6 +531,33 @@ pub struct IdentityChoice {
     /// What the user kept with `--keep` (found in the master, left as it is).
     #[serde(default)]
     pub kept: Vec<IdentifierKind>,
+    /// What sidfs keeps by default because changing it would break the clone
+    /// (docs/IDENTIFIERS.md): `MachineGuid` when machine key containers are named after it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<HeldIdentifier>,
+}
+
+/// An identifier kept as in the master although the user did not ask for it, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldIdentifier {
+    pub kind: IdentifierKind,
+    pub value: String,
+    pub reason: String,
+}
+
+/// Why `MachineGuid` stays when files are named after it.
+fn machine_guid_held(f: &FoundIdentifier) -> Option<HeldIdentifier> {
+    (f.kind == IdentifierKind::MachineGuid && !f.named_files.is_empty()).then(|| HeldIdentifier {
+        kind: f.kind,
+        value: f.value.clone(),
+        reason: format!(
+            "{} machine key container(s) (e.g. {}) are named after it and Windows looks \
+             containers up under the current MachineGuid, so a new one would orphan the \
+             machine's private keys (docs/IDENTIFIERS.md)",
+            f.named_files.len(),
+            f.named_files[0]
+        ),
+    })
 }
 
 /// What the user asked for at mount or export.
@@ -490,8 +581,13 @@ impl IdentityChoice {
             }
         }
         let mut changes = Vec::new();
+        let mut held = Vec::new();
         for f in found {
             if req.keep.contains(&f.kind) {
+                continue;
+            }
+            if let Some(h) = machine_guid_held(f) {
+                held.push(h);
                 continue;
             }
             let new = match f.kind {
@@ -527,6 +623,7 @@ impl IdentityChoice {
         Ok(IdentityChoice {
             changes,
             kept: req.keep.clone(),
+            held,
         })
     }
 

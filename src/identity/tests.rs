@@ -103,6 +103,7 @@ fn found() -> Vec<FoundIdentifier> {
         label: None,
         value: value.into(),
         locations: vec![],
+        named_files: vec![],
     };
     vec![
         f(IdentifierKind::Hostname, "STUDENT-PC8"),
@@ -178,6 +179,7 @@ fn mapping_replaces_every_form_keeps_case_and_respects_word_boundaries() {
             },
         ],
         kept: vec![],
+        held: vec![],
     };
     let m = IdentityMapping::new(&choice).unwrap();
     let mut buf = Vec::new();
@@ -223,6 +225,7 @@ fn computer_name_change(new: &str) -> IdentityChoice {
             new: new.into(),
         }],
         kept: vec![],
+        held: vec![],
     }
 }
 
@@ -296,6 +299,7 @@ fn a_renamed_key_is_resorted_in_its_parents_list() {
             new: new.clone(),
         }],
         kept: vec![],
+        held: vec![],
     };
     let map = IdentityMapping::new(&choice).unwrap();
     let (out, report) = hive::rewrite_identifiers(&ntuser, &map).unwrap();
@@ -317,4 +321,199 @@ fn a_renamed_key_is_resorted_in_its_parents_list() {
     for n in &names[1..] {
         assert!(key.subkey(n).unwrap().is_some(), "{n} still found");
     }
+}
+
+/// A hive made by hivexsh from STUDENT-PC8's SECURITY (a small clean real hive) plus `script`;
+/// `None` (with the reason printed) when hivexsh or the real data is absent.
+fn hivex_hive(script: &str) -> Option<Vec<u8>> {
+    let source = crate::testutil::realdata("winreg-kb-STUDENT-PC8/SECURITY");
+    if !crate::testutil::tool_present("hivexsh") || !source.exists() {
+        println!("SKIPPED: hivexsh or the STUDENT-PC8 realdata is absent");
+        return None;
+    }
+    use std::io::Write;
+    let dir = crate::testutil::TempDir::new("identity-hive");
+    let target = dir.path("hive");
+    std::fs::write(&target, std::fs::read(source).unwrap()).unwrap();
+    let mut child = std::process::Command::new("hivexsh")
+        .arg("-w")
+        .arg(&target)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{script}commit\n").as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "hivexsh script failed");
+    Some(std::fs::read(&target).unwrap())
+}
+
+const GUID: &str = "3f2504e0-4f89-41d3-9a0c-0305e82c3301";
+
+#[test]
+fn container_names_follow_hash_underscore_machine_guid() {
+    assert!(is_container_of(
+        &format!("f686aace6942fb7f7ceb231212eef4a4_{GUID}"),
+        GUID
+    ));
+    assert!(is_container_of(
+        &format!("F686AACE6942FB7F7CEB231212EEF4A4_{}", GUID.to_uppercase()),
+        &format!("{{{GUID}}}")
+    ));
+    for not in [
+        format!("f686aace6942fb7f7ceb231212eef4a_{GUID}"), // 31 hex digits
+        format!("g686aace6942fb7f7ceb231212eef4a4_{GUID}"),
+        "f686aace6942fb7f7ceb231212eef4a4_0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d".into(),
+        format!("f686aace6942fb7f7ceb231212eef4a4{GUID}"),
+        format!("f686aace6942fb7f7ceb231212eef4a4_{GUID}.bak"),
+        String::new(),
+    ] {
+        assert!(!is_container_of(&not, GUID), "{not}");
+    }
+}
+
+/// Prove that discover_on finds the containers named after MachineGuid in all three key
+/// folders (and only those), and that decide then keeps MachineGuid with the reason, unless the
+/// user keeps it anyway; without containers it changes as before.
+#[test]
+fn machine_guid_is_held_when_key_containers_are_named_after_it() {
+    let Some(software) = hivex_hive(&format!(
+        "add Microsoft\ncd Microsoft\nadd Cryptography\ncd Cryptography\n\
+         setval 1\nMachineGuid\nstring:{GUID}\n"
+    )) else {
+        return;
+    };
+    let read = |p: &str| (p == SOFTWARE_HIVE).then(|| software.clone());
+    let list = |dir: &str| -> Option<Vec<String>> {
+        let names: &[&str] = match dir {
+            r"ProgramData\Microsoft\Crypto\RSA\MachineKeys" => &[
+                "f686aace6942fb7f7ceb231212eef4a4_3f2504e0-4f89-41d3-9a0c-0305e82c3301",
+                "c2319c42033a5ca7f44e731bfd3fa2b5_0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d",
+            ],
+            r"ProgramData\Microsoft\Crypto\Keys" => {
+                &["de7cf8a7901d2ad13e5c67c29e5d1662_3f2504e0-4f89-41d3-9a0c-0305e82c3301"]
+            }
+            r"ProgramData\Microsoft\Crypto\SystemKeys" => &["desktop.ini"],
+            _ => return None,
+        };
+        Some(names.iter().map(|n| n.to_string()).collect())
+    };
+    let found = discover_on(&read, &list);
+    let guid = found
+        .iter()
+        .find(|f| f.kind == IdentifierKind::MachineGuid)
+        .expect("MachineGuid found");
+    assert_eq!(guid.value, GUID);
+    assert_eq!(
+        guid.named_files,
+        vec![
+            format!(
+                r"ProgramData\Microsoft\Crypto\RSA\MachineKeys\f686aace6942fb7f7ceb231212eef4a4_{GUID}"
+            ),
+            format!(r"ProgramData\Microsoft\Crypto\Keys\de7cf8a7901d2ad13e5c67c29e5d1662_{GUID}"),
+        ]
+    );
+    let choice = IdentityChoice::decide(&found, &IdentityRequest::default(), 7).unwrap();
+    assert!(choice.new_value(IdentifierKind::MachineGuid).is_none());
+    assert_eq!(choice.held.len(), 1);
+    assert_eq!(choice.held[0].kind, IdentifierKind::MachineGuid);
+    assert!(
+        choice.held[0].reason.contains("2 machine key container(s)"),
+        "{}",
+        choice.held[0].reason
+    );
+    let kept = IdentityChoice::decide(
+        &found,
+        &IdentityRequest {
+            hostname: None,
+            keep: vec![IdentifierKind::MachineGuid],
+        },
+        7,
+    )
+    .unwrap();
+    assert!(kept.held.is_empty(), "kept by the user, not held");
+    // The old discovery (no listing) and a master without containers: MachineGuid changes.
+    let bare = discover(&read);
+    assert!(bare.iter().all(|f| f.named_files.is_empty()));
+    let changed = IdentityChoice::decide(&bare, &IdentityRequest::default(), 7).unwrap();
+    assert!(changed.new_value(IdentifierKind::MachineGuid).is_some());
+    assert!(changed.held.is_empty());
+    // A state.json written before `held` existed still reads.
+    let old: IdentityChoice =
+        serde_json::from_str(r#"{"changes":[],"kept":["machine-guid"]}"#).unwrap();
+    assert!(old.held.is_empty());
+}
+
+/// Prove that each known-but-unchanged identifier is reported, from synthetic hives made by
+/// hivex and an SMSCFG.INI, with its place and a reason; absent ones are not listed.
+#[test]
+fn unchanged_identifiers_are_listed_with_place_and_reason() {
+    let Some(software) = hivex_hive(
+        "add Microsoft\ncd Microsoft\nadd SQMClient\ncd SQMClient\n\
+         setval 1\nMachineId\nstring:{5D1F0A11-7C3E-4B2A-9D8E-1F2A3B4C5D6E}\ncd ..\n\
+         add Windows Advanced Threat Protection\ncd Windows Advanced Threat Protection\n\
+         setval 1\nsenseGuid\nstring:6a7b8c9d-0e1f-4a2b-8c3d-4e5f6a7b8c9d\ncd ..\n\
+         add Windows NT\ncd Windows NT\nadd CurrentVersion\ncd CurrentVersion\n\
+         add SoftwareProtectionPlatform\ncd SoftwareProtectionPlatform\nadd Activation\n\
+         cd Activation\nsetval 1\nCMID\nstring:7c1e2a3b-4d5e-4f60-8172-839405a6b7c8\n",
+    ) else {
+        return;
+    };
+    let Some(system) = hivex_hive(
+        "add Select\ncd Select\nsetval 1\nCurrent\ndword:2\ncd \\\n\
+         add ControlSet002\ncd ControlSet002\nadd Services\ncd Services\nadd Tcpip6\n\
+         cd Tcpip6\nadd Parameters\ncd Parameters\n\
+         setval 1\nDhcpv6DUID\nhex:3:00,01,00,01,2f,5d,1f,00,52,54,00,12,a4,b6\n",
+    ) else {
+        return;
+    };
+    let ini =
+        b"[Configuration - Client Properties]\r\nSMS Unique Identifier=GUID:5D1F\r\n".to_vec();
+    let read = |p: &str| match p {
+        SOFTWARE_HIVE => Some(software.clone()),
+        SYSTEM_HIVE => Some(system.clone()),
+        SMSCFG_INI => Some(ini.clone()),
+        _ => None,
+    };
+    let found = unchanged::discover_unchanged(&read);
+    let get = |name: &str| {
+        found
+            .iter()
+            .find(|u| u.name == name)
+            .unwrap_or_else(|| panic!("{name} not listed: {found:?}"))
+    };
+    assert_eq!(
+        get("kms-client-machine-id").value,
+        "7c1e2a3b-4d5e-4f60-8172-839405a6b7c8"
+    );
+    assert_eq!(
+        get("kms-client-machine-id").location.as_ref().unwrap().key,
+        r"Microsoft\Windows NT\CurrentVersion\SoftwareProtectionPlatform\Activation"
+    );
+    assert_eq!(
+        get("sqm-machine-id").value,
+        "{5D1F0A11-7C3E-4B2A-9D8E-1F2A3B4C5D6E}"
+    );
+    assert_eq!(
+        get("defender-sense-guid").value,
+        "6a7b8c9d-0e1f-4a2b-8c3d-4e5f6a7b8c9d"
+    );
+    assert_eq!(get("sccm-sms-guid").value, "GUID:5D1F");
+    assert_eq!(get("sccm-sms-guid").file.as_deref(), Some(SMSCFG_INI));
+    let duid = get("dhcpv6-duid");
+    assert_eq!(duid.value, "000100012f5d1f0052540012a4b6");
+    assert_eq!(
+        duid.location.as_ref().unwrap().key,
+        r"ControlSet002\Services\Tcpip6\Parameters",
+        "the current control set"
+    );
+    assert_eq!(found.len(), 5);
+    assert!(found.iter().all(|u| !u.why.is_empty()));
+    // Nothing there, nothing listed; garbage hives give nothing, never a panic.
+    assert!(unchanged::discover_unchanged(&|_| None).is_empty());
+    assert!(unchanged::discover_unchanged(&|_| Some(vec![0x72; 4096])).is_empty());
 }

@@ -323,11 +323,22 @@ pub(super) fn inspect_installation(
     }
 
     let special_files = special_files(volume, &mut findings);
-    let identifiers = crate::identity::discover(&|path: &str| {
+    let read = |path: &str| {
         volume
             .read_file(path, "", crate::rewrite::model::HIVE_LIMIT)
             .ok()
+    };
+    let identifiers = crate::identity::discover_on(&read, &|dir: &str| {
+        let entries = volume.list_dir(dir).ok()?;
+        Some(
+            entries
+                .into_iter()
+                .filter(|e| !e.is_directory)
+                .map(|e| e.name)
+                .collect(),
+        )
     });
+    let unchanged_identifiers = crate::identity::unchanged::discover_unchanged(&read);
 
     WindowsReport {
         partition_index: partition.index,
@@ -353,6 +364,7 @@ pub(super) fn inspect_installation(
         hives,
         special_files,
         identifiers,
+        unchanged_identifiers,
     }
 }
 

@@ -299,6 +299,28 @@ fn render_windows(w: &WindowsReport, out: &mut String) {
             }
         }
         table(out, &rows);
+        for id in w.identifiers.iter().filter(|i| !i.named_files.is_empty()) {
+            let _ = writeln!(
+                out,
+                "    {} stays as in the master by default: {} machine key container(s) are named after it (docs/IDENTIFIERS.md)",
+                id.kind,
+                id.named_files.len()
+            );
+        }
+    }
+    if !w.unchanged_identifiers.is_empty() {
+        let _ = writeln!(
+            out,
+            "  identifiers sidfs does not change (the same in every clone):"
+        );
+        for u in &w.unchanged_identifiers {
+            let place = match (&u.location, &u.file) {
+                (Some(l), _) => l.to_string(),
+                (None, Some(f)) => f.clone(),
+                (None, None) => "-".to_string(),
+            };
+            let _ = writeln!(out, "    {} {} ({place}): {}", u.name, u.value, u.why);
+        }
     }
     out.push('\n');
 }

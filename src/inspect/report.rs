@@ -106,6 +106,10 @@ pub struct WindowsReport {
     /// where Windows reads them: what `sidfs mount` makes unique (docs/IDENTIFIERS.md).
     #[serde(default)]
     pub identifiers: Vec<crate::identity::FoundIdentifier>,
+    /// Per-machine identifiers sidfs knows but leaves as they are in every clone (KMS CMID, SQM
+    /// MachineId, SCCM SMS GUID, Defender sensor id, DHCPv6 DUID), each with why.
+    #[serde(default)]
+    pub unchanged_identifiers: Vec<crate::identity::unchanged::UnchangedIdentifier>,
 }
 
 /// Facts of the Windows volume that decide whether it can be cloned.
