@@ -7,6 +7,7 @@
 //! multi-sector records) build on it.
 
 pub mod derive;
+pub mod ese;
 pub mod evtx;
 pub mod hive;
 pub mod junction;
