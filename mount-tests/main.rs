@@ -13,3 +13,4 @@ mod identity;
 mod inspect;
 mod overlay;
 mod rewrite;
+mod stores;

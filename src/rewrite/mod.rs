@@ -8,6 +8,7 @@
 
 pub mod derive;
 pub mod ese;
+pub mod ese_structure;
 pub mod evtx;
 pub mod hive;
 pub mod junction;

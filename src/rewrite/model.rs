@@ -59,6 +59,31 @@ pub struct EventLogFile {
     pub layout: StreamLayout,
 }
 
+/// Where Windows keeps its ESE (JET Blue) databases, relative to a volume [issue 11]: System
+/// Resource Usage Monitor, Windows Search, BITS, Windows Update, User Access Logging (servers).
+/// Each profile's `AppData\Local\Microsoft\Windows\WebCache\WebCacheV01.dat` is added per profile.
+pub const ESE_PATHS: [&str; 5] = [
+    r"Windows\System32\sru\SRUDB.dat",
+    r"ProgramData\Microsoft\Search\Data\Applications\Windows\Windows.edb",
+    r"ProgramData\Microsoft\Network\Downloader\qmgr.db",
+    r"Windows\SoftwareDistribution\DataStore\DataStore.edb",
+    r"Windows\System32\LogFiles\Sum\Current.mdb",
+];
+/// Per-profile ESE database (Internet Explorer / Edge legacy web cache).
+pub const PROFILE_ESE_PATH: &str = r"AppData\Local\Microsoft\Windows\WebCache\WebCacheV01.dat";
+/// At most this many directory entries of each volume are listed looking for `*.evtx` files
+/// outside [`EVENT_LOG_DIR`]; a volume with more is searched that far, and a warning says so.
+pub const EVENT_LOG_WALK_BUDGET: usize = 200_000;
+
+/// One ESE database found by path and signature.
+pub struct EseFile {
+    /// Path on its volume, with the name as listed.
+    pub path: String,
+    /// Index of its volume in [`WindowsSurvey::volumes`].
+    pub volume: usize,
+    pub layout: StreamLayout,
+}
+
 /// One NTFS volume of the master.
 pub struct NtfsPart {
     pub partition: Partition,
@@ -86,8 +111,11 @@ pub struct WindowsSurvey {
     pub hives: Vec<HiveLocation>,
     /// Scheduled tasks of the Windows volume.
     pub tasks: Vec<TaskFile>,
-    /// Event logs (`*.evtx` in [`EVENT_LOG_DIR`]) of the Windows volume.
+    /// Event logs: `*.evtx` in [`EVENT_LOG_DIR`] of the Windows volume, and every `*.evtx` that
+    /// starts with "ElfFile\0" anywhere on every NTFS volume.
     pub event_logs: Vec<EventLogFile>,
+    /// ESE databases ([`ESE_PATHS`], per-profile web caches) on every NTFS volume.
+    pub ese_databases: Vec<EseFile>,
 }
 
 impl WindowsSurvey {
@@ -168,6 +196,125 @@ fn event_logs_of(volume: &NtfsVolume) -> Vec<EventLogFile> {
         }
     }
     out
+}
+
+/// The first `n` bytes of a plain stream (read from the image), if it has them.
+fn head_of(image: &ImageFile, layout: &StreamLayout, n: usize) -> Option<Vec<u8>> {
+    if !layout.is_plain() || layout.size < n as u64 {
+        return None;
+    }
+    let at = layout.image_offset_of(0)?;
+    let mut buf = vec![0u8; n];
+    image
+        .read_exact_at(at, &mut buf, "a store's signature")
+        .ok()?;
+    Some(buf)
+}
+
+/// Every `*.evtx` below `dir` (bounded by `budget` directory entries).
+fn evtx_below(volume: &NtfsVolume, dir: &str, out: &mut Vec<String>, budget: &mut usize) {
+    let Ok(entries) = volume.list_dir(dir) else {
+        return;
+    };
+    for e in entries {
+        if *budget == 0
+            || e.name == "."
+            || e.name == ".."
+            // NTFS metadata files ($Extend, ...); the recycle bin is searched.
+            || dir.is_empty()
+                && e.name.starts_with('$')
+                && !e.name.eq_ignore_ascii_case("$Recycle.Bin")
+        {
+            continue;
+        }
+        *budget -= 1;
+        let path = if dir.is_empty() {
+            e.name.clone()
+        } else {
+            format!(r"{dir}\{}", e.name)
+        };
+        if e.is_directory {
+            evtx_below(volume, &path, out, budget);
+        } else if e.name.to_ascii_lowercase().ends_with(".evtx") {
+            out.push(path);
+        }
+    }
+}
+
+/// The stores with checksums found on every volume (issue 11): ESE databases at their known
+/// paths that carry the ESE signature, and event logs outside the Windows volume's
+/// [`EVENT_LOG_DIR`] (already listed by [`event_logs_of`]) that start with "ElfFile\0".
+fn stores_of(image: &ImageFile, volumes: &[NtfsPart]) -> (Vec<EseFile>, Vec<EventLogFile>) {
+    let mut ese = Vec::new();
+    let mut logs = Vec::new();
+    for (index, part) in volumes.iter().enumerate() {
+        let volume = &part.volume;
+        let mut paths: Vec<String> = ESE_PATHS.iter().map(|p| p.to_string()).collect();
+        if let Ok(entries) = volume.list_dir("Users") {
+            for e in entries
+                .iter()
+                .filter(|e| e.is_directory && e.name != "." && e.name != "..")
+            {
+                paths.push(format!(r"Users\{}\{PROFILE_ESE_PATH}", e.name));
+            }
+        }
+        for path in paths {
+            if !matches!(volume.try_lookup(&path), Ok(Some(_))) {
+                continue;
+            }
+            match volume.stream_layout(&path, "") {
+                Ok(layout) if layout.is_plain() => {
+                    let head = head_of(image, &layout, 8).unwrap_or_default();
+                    if super::ese::EseHeader::has_signature(&head) {
+                        ese.push(EseFile {
+                            path,
+                            volume: index,
+                            layout,
+                        });
+                    } else {
+                        log::info!("{path}: no ESE signature, not rewritten as a database");
+                    }
+                }
+                Ok(_) => {
+                    log::warn!("{path}: stored compressed or encrypted; its bytes are not searched")
+                }
+                Err(err) => log::warn!("{path}: {err}"),
+            }
+        }
+        let mut found = Vec::new();
+        let mut budget = EVENT_LOG_WALK_BUDGET;
+        evtx_below(volume, "", &mut found, &mut budget);
+        if budget == 0 {
+            log::warn!(
+                "partition {}: more than {EVENT_LOG_WALK_BUDGET} directory entries; event logs beyond them get the generic rewrite",
+                part.partition.index
+            );
+        }
+        let prefix = format!("{EVENT_LOG_DIR}\\").to_ascii_lowercase();
+        for path in found {
+            if part.is_windows
+                && path.to_ascii_lowercase().starts_with(&prefix)
+                && !path[prefix.len()..].contains('\\')
+            {
+                continue;
+            }
+            match volume.stream_layout(&path, "") {
+                Ok(layout) if layout.size > EVENT_LOG_SIZE_LIMIT => log::warn!(
+                    "{path}: {} bytes, over {EVENT_LOG_SIZE_LIMIT}: generic rewrite, CRCs of changed chunks go stale",
+                    layout.size
+                ),
+                Ok(layout)
+                    if head_of(image, &layout, 8).as_deref()
+                        == Some(&super::evtx::FILE_SIGNATURE[..]) =>
+                {
+                    logs.push(EventLogFile { path, layout })
+                }
+                Ok(_) => log::info!("{path}: not an event log (no ElfFile signature)"),
+                Err(err) => log::warn!("{path}: {err}"),
+            }
+        }
+    }
+    (ese, logs)
 }
 
 /// Surveys the master. `Ok(None)`: no Windows installation and no `old_sid` given (the clone is
@@ -273,6 +420,8 @@ pub fn survey(
         }
         event_logs = event_logs_of(volume);
     }
+    let (ese_databases, more_logs) = stores_of(&image, &volumes);
+    event_logs.extend(more_logs);
     if with_constraints {
         for part in &volumes {
             let volume = &part.volume;
@@ -322,5 +471,6 @@ pub fn survey(
         hives,
         tasks,
         event_logs,
+        ese_databases,
     }))
 }
