@@ -39,6 +39,8 @@ pub enum RefusalReason {
     NoWindows,
     /// Part of the Windows volume (a hive, $Volume, $LogFile, ...) cannot be read.
     Unreadable,
+    /// A store with checksums (an ESE database) holds the SID but cannot be rewritten validly.
+    StoreNotRewritable,
 }
 
 /// Something the user should know about a clonable image.
@@ -121,6 +123,7 @@ impl RefusalReason {
             RefusalReason::HiveNotPatchable => "hive-not-patchable",
             RefusalReason::NoWindows => "no-windows",
             RefusalReason::Unreadable => "unreadable",
+            RefusalReason::StoreNotRewritable => "store-not-rewritable",
         }
     }
 }
@@ -161,6 +164,7 @@ mod tests {
             RefusalReason::HiveNotPatchable,
             RefusalReason::NoWindows,
             RefusalReason::Unreadable,
+            RefusalReason::StoreNotRewritable,
         ] {
             let json = serde_json::to_string(&reason).unwrap();
             assert_eq!(json, format!("\"{}\"", reason.as_str()));

@@ -106,6 +106,25 @@ pub struct WindowsReport {
     /// where Windows reads them: what `sidfs mount` makes unique (docs/IDENTIFIERS.md).
     #[serde(default)]
     pub identifiers: Vec<crate::identity::FoundIdentifier>,
+    /// Stores with checksums (ESE databases, event logs outside `winevt\Logs`) and what the
+    /// clone does with each (docs/SEMANTICS.md, "Stores with checksums").
+    #[serde(default)]
+    pub stores: Vec<StoreReport>,
+}
+
+/// One store with checksums on the Windows volume.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreReport {
+    /// Path on the volume.
+    pub path: String,
+    /// "ese" or "evtx".
+    pub kind: String,
+    pub size: u64,
+    /// Machine-SID occurrences in the file, every form.
+    pub sid_occurrences: usize,
+    /// What the clone does: "rewritten with its checksums", "kept as it is (no machine SID)", or
+    /// "refused: <reason>".
+    pub clone: String,
 }
 
 /// Facts of the Windows volume that decide whether it can be cloned.

@@ -517,6 +517,17 @@ pub fn rewrite_ese(original: &[u8], map: &SidMapping) -> Result<EseRewrite, EseE
     Ok(EseRewrite { bytes, report })
 }
 
+/// A mapping from `old` to a SID of the same shape, for checks that depend only on the old SID
+/// (what `inspect` reports before any new SID is chosen).
+pub fn probe_mapping(old: crate::sid::MachineSid) -> Option<SidMapping> {
+    let [a, b, c] = old.digits().map(|d| 10u32.pow(d.saturating_sub(1)));
+    let mut probe = crate::sid::MachineSid::new(a, b, c);
+    if probe == old {
+        probe = crate::sid::MachineSid::new(a + 1, b, c);
+    }
+    SidMapping::new(old, probe).ok()
+}
+
 /// Pages of a database whose stored checksums are wrong (empty pages, with zero at 0, skipped):
 /// for tests and `inspect`. `Err` if the header is not one [`rewrite_ese`] accepts.
 pub fn bad_pages(bytes: &[u8]) -> Result<Vec<usize>, EseError> {

@@ -241,27 +241,51 @@ fn evtx_below(volume: &NtfsVolume, dir: &str, out: &mut Vec<String>, budget: &mu
     }
 }
 
-/// The stores with checksums found on every volume (issue 11): ESE databases at their known
-/// paths that carry the ESE signature, and event logs outside the Windows volume's
-/// [`EVENT_LOG_DIR`] (already listed by [`event_logs_of`]) that start with "ElfFile\0".
+/// Candidate stores with checksums of one volume, by path (issue 11): the ESE database paths that
+/// exist ([`ESE_PATHS`], each profile's [`PROFILE_ESE_PATH`]), and every `*.evtx` outside the
+/// Windows volume's [`EVENT_LOG_DIR`] (whose logs [`event_logs_of`] lists), found by a walk of at
+/// most [`EVENT_LOG_WALK_BUDGET`] entries. Their signatures are checked by the caller.
+pub fn store_paths(volume: &NtfsVolume, is_windows: bool) -> (Vec<String>, Vec<String>) {
+    let mut candidates: Vec<String> = ESE_PATHS.iter().map(|p| p.to_string()).collect();
+    if let Ok(entries) = volume.list_dir("Users") {
+        for e in entries
+            .iter()
+            .filter(|e| e.is_directory && e.name != "." && e.name != "..")
+        {
+            candidates.push(format!(r"Users\{}\{PROFILE_ESE_PATH}", e.name));
+        }
+    }
+    let ese = candidates
+        .into_iter()
+        .filter(|p| matches!(volume.try_lookup(p), Ok(Some(_))))
+        .collect();
+    let mut found = Vec::new();
+    let mut budget = EVENT_LOG_WALK_BUDGET;
+    evtx_below(volume, "", &mut found, &mut budget);
+    if budget == 0 {
+        log::warn!(
+            "the volume at {} has more than {EVENT_LOG_WALK_BUDGET} directory entries; event logs beyond them get the generic rewrite",
+            volume.start()
+        );
+    }
+    let prefix = format!("{EVENT_LOG_DIR}\\").to_ascii_lowercase();
+    found.retain(|path| {
+        !(is_windows
+            && path.to_ascii_lowercase().starts_with(&prefix)
+            && !path[prefix.len()..].contains('\\'))
+    });
+    (ese, found)
+}
+
+/// The stores with checksums found on every volume ([`store_paths`]): ESE databases that carry
+/// the ESE signature, and event logs that start with "ElfFile\0".
 fn stores_of(image: &ImageFile, volumes: &[NtfsPart]) -> (Vec<EseFile>, Vec<EventLogFile>) {
     let mut ese = Vec::new();
     let mut logs = Vec::new();
     for (index, part) in volumes.iter().enumerate() {
         let volume = &part.volume;
-        let mut paths: Vec<String> = ESE_PATHS.iter().map(|p| p.to_string()).collect();
-        if let Ok(entries) = volume.list_dir("Users") {
-            for e in entries
-                .iter()
-                .filter(|e| e.is_directory && e.name != "." && e.name != "..")
-            {
-                paths.push(format!(r"Users\{}\{PROFILE_ESE_PATH}", e.name));
-            }
-        }
-        for path in paths {
-            if !matches!(volume.try_lookup(&path), Ok(Some(_))) {
-                continue;
-            }
+        let (ese_paths, log_paths) = store_paths(volume, part.is_windows);
+        for path in ese_paths {
             match volume.stream_layout(&path, "") {
                 Ok(layout) if layout.is_plain() => {
                     let head = head_of(image, &layout, 8).unwrap_or_default();
@@ -281,23 +305,7 @@ fn stores_of(image: &ImageFile, volumes: &[NtfsPart]) -> (Vec<EseFile>, Vec<Even
                 Err(err) => log::warn!("{path}: {err}"),
             }
         }
-        let mut found = Vec::new();
-        let mut budget = EVENT_LOG_WALK_BUDGET;
-        evtx_below(volume, "", &mut found, &mut budget);
-        if budget == 0 {
-            log::warn!(
-                "partition {}: more than {EVENT_LOG_WALK_BUDGET} directory entries; event logs beyond them get the generic rewrite",
-                part.partition.index
-            );
-        }
-        let prefix = format!("{EVENT_LOG_DIR}\\").to_ascii_lowercase();
-        for path in found {
-            if part.is_windows
-                && path.to_ascii_lowercase().starts_with(&prefix)
-                && !path[prefix.len()..].contains('\\')
-            {
-                continue;
-            }
+        for path in log_paths {
             match volume.stream_layout(&path, "") {
                 Ok(layout) if layout.size > EVENT_LOG_SIZE_LIMIT => log::warn!(
                     "{path}: {} bytes, over {EVENT_LOG_SIZE_LIMIT}: generic rewrite, CRCs of changed chunks go stale",

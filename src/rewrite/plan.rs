@@ -193,10 +193,16 @@ fn ese_structures(
                 when_deleted(&f.path)
             )
         };
+        // Without its bytes there is no telling whether it holds the SID: refused as well.
         let bytes = part
             .volume
             .read_file(&f.path, "", STRUCTURE_LIMIT)
-            .map_err(|e| refuse(format!("it cannot be read whole ({e})")))?;
+            .map_err(|e| {
+                format!(
+                    "{name} cannot be read whole to rewrite the machine SID in it with valid page checksums ({e}); delete that file from the master before capturing it ({})",
+                    when_deleted(&f.path)
+                )
+            })?;
         let holds = holds_sid(map, &bytes);
         let checked = if f.layout.is_plain() {
             rewrite_ese(&bytes, map).map(|_| ())
