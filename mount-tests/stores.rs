@@ -257,3 +257,151 @@ fn an_ese_store_that_cannot_be_rewritten_is_refused() {
     assert!(err.contains("checksum"), "{err}");
     assert!(err.contains("delete that file"), "{err}");
 }
+
+/// A copy of the built test master with `files` added to its Windows volume through ntfs-3g.
+fn windows_master_with(
+    s: &Scratch,
+    name: &str,
+    files: &[(&str, &[u8])],
+) -> (PathBuf, serde_json::Value) {
+    let (built, manifest) = build_master(s, &format!("{name}.built"), &[]);
+    let master = s.path(name);
+    std::fs::copy(&built, &master).unwrap();
+    let (start, size) = windows_partition(&manifest);
+    let dev = LoopDev::writable(&master, start, size);
+    let vol = s.mkdir(&format!("{name}-rw"));
+    ok(Command::new("ntfs-3g").arg(&dev.0).arg(&vol));
+    let m = RwMount(vol);
+    for (path, bytes) in files {
+        let p = m.0.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+    }
+    drop(m);
+    drop(dev);
+    (master, manifest)
+}
+
+/// `sidfs inspect --json`: (exit status, report).
+fn inspect(master: &Path) -> (i32, serde_json::Value) {
+    let out = run(sidfs().arg("inspect").arg(master).arg("--json"));
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "inspect --json: {e}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap_or(-1), report)
+}
+
+const EXPORTED_LOG: &str = "Users/Public/Documents/Security-exported.evtx";
+const QMGR_PATH: &str = "ProgramData/Microsoft/Network/Downloader/qmgr.db";
+
+/// Prove, on a Windows master, that inspect lists its stores with checksums — an event log
+/// outside `winevt\Logs` holding the machine SID ("rewritten"), an ESE database without it ("kept")
+/// — and that a clone's copy of that log passes python-evtx's checks; and that an ESE database
+/// holding the machine SID on a page whose checksum no longer matches makes inspect refuse
+/// (`store-not-rewritable`) and mount refuse with one line.
+#[test]
+fn inspect_lists_the_stores_of_a_windows_master() {
+    if !tools_present() {
+        return;
+    }
+    let s = Scratch::new("stores-inspect");
+    let (built, manifest) = build_master(&s, "probe.img", &[]);
+    drop(built);
+    let old = manifest["machine_sid"].as_str().unwrap().to_string();
+    let log = event_log_for(&old);
+    let db = srudb();
+    let (master, _) =
+        windows_master_with(&s, "good.img", &[(EXPORTED_LOG, &log), (QMGR_PATH, &db)]);
+    let (code, report) = inspect(&master);
+    assert_eq!(code, 0, "{report}");
+    let stores = report["windows"]["stores"].as_array().unwrap();
+    let find = |suffix: &str| {
+        stores
+            .iter()
+            .find(|st| st["path"].as_str().unwrap().ends_with(suffix))
+            .unwrap_or_else(|| panic!("{suffix} not listed: {stores:?}"))
+            .clone()
+    };
+    let exported = find("Security-exported.evtx");
+    assert_eq!(exported["kind"], "evtx");
+    assert!(
+        exported["sid_occurrences"].as_u64().unwrap() > 0,
+        "{exported}"
+    );
+    assert!(exported["clone"].as_str().unwrap().starts_with("rewritten"));
+    let qmgr = find("qmgr.db");
+    assert_eq!(qmgr["kind"], "ese");
+    assert_eq!(qmgr["sid_occurrences"], 0);
+    assert!(qmgr["clone"].as_str().unwrap().starts_with("kept"));
+    assert!(
+        !stores.iter().any(|st| st["path"]
+            .as_str()
+            .unwrap()
+            .contains(r"winevt\Logs\Security.evtx")),
+        "the logs of winevt\\Logs are not listed as extra stores: {stores:?}"
+    );
+
+    let mp = s.mkdir("mp");
+    let m = Mounted::new(&master, &mp, 33, &s.path("state"), &[]);
+    let info: serde_json::Value =
+        serde_json::from_slice(&read_all(&m.mountpoint.join("clone.json"))).unwrap();
+    let new = info["new_sid"].as_str().unwrap().to_string();
+    let have_evtx = Command::new("/usr/bin/python3")
+        .args(["-c", "import Evtx.Evtx"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if have_evtx {
+        let checker = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/tools/clone-check/check_evtx.py"
+        );
+        let partition = manifest["windows_partition"].as_u64().unwrap().to_string();
+        let out = run(Command::new("/usr/bin/python3")
+            .env("CHECK_EVTX_VOLUME", &partition)
+            .arg(checker)
+            .arg(&master)
+            .arg(m.disk())
+            .arg(&old)
+            .arg(&new));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            text.lines().rev().find(|l| !l.trim().is_empty()),
+            Some("PASS"),
+            "check_evtx.py:\n{text}"
+        );
+        assert!(text.contains("Security-exported.evtx"), "{text}");
+    } else {
+        have_tool("python-evtx-for-usr-bin-python3");
+    }
+    m.unmount();
+
+    // The real SRUDB.dat made to hold this master's SID by a plain byte replacement: its page
+    // checksums no longer match, so neither inspect nor mount will clone it.
+    let (_, _, srum_bin) = sid_forms(SRUM_SID);
+    let (_, _, old_bin) = sid_forms(&old);
+    let mut stale = db.clone();
+    while let Some(at) = stale.windows(12).position(|w| w == srum_bin) {
+        stale[at..at + 12].copy_from_slice(&old_bin);
+    }
+    let (refused, _) = windows_master_with(&s, "refused.img", &[(SRUDB_PATH, &stale)]);
+    let (code, report) = inspect(&refused);
+    assert_eq!(code, 3, "{report}");
+    let refusals = report["refusals"].as_array().unwrap();
+    assert!(
+        refusals
+            .iter()
+            .any(|r| r["reason"] == "store-not-rewritable"
+                && r["message"].as_str().unwrap().contains("SRUDB.dat")),
+        "{refusals:?}"
+    );
+    let out = mount_cmd(&refused, &s.mkdir("mp2"), 34, &s.path("state2"), &[]);
+    let err = one_line_error(&out);
+    assert!(
+        err.contains("SRUDB.dat") && err.contains("checksum"),
+        "{err}"
+    );
+}
