@@ -203,12 +203,20 @@ fn srudb_and_event_logs_on_a_data_disk_pass_their_oracles() {
     assert_eq!(clone_db.len(), db.len());
     assert_eq!(count(&clone_db, &new_bin), 2);
 
+    check_clone_db(&s, &db, &clone_db, &new);
+}
+
+/// esedbexport -v on the master's and the clone's SRUDB.dat: no checksum mismatch in either, and
+/// every exported table of the clone equals the master's with the SID replaced.
+fn check_clone_db(s: &Scratch, db: &[u8], clone_db: &[u8], new: &str) {
+    let (_, _, old_bin) = sid_forms(SRUM_SID);
+    let (_, _, new_bin) = sid_forms(new);
     // The database: libesedb reads every page of both and checks their checksums.
     let (mp_db, cp_db) = (s.path("master-SRUDB.dat"), s.path("clone-SRUDB.dat"));
-    std::fs::write(&mp_db, &db).unwrap();
-    std::fs::write(&cp_db, &clone_db).unwrap();
-    let (master_log, master_tables) = esedbexport(&s, &mp_db, "master");
-    let (clone_log, clone_tables) = esedbexport(&s, &cp_db, "clone");
+    std::fs::write(&mp_db, db).unwrap();
+    std::fs::write(&cp_db, clone_db).unwrap();
+    let (master_log, master_tables) = esedbexport(s, &mp_db, "master");
+    let (clone_log, clone_tables) = esedbexport(s, &cp_db, "clone");
     assert!(!master_log.contains("mismatch"), "{master_log}");
     assert!(
         !clone_log.contains("mismatch"),
@@ -224,7 +232,7 @@ fn srudb_and_event_logs_on_a_data_disk_pass_their_oracles() {
         saw_sid |= m.contains(&old_hex);
         assert_eq!(
             *c,
-            m.replace(&old_hex, &new_hex).replace(SRUM_SID, &new),
+            m.replace(&old_hex, &new_hex).replace(SRUM_SID, new),
             "table {name} differs beyond the SID"
         );
     }
@@ -404,4 +412,83 @@ fn inspect_lists_the_stores_of_a_windows_master() {
         err.contains("SRUDB.dat") && err.contains("checksum"),
         "{err}"
     );
+}
+
+/// Prove that a SRUDB.dat stored in two fragments, the junction inside the page that holds the
+/// SID (512-byte clusters), comes out with every page checksum valid: the page is checksummed as
+/// a whole across the junction. The file is fragmented by ntfs-3g itself: its first part is
+/// written, then a one-cluster gap file and a spacer; the volume is filled up, the spacer deleted,
+/// and the rest appended into the spacer's clusters, beyond the gap.
+#[test]
+fn a_fragmented_srudb_keeps_valid_checksums() {
+    if !tools_present() || !have_tool("ntfsinfo") {
+        return;
+    }
+    use std::io::Write;
+    let s = Scratch::new("stores-fragmented");
+    let db = srudb();
+    let (_, _, old_bin) = sid_forms(SRUM_SID);
+    let at = db.windows(12).position(|w| w == old_bin).unwrap();
+    // A cluster boundary inside the SID's 4 KiB page, before the SID.
+    let split = at / 512 * 512;
+    assert!(split % 4096 != 0 && split < at);
+    const SIZE: u64 = 16 << 20;
+    let master = s.path("fragmented.img");
+    std::fs::File::create(&master)
+        .unwrap()
+        .set_len(SIZE)
+        .unwrap();
+    ok(Command::new("mkntfs")
+        .args(["-F", "-Q", "-q", "-c", "512"])
+        .arg(&master));
+    {
+        let dev = LoopDev::writable(&master, 0, SIZE);
+        let vol = s.mkdir("rw");
+        ok(Command::new("ntfs-3g").arg(&dev.0).arg(&vol));
+        let m = RwMount(vol);
+        let dir = m.0.join("Windows/System32/sru");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("SRUDB.dat");
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(&db[..split]).unwrap();
+        f.sync_all().unwrap();
+        std::fs::write(m.0.join("gap"), [b'g'; 512]).unwrap();
+        std::fs::write(m.0.join("spacer"), vec![b's'; db.len() - split + 64 * 1024]).unwrap();
+        let mut blocker = std::fs::File::create(m.0.join("blocker")).unwrap();
+        for chunk in [1usize << 20, 4096, 512] {
+            while blocker.write_all(&vec![b'Z'; chunk]).is_ok() {}
+        }
+        drop(blocker);
+        std::fs::remove_file(m.0.join("spacer")).unwrap();
+        f.write_all(&db[split..]).unwrap();
+        f.sync_all().unwrap();
+        drop(f);
+        drop(m);
+        let out = ok(Command::new("ntfsinfo").args([
+            "-v",
+            "-F",
+            "/Windows/System32/sru/SRUDB.dat",
+            &dev.0,
+        ]));
+        let runs: usize = out
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Total runs: "))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no run count:\n{out}"));
+        assert!(runs >= 2, "SRUDB.dat is not fragmented:\n{out}");
+    }
+    let mp = s.mkdir("mp");
+    let m = Mounted::new(&master, &mp, 35, &s.path("state"), &["--old-sid", SRUM_SID]);
+    let info: serde_json::Value =
+        serde_json::from_slice(&read_all(&m.mountpoint.join("clone.json"))).unwrap();
+    let new = info["new_sid"].as_str().unwrap().to_string();
+    let clone_db = {
+        let dev = LoopDev::new(&m.disk(), 0, SIZE);
+        let nm = NtfsMount::new(&dev.0, &s.path("clone-ro"));
+        read_all(&nm.0.join(SRUDB_PATH))
+    };
+    m.unmount();
+    assert_eq!(count(&clone_db, &old_bin), 0);
+    check_clone_db(&s, &db, &clone_db, &new);
 }
