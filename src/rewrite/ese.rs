@@ -447,12 +447,17 @@ fn seven_bit_patterns(text: &[u8]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The first place where the SID appears 7-bit compressed, if any.
+/// The first place where the SID appears 7-bit compressed (as `S-1-5-21-…` or `s-1-5-21-…`), if
+/// any.
 fn find_seven_bit_sid(bytes: &[u8], map: &SidMapping) -> Option<usize> {
-    let text = map.old().ascii();
-    seven_bit_patterns(&text)
+    let upper = map.old().ascii();
+    let mut lower = upper.clone();
+    lower[0] = b's';
+    [upper, lower]
         .iter()
-        .find_map(|p| memchr::memmem::find(bytes, p))
+        .flat_map(|text| seven_bit_patterns(text))
+        .filter_map(|p| memchr::memmem::find(bytes, &p))
+        .min()
 }
 
 /// Rewrites the SID in one ESE database file (see the module documentation).

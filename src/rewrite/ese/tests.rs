@@ -201,8 +201,13 @@ fn unknown_formats_and_dirty_databases_are_refused() {
 #[test]
 fn a_seven_bit_compressed_sid_is_refused() {
     let map = mapping();
-    let text = map.old().ascii();
-    for phase in 0..8 {
+    let upper = map.old().ascii();
+    let mut lower = upper.clone();
+    lower[0] = b's';
+    for (phase, text) in (0..8)
+        .map(|p| (p, &upper))
+        .chain((0..8).map(|p| (p, &lower)))
+    {
         let mut db = srudb();
         // Pack "x" * phase bits then the SID's characters into a free spot of page 40.
         let at = 40 * 4096 + 2000;
@@ -290,5 +295,21 @@ fn the_ecc_locates_a_single_bit_flip() {
         let row = (diff >> 5) & 0x3ff;
         let column = diff & 31;
         assert_eq!((row * 32 + column) as usize, bit);
+    }
+}
+
+/// The probe mapping `inspect` uses keeps every sub-authority's digit count and differs from the
+/// old SID, so that it finds exactly what the clone's mapping finds.
+#[test]
+fn the_probe_mapping_has_the_old_sids_shape() {
+    for old in [
+        MachineSid::new(OLD.0, OLD.1, OLD.2),
+        MachineSid::new(1000000000, 1000000000, 100000000),
+        MachineSid::new(1, 0, 9),
+    ] {
+        let probe = probe_mapping(old).unwrap();
+        assert_eq!(probe.old(), old);
+        assert_ne!(probe.new_sid(), old);
+        assert_eq!(probe.new_sid().digits(), old.digits());
     }
 }
