@@ -213,32 +213,46 @@ fn head_of(image: &ImageFile, layout: &StreamLayout, n: usize) -> Option<Vec<u8>
     Some(buf)
 }
 
-/// Every `*.evtx` below `dir` (bounded by `budget` directory entries).
-fn evtx_below(volume: &NtfsVolume, dir: &str, out: &mut Vec<String>, budget: &mut usize) {
-    let Ok(entries) = volume.list_dir(dir) else {
-        return;
-    };
-    for e in entries {
-        if *budget == 0
-            || e.name == "."
-            || e.name == ".."
+/// Directories deeper than this below the root are not searched for event logs (Windows paths
+/// are at most 32,767 characters; a hostile image's directory cycle must not recurse without end).
+const EVENT_LOG_WALK_DEPTH: usize = 64;
+
+/// Every `*.evtx` on the volume, breadth first, bounded by `budget` directory entries and
+/// [`EVENT_LOG_WALK_DEPTH`] levels; an explicit queue, so a deep or cyclic tree cannot exhaust the
+/// stack.
+fn evtx_below(volume: &NtfsVolume, out: &mut Vec<String>, budget: &mut usize) {
+    let mut queue = std::collections::VecDeque::from([(String::new(), 0usize)]);
+    while let Some((dir, depth)) = queue.pop_front() {
+        let Ok(entries) = volume.list_dir(&dir) else {
+            continue;
+        };
+        for e in entries {
+            if *budget == 0 {
+                return;
+            }
+            if e.name == "." || e.name == ".." {
+                continue;
+            }
             // NTFS metadata files ($Extend, ...); the recycle bin is searched.
-            || dir.is_empty()
+            if dir.is_empty()
                 && e.name.starts_with('$')
                 && !e.name.eq_ignore_ascii_case("$Recycle.Bin")
-        {
-            continue;
-        }
-        *budget -= 1;
-        let path = if dir.is_empty() {
-            e.name.clone()
-        } else {
-            format!(r"{dir}\{}", e.name)
-        };
-        if e.is_directory {
-            evtx_below(volume, &path, out, budget);
-        } else if e.name.to_ascii_lowercase().ends_with(".evtx") {
-            out.push(path);
+            {
+                continue;
+            }
+            *budget -= 1;
+            let path = if dir.is_empty() {
+                e.name.clone()
+            } else {
+                format!(r"{dir}\{}", e.name)
+            };
+            if e.is_directory {
+                if depth < EVENT_LOG_WALK_DEPTH {
+                    queue.push_back((path, depth + 1));
+                }
+            } else if e.name.to_ascii_lowercase().ends_with(".evtx") {
+                out.push(path);
+            }
         }
     }
 }
@@ -263,7 +277,7 @@ pub fn store_paths(volume: &NtfsVolume, is_windows: bool) -> (Vec<String>, Vec<S
         .collect();
     let mut found = Vec::new();
     let mut budget = EVENT_LOG_WALK_BUDGET;
-    evtx_below(volume, "", &mut found, &mut budget);
+    evtx_below(volume, &mut found, &mut budget);
     if budget == 0 {
         log::warn!(
             "the volume at {} has more than {EVENT_LOG_WALK_BUDGET} directory entries; event logs beyond them get the generic rewrite",
