@@ -313,3 +313,52 @@ fn the_probe_mapping_has_the_old_sids_shape() {
         assert_eq!(probe.new_sid().digits(), old.digits());
     }
 }
+
+/// A database of 32 KiB pages built here (the real SRUDB.dat's header with the page size and the
+/// large pages' format): the SID in blocks 0 and 2 of one page and across the boundary of two
+/// pages is replaced, and every page's four block checksums verify afterwards; pages without the
+/// SID are untouched.
+#[test]
+fn a_large_page_database_is_rewritten_with_valid_block_checksums() {
+    const PAGE: usize = 32768;
+    let real = srudb();
+    let mut db = vec![0u8; PAGE * 6];
+    for copy in 0..2 {
+        let h = &mut db[copy * PAGE..(copy + 1) * PAGE];
+        h[..4096].copy_from_slice(&real[..4096]);
+        h[236..240].copy_from_slice(&(PAGE as u32).to_le_bytes());
+        set_checksums(h, 0, PageFormat::Header);
+    }
+    for index in 2..6 {
+        let page = built_page(PAGE, FLAG_NEW_CHECKSUM | 0x2, index as u32);
+        db[index * PAGE..(index + 1) * PAGE].copy_from_slice(&page);
+    }
+    let sid = binary(OLD);
+    db[2 * PAGE + 200..2 * PAGE + 212].copy_from_slice(&sid);
+    db[2 * PAGE + 17000..2 * PAGE + 17012].copy_from_slice(&sid);
+    db[4 * PAGE + 30000..4 * PAGE + 30012].copy_from_slice(&sid);
+    for index in 2..6 {
+        let pgno = index as u32 - 1;
+        set_checksums(
+            &mut db[index * PAGE..(index + 1) * PAGE],
+            pgno,
+            PageFormat::Large,
+        );
+    }
+    assert_eq!(bad_pages(&db).unwrap(), Vec::<usize>::new());
+    let out = rewrite_ese(&db, &mapping()).unwrap();
+    assert_eq!(out.report.replaced.total(), 3);
+    assert_eq!(out.report.large_pages_changed, 2);
+    assert_eq!(bad_pages(&out.bytes).unwrap(), Vec::<usize>::new());
+    assert_eq!(count(&out.bytes, &binary(NEW)), 3);
+    assert_eq!(
+        out.bytes[3 * PAGE..4 * PAGE],
+        db[3 * PAGE..4 * PAGE],
+        "a page without the SID"
+    );
+    assert_eq!(
+        out.bytes[5 * PAGE..],
+        db[5 * PAGE..],
+        "a page without the SID"
+    );
+}
