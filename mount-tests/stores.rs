@@ -239,6 +239,22 @@ fn check_clone_db(s: &Scratch, db: &[u8], clone_db: &[u8], new: &str) {
     assert!(saw_sid, "the master's tables show the SID");
 }
 
+/// `sidfs mount` expected to refuse; should it mount instead, the clone is unmounted before the
+/// caller's assertion fails, so that no mount outlives the test.
+fn refused_mount(
+    master: &Path,
+    mp: &Path,
+    seed: u64,
+    state: &Path,
+    extra: &[&str],
+) -> std::process::Output {
+    let out = mount_cmd(master, mp, seed, state, extra);
+    if out.status.success() {
+        let _ = run(sidfs().arg("umount").arg(mp));
+    }
+    out
+}
+
 /// Prove fail-closed: a SRUDB.dat whose page holding the SID already has a wrong checksum cannot
 /// be rewritten validly, so `sidfs mount` refuses the master with one line naming the file.
 #[test]
@@ -259,7 +275,7 @@ fn an_ese_store_that_cannot_be_rewritten_is_refused() {
     db[other] ^= 0x40;
     let master = data_disk(&s, "data.img", &[(SRUDB_PATH, &db)]);
     let mp = s.mkdir("mp");
-    let out = mount_cmd(&master, &mp, 32, &s.path("state"), &["--old-sid", SRUM_SID]);
+    let out = refused_mount(&master, &mp, 32, &s.path("state"), &["--old-sid", SRUM_SID]);
     let err = one_line_error(&out);
     assert!(err.contains(r"Windows\System32\sru\SRUDB.dat"), "{err}");
     assert!(err.contains("checksum"), "{err}");
@@ -406,7 +422,7 @@ fn inspect_lists_the_stores_of_a_windows_master() {
                 && r["message"].as_str().unwrap().contains("SRUDB.dat")),
         "{refusals:?}"
     );
-    let out = mount_cmd(&refused, &s.mkdir("mp2"), 34, &s.path("state2"), &[]);
+    let out = refused_mount(&refused, &s.mkdir("mp2"), 34, &s.path("state2"), &[]);
     let err = one_line_error(&out);
     assert!(
         err.contains("SRUDB.dat") && err.contains("checksum"),
