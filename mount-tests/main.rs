@@ -14,3 +14,4 @@ mod inspect;
 mod overlay;
 mod refusals;
 mod rewrite;
+mod stores;

@@ -41,6 +41,8 @@ pub enum RefusalReason {
     Unreadable,
     /// The image is shorter than a partition or NTFS volume in it: the volume's end is missing.
     Truncated,
+    /// A store with checksums (an ESE database) holds the SID but cannot be rewritten validly.
+    StoreNotRewritable,
 }
 
 /// Something the user should know about a clonable image.
@@ -124,6 +126,7 @@ impl RefusalReason {
             RefusalReason::NoWindows => "no-windows",
             RefusalReason::Unreadable => "unreadable",
             RefusalReason::Truncated => "truncated",
+            RefusalReason::StoreNotRewritable => "store-not-rewritable",
         }
     }
 }
@@ -164,6 +167,7 @@ mod tests {
             RefusalReason::HiveNotPatchable,
             RefusalReason::NoWindows,
             RefusalReason::Unreadable,
+            RefusalReason::StoreNotRewritable,
         ] {
             let json = serde_json::to_string(&reason).unwrap();
             assert_eq!(json, format!("\"{}\"", reason.as_str()));

@@ -6,7 +6,7 @@ use super::finding::{Refusal, RefusalReason, Warning, WarningReason};
 use super::hive_file::{self, HiveCheck};
 use super::report::{
     AccountReport, DomainReport, HiveLogReport, HiveReport, MachineSidSources, ProfileReport,
-    SidSource, SpecialFilesReport, VolumeReport, WindowsReport,
+    SidSource, SpecialFilesReport, StoreReport, VolumeReport, WindowsReport,
 };
 use super::{SPECIAL_FILE_EXAMPLES, SPECIAL_FILE_SCAN_LIMIT};
 use crate::hive::windows::{
@@ -340,6 +340,8 @@ pub(super) fn inspect_installation(
     });
     let unchanged_identifiers = crate::identity::unchanged::discover_unchanged(&read);
 
+    let stores = store_reports(volume, machine_sid, &mut findings);
+
     WindowsReport {
         partition_index: partition.index,
         volume: volume_report,
@@ -365,7 +367,71 @@ pub(super) fn inspect_installation(
         special_files,
         identifiers,
         unchanged_identifiers,
+        stores,
     }
+}
+
+/// The stores with checksums of the Windows volume (`crate::rewrite::model::store_paths`), each
+/// with its SID occurrences and what the clone does; an ESE database the clone cannot rewrite is
+/// a refusal, as `sidfs mount` refuses it.
+fn store_reports(
+    volume: &NtfsVolume,
+    machine_sid: Option<MachineSid>,
+    f: &mut Findings<'_>,
+) -> Vec<StoreReport> {
+    use crate::rewrite::ese::{probe_mapping, rewrite_ese, EseHeader};
+    let map = machine_sid.and_then(probe_mapping);
+    let (ese, logs) = crate::rewrite::model::store_paths(volume, true);
+    let mut out = Vec::new();
+    let limit = crate::rewrite::plan::STRUCTURE_LIMIT;
+    for (path, kind) in ese
+        .iter()
+        .map(|p| (p, "ese"))
+        .chain(logs.iter().map(|p| (p, "evtx")))
+    {
+        let bytes = match volume.read_file(path, "", limit) {
+            Ok(b) => b,
+            Err(e) if kind == "ese" => {
+                f.refuse(
+                    RefusalReason::StoreNotRewritable,
+                    format!("The ESE database {path} cannot be read whole ({e}): delete it from the master before capturing it (docs/SEMANTICS.md, \"Stores with checksums\")."),
+                );
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let signed = match kind {
+            "ese" => EseHeader::has_signature(&bytes),
+            _ => bytes.starts_with(crate::rewrite::evtx::FILE_SIGNATURE),
+        };
+        if !signed {
+            continue;
+        }
+        let sids = map.as_ref().map_or(0, |m| m.find_all(&bytes, true).len());
+        let clone = match (kind, &map) {
+            ("ese", Some(map)) => match rewrite_ese(&bytes, map) {
+                Ok(_) if sids == 0 => "kept as it is (no machine SID)".to_string(),
+                Ok(_) => "rewritten with its page checksums".to_string(),
+                Err(e) => {
+                    f.refuse(
+                        RefusalReason::StoreNotRewritable,
+                        format!("The ESE database {path} holds the machine SID but cannot be rewritten with valid page checksums ({e}): delete it from the master before capturing it (docs/SEMANTICS.md, \"Stores with checksums\")."),
+                    );
+                    format!("refused: {e}")
+                }
+            },
+            _ if sids == 0 => "kept as it is (no machine SID)".to_string(),
+            _ => "rewritten with its CRCs".to_string(),
+        };
+        out.push(StoreReport {
+            path: path.clone(),
+            kind: kind.to_string(),
+            size: bytes.len() as u64,
+            sid_occurrences: sids,
+            clone,
+        });
+    }
+    out
 }
 
 /// $Volume flags, $LogFile and hiberfil.sys, with their refusals.

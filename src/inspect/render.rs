@@ -274,6 +274,24 @@ fn render_windows(w: &WindowsReport, out: &mut String) {
         s.encrypted,
         s.compressed
     );
+    if !w.stores.is_empty() {
+        let _ = writeln!(out, "  stores with checksums:");
+        let mut rows = vec![vec![
+            "    kind".to_string(),
+            "SIDs".to_string(),
+            "the clone".to_string(),
+            "path".to_string(),
+        ]];
+        for st in &w.stores {
+            rows.push(vec![
+                format!("    {}", st.kind),
+                st.sid_occurrences.to_string(),
+                st.clone.clone(),
+                st.path.clone(),
+            ]);
+        }
+        table(out, &rows);
+    }
     if !w.identifiers.is_empty() {
         let _ = writeln!(
             out,

@@ -110,6 +110,25 @@ pub struct WindowsReport {
     /// MachineId, SCCM SMS GUID, Defender sensor id, DHCPv6 DUID), each with why.
     #[serde(default)]
     pub unchanged_identifiers: Vec<crate::identity::unchanged::UnchangedIdentifier>,
+    /// Stores with checksums (ESE databases, event logs outside `winevt\Logs`) and what the
+    /// clone does with each (docs/SEMANTICS.md, "Stores with checksums").
+    #[serde(default)]
+    pub stores: Vec<StoreReport>,
+}
+
+/// One store with checksums on the Windows volume.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreReport {
+    /// Path on the volume.
+    pub path: String,
+    /// "ese" or "evtx".
+    pub kind: String,
+    pub size: u64,
+    /// Machine-SID occurrences in the file, every form.
+    pub sid_occurrences: usize,
+    /// What the clone does: "rewritten with its checksums", "kept as it is (no machine SID)", or
+    /// "refused: <reason>".
+    pub clone: String,
 }
 
 /// Facts of the Windows volume that decide whether it can be cloned.

@@ -7,6 +7,8 @@
 //! multi-sector records) build on it.
 
 pub mod derive;
+pub mod ese;
+pub mod ese_structure;
 pub mod evtx;
 pub mod hive;
 pub mod junction;

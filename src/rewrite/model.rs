@@ -1,10 +1,12 @@
 //! What the rewrite needs to know about a master, learned once when a clone is mounted: the
 //! Windows volume, the machine SID, the names that constrain the new SID's order, the ranges never
-//! to touch, and the whole structures (hives, `$Secure`, event logs) to transform on first touch.
+//! to touch, and the whole structures (hives, `$Secure`, event logs, ESE databases) to transform
+//! on first touch.
 //!
 //! Cost: it reads the partition table, a few MFT records, the SECURITY and SAM hives, and walks
-//! the key names of every hive (to find SID-named keys), lists the event-log directory; no scan of the disk's data. The chosen
-//! SID is stored in the clone's state, so a remount does not depend on this being repeated
+//! the key names of every hive (to find SID-named keys), lists the event-log directory, looks up
+//! the known ESE database paths and walks at most [`EVENT_LOG_WALK_BUDGET`] directory entries per
+//! volume for event logs elsewhere; no scan of the disk's data. The chosen SID is stored in the clone's state, so a remount does not depend on this being repeated
 //! identically.
 
 use std::ops::Range;
@@ -59,6 +61,31 @@ pub struct EventLogFile {
     pub layout: StreamLayout,
 }
 
+/// Where Windows keeps its ESE (JET Blue) databases, relative to a volume [issue 11]: System
+/// Resource Usage Monitor, Windows Search, BITS, Windows Update, User Access Logging (servers).
+/// Each profile's `AppData\Local\Microsoft\Windows\WebCache\WebCacheV01.dat` is added per profile.
+pub const ESE_PATHS: [&str; 5] = [
+    r"Windows\System32\sru\SRUDB.dat",
+    r"ProgramData\Microsoft\Search\Data\Applications\Windows\Windows.edb",
+    r"ProgramData\Microsoft\Network\Downloader\qmgr.db",
+    r"Windows\SoftwareDistribution\DataStore\DataStore.edb",
+    r"Windows\System32\LogFiles\Sum\Current.mdb",
+];
+/// Per-profile ESE database (Internet Explorer / Edge legacy web cache).
+pub const PROFILE_ESE_PATH: &str = r"AppData\Local\Microsoft\Windows\WebCache\WebCacheV01.dat";
+/// At most this many directory entries of each volume are listed looking for `*.evtx` files
+/// outside [`EVENT_LOG_DIR`]; a volume with more is searched that far, and a warning says so.
+pub const EVENT_LOG_WALK_BUDGET: usize = 200_000;
+
+/// One ESE database found by path and signature.
+pub struct EseFile {
+    /// Path on its volume, with the name as listed.
+    pub path: String,
+    /// Index of its volume in [`WindowsSurvey::volumes`].
+    pub volume: usize,
+    pub layout: StreamLayout,
+}
+
 /// One NTFS volume of the master.
 pub struct NtfsPart {
     pub partition: Partition,
@@ -86,8 +113,11 @@ pub struct WindowsSurvey {
     pub hives: Vec<HiveLocation>,
     /// Scheduled tasks of the Windows volume.
     pub tasks: Vec<TaskFile>,
-    /// Event logs (`*.evtx` in [`EVENT_LOG_DIR`]) of the Windows volume.
+    /// Event logs: `*.evtx` in [`EVENT_LOG_DIR`] of the Windows volume, and every `*.evtx` that
+    /// starts with "ElfFile\0" anywhere on every NTFS volume.
     pub event_logs: Vec<EventLogFile>,
+    /// ESE databases ([`ESE_PATHS`], per-profile web caches) on every NTFS volume.
+    pub ese_databases: Vec<EseFile>,
 }
 
 impl WindowsSurvey {
@@ -168,6 +198,147 @@ fn event_logs_of(volume: &NtfsVolume) -> Vec<EventLogFile> {
         }
     }
     out
+}
+
+/// The first `n` bytes of a plain stream (read from the image), if it has them.
+fn head_of(image: &ImageFile, layout: &StreamLayout, n: usize) -> Option<Vec<u8>> {
+    if !layout.is_plain() || layout.size < n as u64 {
+        return None;
+    }
+    let at = layout.image_offset_of(0)?;
+    let mut buf = vec![0u8; n];
+    image
+        .read_exact_at(at, &mut buf, "a store's signature")
+        .ok()?;
+    Some(buf)
+}
+
+/// Directories deeper than this below the root are not searched for event logs (Windows paths
+/// are at most 32,767 characters; a hostile image's directory cycle must not recurse without end).
+const EVENT_LOG_WALK_DEPTH: usize = 64;
+
+/// Every `*.evtx` on the volume, breadth first, bounded by `budget` directory entries and
+/// [`EVENT_LOG_WALK_DEPTH`] levels; an explicit queue, so a deep or cyclic tree cannot exhaust the
+/// stack.
+fn evtx_below(volume: &NtfsVolume, out: &mut Vec<String>, budget: &mut usize) {
+    let mut queue = std::collections::VecDeque::from([(String::new(), 0usize)]);
+    while let Some((dir, depth)) = queue.pop_front() {
+        let Ok(entries) = volume.list_dir(&dir) else {
+            continue;
+        };
+        for e in entries {
+            if *budget == 0 {
+                return;
+            }
+            if e.name == "." || e.name == ".." {
+                continue;
+            }
+            // NTFS metadata files ($Extend, ...); the recycle bin is searched.
+            if dir.is_empty()
+                && e.name.starts_with('$')
+                && !e.name.eq_ignore_ascii_case("$Recycle.Bin")
+            {
+                continue;
+            }
+            *budget -= 1;
+            let path = if dir.is_empty() {
+                e.name.clone()
+            } else {
+                format!(r"{dir}\{}", e.name)
+            };
+            if e.is_directory {
+                if depth < EVENT_LOG_WALK_DEPTH {
+                    queue.push_back((path, depth + 1));
+                }
+            } else if e.name.to_ascii_lowercase().ends_with(".evtx") {
+                out.push(path);
+            }
+        }
+    }
+}
+
+/// Candidate stores with checksums of one volume, by path (issue 11): the ESE database paths that
+/// exist ([`ESE_PATHS`], each profile's [`PROFILE_ESE_PATH`]), and every `*.evtx` outside the
+/// Windows volume's [`EVENT_LOG_DIR`] (whose logs [`event_logs_of`] lists), found by a walk of at
+/// most [`EVENT_LOG_WALK_BUDGET`] entries. Their signatures are checked by the caller.
+pub fn store_paths(volume: &NtfsVolume, is_windows: bool) -> (Vec<String>, Vec<String>) {
+    let mut candidates: Vec<String> = ESE_PATHS.iter().map(|p| p.to_string()).collect();
+    if let Ok(entries) = volume.list_dir("Users") {
+        for e in entries
+            .iter()
+            .filter(|e| e.is_directory && e.name != "." && e.name != "..")
+        {
+            candidates.push(format!(r"Users\{}\{PROFILE_ESE_PATH}", e.name));
+        }
+    }
+    let ese = candidates
+        .into_iter()
+        .filter(|p| matches!(volume.try_lookup(p), Ok(Some(_))))
+        .collect();
+    let mut found = Vec::new();
+    let mut budget = EVENT_LOG_WALK_BUDGET;
+    evtx_below(volume, &mut found, &mut budget);
+    if budget == 0 {
+        log::warn!(
+            "the volume at {} has more than {EVENT_LOG_WALK_BUDGET} directory entries; event logs beyond them get the generic rewrite",
+            volume.start()
+        );
+    }
+    let prefix = format!("{EVENT_LOG_DIR}\\").to_ascii_lowercase();
+    found.retain(|path| {
+        !(is_windows
+            && path.to_ascii_lowercase().starts_with(&prefix)
+            && !path[prefix.len()..].contains('\\'))
+    });
+    (ese, found)
+}
+
+/// The stores with checksums found on every volume ([`store_paths`]): ESE databases that carry
+/// the ESE signature, and event logs that start with "ElfFile\0".
+fn stores_of(image: &ImageFile, volumes: &[NtfsPart]) -> (Vec<EseFile>, Vec<EventLogFile>) {
+    let mut ese = Vec::new();
+    let mut logs = Vec::new();
+    for (index, part) in volumes.iter().enumerate() {
+        let volume = &part.volume;
+        let (ese_paths, log_paths) = store_paths(volume, part.is_windows);
+        for path in ese_paths {
+            match volume.stream_layout(&path, "") {
+                Ok(layout) if layout.is_plain() => {
+                    let head = head_of(image, &layout, 8).unwrap_or_default();
+                    if super::ese::EseHeader::has_signature(&head) {
+                        ese.push(EseFile {
+                            path,
+                            volume: index,
+                            layout,
+                        });
+                    } else {
+                        log::info!("{path}: no ESE signature, not rewritten as a database");
+                    }
+                }
+                Ok(_) => {
+                    log::warn!("{path}: stored compressed or encrypted; its bytes are not searched")
+                }
+                Err(err) => log::warn!("{path}: {err}"),
+            }
+        }
+        for path in log_paths {
+            match volume.stream_layout(&path, "") {
+                Ok(layout) if layout.size > EVENT_LOG_SIZE_LIMIT => log::warn!(
+                    "{path}: {} bytes, over {EVENT_LOG_SIZE_LIMIT}: generic rewrite, CRCs of changed chunks go stale",
+                    layout.size
+                ),
+                Ok(layout)
+                    if head_of(image, &layout, 8).as_deref()
+                        == Some(&super::evtx::FILE_SIGNATURE[..]) =>
+                {
+                    logs.push(EventLogFile { path, layout })
+                }
+                Ok(_) => log::info!("{path}: not an event log (no ElfFile signature)"),
+                Err(err) => log::warn!("{path}: {err}"),
+            }
+        }
+    }
+    (ese, logs)
 }
 
 /// Surveys the master. `Ok(None)`: a readable disk without a Windows installation, and no
@@ -264,6 +435,8 @@ pub fn survey(
         }
         event_logs = event_logs_of(volume);
     }
+    let (ese_databases, more_logs) = stores_of(&image, &volumes);
+    event_logs.extend(more_logs);
     if with_constraints {
         for part in &volumes {
             let volume = &part.volume;
@@ -313,5 +486,6 @@ pub fn survey(
         hives,
         tasks,
         event_logs,
+        ese_databases,
     }))
 }

@@ -1,6 +1,8 @@
 //! Turning a surveyed master and a seed into the clone's SID and its patch stage.
 
 use crate::rewrite::derive::{check_explicit_sid, derive_new_sid};
+use crate::rewrite::ese::{rewrite_ese, EseError};
+use crate::rewrite::ese_structure::EseStructure;
 use crate::rewrite::model::WindowsSurvey;
 use crate::rewrite::stage::{SidPatchStage, Structure};
 use crate::rewrite::structures::{EvtxStructure, HiveStructure, SecureStructure};
@@ -123,6 +125,7 @@ pub fn structures_with_identity(
             .filter_map(EvtxStructure::new)
             .map(|e| Box::new(e) as Box<dyn Structure>),
     );
+    out.extend(ese_structures(survey, map)?);
     for part in &survey.volumes {
         // No exemption for a `$Secure` that "seems" to hold no SID: without its layout there is
         // no faithful way to read it, and every Windows volume's descriptors name local accounts.
@@ -133,6 +136,79 @@ pub fn structures_with_identity(
             )
         })?;
         out.push(Box::new(secure));
+    }
+    Ok(out)
+}
+
+/// What Windows does when an ESE database is deleted from the master, for the refusal's advice.
+fn when_deleted(path: &str) -> &'static str {
+    let name = path
+        .rsplit('\\')
+        .next()
+        .unwrap_or(path)
+        .to_ascii_lowercase();
+    match name.as_str() {
+        "srudb.dat" => {
+            "the System Resource Usage Monitor creates a new one and its usage history starts empty"
+        }
+        "windows.edb" => "Windows Search creates a new index and re-indexes",
+        "qmgr.db" => "BITS creates a new one with an empty job queue",
+        "datastore.edb" => "Windows Update creates a new one and its update history starts empty",
+        "webcachev01.dat" => "the user's web cache is created anew at the next logon",
+        "current.mdb" => "User Access Logging starts a new database",
+        _ => "its service creates a new one",
+    }
+}
+
+/// The ESE databases of the survey as structures, checked first (DESIGN invariant 8): one that
+/// holds the old SID (or hides it 7-bit compressed) but cannot be rewritten with valid page
+/// checksums is an error naming it and what deleting it costs; one without the SID is left alone.
+fn ese_structures(
+    survey: &WindowsSurvey,
+    map: &SidMapping,
+) -> Result<Vec<Box<dyn Structure>>, String> {
+    let mut out: Vec<Box<dyn Structure>> = Vec::new();
+    for f in &survey.ese_databases {
+        let Some(part) = survey.volumes.get(f.volume) else {
+            continue;
+        };
+        let name = format!(
+            "ESE database {} (partition {})",
+            f.path, part.partition.index
+        );
+        let refuse = |why: String| {
+            format!(
+                "{name} holds the machine SID but cannot be rewritten with valid page checksums: {why}; delete that file from the master before capturing it ({})",
+                when_deleted(&f.path)
+            )
+        };
+        // Without its bytes there is no telling whether it holds the SID: refused as well.
+        let bytes = part
+            .volume
+            .read_file(&f.path, "", STRUCTURE_LIMIT)
+            .map_err(|e| {
+                format!(
+                    "{name} cannot be read whole to rewrite the machine SID in it with valid page checksums ({e}); delete that file from the master before capturing it ({})",
+                    when_deleted(&f.path)
+                )
+            })?;
+        let holds = holds_sid(map, &bytes);
+        let checked = if f.layout.is_plain() {
+            rewrite_ese(&bytes, map).map(|_| ())
+        } else {
+            Ok(())
+        };
+        match checked {
+            Err(e) if holds || matches!(e, EseError::CompressedSid { .. }) => {
+                return Err(refuse(e.to_string()))
+            }
+            Err(e) => log::info!("{name}: {e}; it holds no machine SID, kept as it is"),
+            Ok(()) if !holds => log::info!("{name}: holds no machine SID, kept as it is"),
+            Ok(()) => match EseStructure::new(f, part.partition.index) {
+                Some(s) => out.push(Box::new(s)),
+                None => return Err(refuse("it is stored compressed or encrypted".into())),
+            },
+        }
     }
     Ok(out)
 }

@@ -1,0 +1,73 @@
+//! An ESE database as a whole structure of the patch stage: [`super::ese::rewrite_ese`] adapted
+//! to disk ranges and edits, like the event logs and hives in `super::structures`.
+
+use std::ops::Range;
+
+use super::ese::rewrite_ese;
+use super::model::EseFile;
+use super::plan::{extent_ranges, read_stream, runs_to_disk};
+use super::stage::{diff_runs, Structure, StructureOutput};
+use super::SidMapping;
+use crate::image::Extent;
+use crate::overlay::MasterImage;
+
+/// One ESE database file: the SID is replaced in the whole file and the checksums of every page
+/// that changed are recomputed. It is registered only after `plan::structures_with_identity`
+/// checked that the master's file can be rewritten so; the transform fails (the read gets EIO)
+/// only if the master changed under the clone.
+pub struct EseStructure {
+    path: String,
+    partition: u32,
+    extents: Vec<Extent>,
+    size: u64,
+}
+
+impl EseStructure {
+    /// `None` for a stream that cannot be patched byte for byte (resident, compressed or
+    /// encrypted).
+    pub fn new(file: &EseFile, partition: u32) -> Option<Self> {
+        let extents = file.layout.extents();
+        if !file.layout.is_plain() || extents.is_empty() {
+            return None;
+        }
+        Some(EseStructure {
+            path: file.path.clone(),
+            partition,
+            extents: extents.to_vec(),
+            size: file.layout.size,
+        })
+    }
+}
+
+impl Structure for EseStructure {
+    fn name(&self) -> String {
+        format!("ESE database {} (partition {})", self.path, self.partition)
+    }
+
+    fn owned(&self) -> Vec<Range<u64>> {
+        extent_ranges(&self.extents)
+    }
+
+    fn transform(&self, master: &MasterImage, map: &SidMapping) -> Result<StructureOutput, String> {
+        let original = read_stream(master, &self.extents, self.size)?;
+        let out = rewrite_ese(&original, map).map_err(|e| e.to_string())?;
+        let r = &out.report;
+        let summary = format!(
+            "{} SID occurrences, {} of {} pages changed with their checksums recomputed ({} header, {} old-format, {} ECC, {} large), {}-byte pages, revision {:#x}",
+            r.replaced.total(),
+            r.pages_changed(),
+            r.pages,
+            r.header_pages_changed,
+            r.old_pages_changed,
+            r.new_pages_changed,
+            r.large_pages_changed,
+            r.page_size,
+            r.format_revision
+        );
+        Ok(StructureOutput {
+            owned_edits: runs_to_disk(diff_runs(&original, &out.bytes), &self.extents),
+            record_edits: Vec::new(),
+            summary,
+        })
+    }
+}
