@@ -21,6 +21,7 @@ const ENTRY_TYPE: usize = 0x00;
 const ENTRY_LENGTH: usize = 0x04;
 const ENTRY_NAME_LENGTH: usize = 0x06;
 const ENTRY_NAME_OFFSET: usize = 0x07;
+const ENTRY_VCN: usize = 0x08;
 const ENTRY_REFERENCE: usize = 0x10;
 /// The smallest entry (up to the attribute id).
 const ENTRY_MIN: usize = 0x1A;
@@ -55,6 +56,7 @@ pub struct MftMap {
     runs: StreamRuns,
     cluster: u64,
     volume: ImageOffset,
+    volume_len: u64,
     record_size: u64,
 }
 
@@ -64,6 +66,7 @@ impl MftMap {
             runs: mft_runs(image, facts)?,
             cluster: u64::from(facts.cluster_size),
             volume: facts.start,
+            volume_len: facts.len,
             record_size: u64::from(facts.file_record_size),
         })
     }
@@ -131,27 +134,65 @@ impl MftMap {
         runs: &[super::record::Run],
         size: u64,
     ) -> Result<Vec<u8>> {
-        if size > MAX_LIST_BYTES {
-            return Err(ImageError::TooLarge {
-                what: "attribute list".into(),
-                size,
-                limit: MAX_LIST_BYTES,
-            });
-        }
-        let mut out = vec![0u8; size as usize];
-        for e in self.extents(runs, size) {
-            if let Some(at) = e.image_offset {
-                let s = e.logical_offset as usize;
-                image.read_exact_at(at, &mut out[s..s + e.len as usize], "attribute list")?;
-            }
-        }
-        Ok(out)
+        read_runs(image, self.volume, self.cluster, runs, size)
     }
 }
 
-/// The records that hold pieces of (`ty`, `name`), from an attribute list's bytes.
+/// Reads a non-resident attribute list (or any small value) through its runs; holes read as
+/// zeros; at most [`MAX_LIST_BYTES`].
+pub(crate) fn read_runs(
+    image: &ImageFile,
+    volume: ImageOffset,
+    cluster: u64,
+    runs: &[super::record::Run],
+    size: u64,
+) -> Result<Vec<u8>> {
+    if size > MAX_LIST_BYTES {
+        return Err(ImageError::TooLarge {
+            what: "attribute list".into(),
+            size,
+            limit: MAX_LIST_BYTES,
+        });
+    }
+    let mut out = vec![0u8; size as usize];
+    for r in runs {
+        let logical = r.vcn.saturating_mul(cluster);
+        if logical >= size {
+            break;
+        }
+        let len = r.clusters.saturating_mul(cluster).min(size - logical);
+        if let Some(p) = r.lcn.and_then(|l| l.checked_mul(cluster)) {
+            let s = logical as usize;
+            image.read_exact_at(
+                ImageOffset(volume.0 + p),
+                &mut out[s..s + len as usize],
+                "attribute list",
+            )?;
+        }
+    }
+    Ok(out)
+}
+
+/// The records that hold pieces of (`ty`, `name`), from an attribute list's bytes, once each.
 fn listed_records(list: &[u8], ty: u32, name: &str, at: ImageOffset) -> Result<Vec<u64>> {
     let mut out = Vec::new();
+    for (record, _) in listed_pieces(list, ty, name, at)? {
+        if !out.contains(&record) {
+            out.push(record);
+        }
+    }
+    Ok(out)
+}
+
+/// The pieces of (`ty`, `name`) an attribute list names: (record, lowest VCN), in VCN order.
+/// Names compare case-insensitively (ASCII), as NTFS compares stream names.
+pub(crate) fn listed_pieces(
+    list: &[u8],
+    ty: u32,
+    name: &str,
+    at: ImageOffset,
+) -> Result<Vec<(u64, u64)>> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
     let mut p = 0usize;
     while p + ENTRY_MIN <= list.len() {
         let e = &list[p..];
@@ -179,29 +220,28 @@ fn listed_records(list: &[u8], ty: u32, name: &str, at: ImageOffset) -> Result<V
             .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
             .collect();
-        if entry_ty == ty && String::from_utf16_lossy(&units) == name {
+        if entry_ty == ty && String::from_utf16_lossy(&units).eq_ignore_ascii_case(name) {
             let reference =
                 u64::from_le_bytes(e[ENTRY_REFERENCE..ENTRY_REFERENCE + 8].try_into().unwrap());
-            let record = reference & 0x0000_FFFF_FFFF_FFFF;
-            if !out.contains(&record) {
-                if out.len() >= MAX_PIECE_RECORDS {
-                    return Err(ImageError::TooLarge {
-                        what: "records of one attribute".into(),
-                        size: out.len() as u64,
-                        limit: MAX_PIECE_RECORDS as u64,
-                    });
-                }
-                out.push(record);
+            let vcn = u64::from_le_bytes(e[ENTRY_VCN..ENTRY_VCN + 8].try_into().unwrap());
+            if out.len() >= MAX_PIECE_RECORDS {
+                return Err(ImageError::TooLarge {
+                    what: "pieces of one attribute".into(),
+                    size: out.len() as u64,
+                    limit: MAX_PIECE_RECORDS as u64,
+                });
             }
+            out.push((reference & 0x0000_FFFF_FFFF_FFFF, vcn));
         }
         p += len;
     }
+    out.sort_by_key(|(_, vcn)| *vcn);
     Ok(out)
 }
 
 /// The layout of attribute (`ty`, `name`) of the file whose base record is `record`, wherever its
-/// pieces are; `None` if the file has no such attribute. Names compare exactly (NTFS attribute
-/// names are case-sensitive).
+/// pieces are; `None` if the file has no such attribute. Names compare case-insensitively
+/// (ASCII), as NTFS compares stream names.
 pub fn attribute_layout(
     image: &ImageFile,
     mft: &MftMap,
@@ -246,7 +286,7 @@ pub fn attribute_layout(
             ));
         }
         for a in rec.attributes {
-            if a.ty != ty || a.name != name {
+            if a.ty != ty || !a.name.eq_ignore_ascii_case(name) {
                 continue;
             }
             match a.value {
@@ -299,11 +339,24 @@ pub fn attribute_layout(
         ));
     }
     let (initialized_size, flags) = head.unwrap_or((0, 0));
+    let extents = mft.extents(&joined.runs, joined.data_size);
+    let volume_end = mft.volume.0.saturating_add(mft.volume_len);
+    if let Some(e) = extents.iter().find(|e| {
+        e.image_offset
+            .is_some_and(|at| at.0.saturating_add(e.len) > volume_end)
+    }) {
+        return Err(ImageError::invalid(
+            base_at,
+            "data run",
+            format!("clusters inside the volume (ending at image offset {volume_end:#x})"),
+            format!("{} bytes at {:?}", e.len, e.image_offset),
+        ));
+    }
     Ok(Some(AttributeLayout::NonResident {
         data_size: joined.data_size,
         initialized_size,
         flags,
-        extents: mft.extents(&joined.runs, joined.data_size),
+        extents,
     }))
 }
 
@@ -338,7 +391,15 @@ mod tests {
             listed_records(&list, 0x80, "$SDS", at).unwrap(),
             vec![9, 3522]
         );
-        assert!(listed_records(&list, 0x80, "$sds", at).unwrap().is_empty());
+        assert_eq!(
+            listed_records(&list, 0x80, "$sds", at).unwrap(),
+            vec![9, 3522]
+        );
+        assert!(listed_records(&list, 0x80, "", at).unwrap().is_empty());
+        assert_eq!(
+            listed_pieces(&list, 0x80, "$SDS", at).unwrap(),
+            vec![(9, 0), (3522, 154)]
+        );
         // A length that runs past the list, or below the minimum, is an error.
         let mut bad = list.clone();
         bad[4] = 0xF0;

@@ -24,8 +24,6 @@ const READ_CHUNK: u64 = 1 << 20;
 const MAX_MFT_BYTES: u64 = 64 << 30;
 /// Most pieces kept for one stream.
 const MAX_PIECES: usize = 1 << 16;
-/// How often the $MFT's extension records are looked for (each round may find more pieces).
-const MFT_PIECE_ROUNDS: usize = 16;
 
 /// A non-resident stream's runs, joined from all its pieces, on one volume.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,57 +201,78 @@ pub(crate) fn mft_runs(image: &ImageFile, facts: &VolumeFacts) -> Result<StreamR
     if !has_list {
         return Ok(joined);
     }
-    // Extension records of $MFT: look through the records the known runs cover for pieces
-    // whose base is record 0, until no new piece appears.
-    for _ in 0..MFT_PIECE_ROUNDS {
-        let known = joined
-            .runs
-            .iter()
-            .map(|r| r.clusters)
-            .sum::<u64>()
-            .saturating_mul(cluster);
-        let count = known.min(joined.data_size) / record_size;
-        let mut all = own.clone();
-        for n in 1..count.min(1 << 20) {
-            let Some(at) = joined.partition_offset(n * record_size, cluster) else {
-                continue;
-            };
-            let at = ImageOffset(volume.0 + at);
-            let Ok(head) = image.read_vec(at, 4, 4, "MFT record") else {
-                continue;
-            };
-            if !is_file_record(&head) {
-                continue;
-            }
-            let Ok(rec) = read_record(image, at, record_size) else {
-                continue;
-            };
-            if !rec.in_use || rec.base_record != Some(0) {
-                continue;
-            }
-            for a in rec.attributes {
-                if let (
-                    TYPE_DATA,
-                    true,
-                    AttributeValue::NonResident {
-                        lowest_vcn, runs, ..
-                    },
-                ) = (a.ty, a.name.is_empty(), a.value)
-                {
-                    all.push(Piece {
-                        lowest_vcn,
-                        data_size: 0,
-                        flags: a.flags,
-                        runs,
-                    });
-                }
+    // Extension records of $MFT: the records record 0's attribute list names for its $DATA,
+    // read in VCN order through the part of the MFT already known.
+    let Some(list_attr) = rec0.attributes.iter().find(|a| a.ty == TYPE_ATTRIBUTE_LIST) else {
+        return Ok(joined);
+    };
+    let list = match &list_attr.value {
+        AttributeValue::Resident { offset, len } => {
+            let mut rec0_bytes =
+                image.read_vec(facts.mft_offset, record_size, 1 << 16, "MFT record")?;
+            FileRecord::parse(&mut rec0_bytes, facts.mft_offset)?;
+            let start = list_attr.at + offset;
+            rec0_bytes
+                .get(start..start + len)
+                .ok_or_else(|| {
+                    ImageError::invalid(
+                        facts.mft_offset,
+                        "$MFT attribute list",
+                        "a value inside record 0".to_string(),
+                        format!("{len} bytes at {start}"),
+                    )
+                })?
+                .to_vec()
+        }
+        AttributeValue::NonResident {
+            data_size, runs, ..
+        } => super::attribute::read_runs(image, volume, cluster, runs, *data_size)?,
+    };
+    let mut all = own;
+    let mut seen = vec![0u64];
+    for (n, _) in super::attribute::listed_pieces(&list, TYPE_DATA, "", facts.mft_offset)? {
+        if seen.contains(&n) {
+            continue;
+        }
+        seen.push(n);
+        let at = n
+            .checked_mul(record_size)
+            .and_then(|l| joined.partition_offset(l, cluster))
+            .ok_or_else(|| {
+                ImageError::invalid(
+                    facts.mft_offset,
+                    "$MFT extension record",
+                    format!("record {n} inside the part of the MFT already known"),
+                    "a record beyond it".to_string(),
+                )
+            })?;
+        let rec = read_record(image, ImageOffset(volume.0 + at), record_size)?;
+        if rec.base_record != Some(0) {
+            return Err(ImageError::invalid(
+                facts.mft_offset,
+                "$MFT extension record",
+                format!("record {n} pointing back to record 0"),
+                format!("a record whose base is {:?}", rec.base_record),
+            ));
+        }
+        for a in rec.attributes {
+            if let (
+                TYPE_DATA,
+                true,
+                AttributeValue::NonResident {
+                    lowest_vcn, runs, ..
+                },
+            ) = (a.ty, a.name.is_empty(), a.value)
+            {
+                all.push(Piece {
+                    lowest_vcn,
+                    data_size: 0,
+                    flags: a.flags,
+                    runs,
+                });
             }
         }
-        let next = join(&key, all, volume)?;
-        if next.runs.len() == joined.runs.len() {
-            return Ok(next);
-        }
-        joined = next;
+        joined = join(&key, all.clone(), volume)?;
     }
     Ok(joined)
 }

@@ -18,15 +18,9 @@ pub mod record;
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use ntfs::attribute_value::NtfsAttributeValue;
 use ntfs::indexes::NtfsFileNameIndex;
-use ntfs::structured_values::{
-    NtfsAttributeList, NtfsFileAttributeFlags, NtfsFileNamespace, NtfsStandardInformation,
-};
-use ntfs::{
-    KnownNtfsFileRecordNumber, Ntfs, NtfsAttribute, NtfsAttributeFlags, NtfsAttributeType,
-    NtfsError, NtfsFile, NtfsFileFlags, NtfsReadSeek,
-};
+use ntfs::structured_values::{NtfsFileAttributeFlags, NtfsFileNamespace, NtfsStandardInformation};
+use ntfs::{KnownNtfsFileRecordNumber, Ntfs, NtfsError, NtfsFile, NtfsFileFlags, NtfsReadSeek};
 
 pub use extent::{Extent, StreamLayout, StreamLocation};
 pub use hives::{HiveFileKind, HiveLocation, HiveRole};
@@ -40,18 +34,10 @@ use crate::image::reader::{ImageFile, ImageOffset, PartitionOffset, PartitionRea
 const MAX_PATH_COMPONENTS: usize = 64;
 /// Most entries we return from one directory listing.
 pub const MAX_DIR_ENTRIES: usize = 1 << 20;
-/// Most data runs we accept for one stream (a 1 KiB record holds ~300; attribute lists allow
-/// more, but a million runs is beyond any real hive or $SDS).
-const MAX_RUNS: usize = 1 << 20;
-/// Most attribute-list entries we follow for one file.
-const MAX_ATTRIBUTE_LIST_ENTRIES: usize = 1 << 16;
 /// How much of $LogFile we read to find both restart pages (2 × the largest page size).
 const LOG_FILE_HEAD: u64 = 2 * 65536;
 /// hiberfil.sys is read for its first page only.
 const HIBERFIL_HEAD: u64 = 4096;
-
-/// One data run: partition offset (`None` for a hole) and allocated bytes.
-type DataRun = (Option<u64>, u64);
 
 /// The hibernation file's state. [FORMAT-FACTS §3 "Hibernation / Fast Startup"]
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,6 +112,8 @@ pub struct NtfsVolume {
     start: ImageOffset,
     len: u64,
     ntfs: Ntfs,
+    /// Where each MFT record lies, read once by our own parser (`attribute.rs`).
+    mft: std::sync::OnceLock<attribute::MftMap>,
 }
 
 impl std::fmt::Debug for NtfsVolume {
@@ -214,6 +202,7 @@ impl NtfsVolume {
             start,
             len: partition.len,
             ntfs,
+            mft: std::sync::OnceLock::new(),
         })
     }
 
@@ -493,10 +482,23 @@ impl NtfsVolume {
         }
     }
 
+    /// The MFT map, read on first use.
+    fn mft_map(&self) -> Result<&attribute::MftMap> {
+        if let Some(m) = self.mft.get() {
+            return Ok(m);
+        }
+        let map = attribute::MftMap::open(&self.image, &self.facts()?)?;
+        Ok(self.mft.get_or_init(|| map))
+    }
+
+    /// The layout of `file`'s `$DATA` stream `stream`, through the one attribute-layout lookup
+    /// (`attribute::attribute_layout`), which follows `$ATTRIBUTE_LIST` wherever the pieces
+    /// are. The `ntfs` crate only names the record (path lookups) and its
+    /// `$STANDARD_INFORMATION` flags.
     fn layout_of(
         &self,
-        ntfs: &Ntfs,
-        fs: &mut PartitionReader,
+        _ntfs: &Ntfs,
+        _fs: &mut PartitionReader,
         file: &NtfsFile<'_>,
         stream: &str,
     ) -> Result<StreamLayout> {
@@ -505,300 +507,50 @@ impl NtfsVolume {
             .info()
             .map(|si: NtfsStandardInformation| si.file_attributes())
             .unwrap_or(NtfsFileAttributeFlags::empty());
-        // Find the first $DATA attribute with this name among the top-level attributes;
-        // remember whether an attribute list exists (the value may then be split).
-        let mut has_list = false;
-        let mut direct: Option<NtfsAttribute<'_, '_>> = None;
-        for attribute in file.attributes_raw() {
-            let attribute =
-                attribute.map_err(self.err(&format!("attributes of record {record}")))?;
-            match attribute.ty() {
-                Ok(NtfsAttributeType::AttributeList) => has_list = true,
-                Ok(NtfsAttributeType::Data) => {
-                    let name = attribute
-                        .name()
-                        .map_err(self.err(&format!("attribute name in record {record}")))?;
-                    if direct.is_none() && name.to_string_lossy().eq_ignore_ascii_case(stream) {
-                        direct = Some(attribute);
-                    }
-                }
-                _ => {}
-            }
-        }
-        let flags_of = |a: &NtfsAttribute<'_, '_>| {
-            let f = a.flags();
-            (
-                f.contains(NtfsAttributeFlags::COMPRESSED)
-                    || si_flags.contains(NtfsFileAttributeFlags::COMPRESSED),
-                f.contains(NtfsAttributeFlags::SPARSE)
-                    || si_flags.contains(NtfsFileAttributeFlags::SPARSE_FILE),
-                f.contains(NtfsAttributeFlags::ENCRYPTED)
-                    || si_flags.contains(NtfsFileAttributeFlags::ENCRYPTED),
-            )
+        let layout = attribute::attribute_layout(
+            &self.image,
+            self.mft_map()?,
+            record,
+            record::TYPE_DATA,
+            stream,
+        )?
+        .ok_or_else(|| ImageError::NotFound {
+            volume: self.start,
+            path: format!("record {record} stream {stream:?} ($DATA)"),
+        })?;
+        let (size, location, flags) = match layout {
+            attribute::AttributeLayout::Resident {
+                record_offset,
+                value_offset,
+                len,
+                ..
+            } => (
+                u64::from(len),
+                StreamLocation::Resident {
+                    image_offset: ImageOffset(record_offset.0 + u64::from(value_offset)),
+                    record_offset,
+                    len: u64::from(len),
+                },
+                0,
+            ),
+            attribute::AttributeLayout::NonResident {
+                data_size,
+                flags,
+                extents,
+                ..
+            } => (data_size, StreamLocation::NonResident { extents }, flags),
         };
-        if let Some(attribute) = direct {
-            let (compressed, sparse, encrypted) = flags_of(&attribute);
-            let size = attribute.value_length();
-            let location = if attribute.is_resident() {
-                self.resident_location(file, &attribute)?
-            } else {
-                let runs = self.runs_of(fs, &attribute, 0)?;
-                StreamLocation::NonResident {
-                    extents: self.clip_runs(runs, size, compressed, record)?,
-                }
-            };
-            return Ok(StreamLayout {
-                file_record: record,
-                stream: stream.to_string(),
-                size,
-                location,
-                compressed,
-                sparse,
-                encrypted,
-            });
-        }
-        if !has_list {
-            return Err(ImageError::NotFound {
-                volume: self.start,
-                path: format!("record {record} stream {stream:?} ($DATA)"),
-            });
-        }
-        self.layout_via_attribute_list(ntfs, fs, file, stream, flags_of)
-    }
-
-    /// Follows $ATTRIBUTE_LIST entries of `file` for a $DATA value split over several records.
-    fn layout_via_attribute_list(
-        &self,
-        ntfs: &Ntfs,
-        fs: &mut PartitionReader,
-        file: &NtfsFile<'_>,
-        stream: &str,
-        flags_of: impl Fn(&NtfsAttribute<'_, '_>) -> (bool, bool, bool),
-    ) -> Result<StreamLayout> {
-        let record = file.file_record_number();
-        let ctx = format!("attribute list of record {record}");
-        let list_attribute = file
-            .attributes_raw()
-            .filter_map(|a| a.ok())
-            .find(|a| matches!(a.ty(), Ok(NtfsAttributeType::AttributeList)))
-            .expect("caller saw an attribute list");
-        let list = list_attribute
-            .structured_value::<_, NtfsAttributeList>(fs)
-            .map_err(self.err(&ctx))?;
-        let mut entries = list.entries();
-        let mut pieces: Vec<(i64, Vec<DataRun>)> = Vec::new();
-        let mut head: Option<(u64, (bool, bool, bool))> = None;
-        let mut seen = 0usize;
-        while let Some(entry) = entries.next(fs) {
-            let entry = entry.map_err(self.err(&ctx))?;
-            seen += 1;
-            if seen > MAX_ATTRIBUTE_LIST_ENTRIES {
-                return Err(ImageError::TooLarge {
-                    what: ctx.clone(),
-                    size: seen as u64,
-                    limit: MAX_ATTRIBUTE_LIST_ENTRIES as u64,
-                });
-            }
-            if !matches!(entry.ty(), Ok(NtfsAttributeType::Data))
-                || !entry.name().to_string_lossy().eq_ignore_ascii_case(stream)
-            {
-                continue;
-            }
-            let piece_file = entry.to_file(ntfs, fs).map_err(self.err(&ctx))?;
-            let attribute = entry.to_attribute(&piece_file).map_err(self.err(&ctx))?;
-            let lowest = entry.lowest_vcn().value();
-            if lowest == 0 {
-                if attribute.is_resident() {
-                    let (compressed, sparse, encrypted) = flags_of(&attribute);
-                    let location = self.resident_location(&piece_file, &attribute)?;
-                    return Ok(StreamLayout {
-                        file_record: record,
-                        stream: stream.to_string(),
-                        size: attribute.value_length(),
-                        location,
-                        compressed,
-                        sparse,
-                        encrypted,
-                    });
-                }
-                head = Some((attribute.value_length(), flags_of(&attribute)));
-            }
-            if attribute.is_resident() {
-                return Err(ImageError::invalid(
-                    self.start,
-                    "attribute list $DATA piece",
-                    "a non-resident piece",
-                    format!("a resident piece at VCN {lowest} of record {record}"),
-                ));
-            }
-            let runs = self.runs_of(fs, &attribute, lowest)?;
-            pieces.push((lowest, runs));
-        }
-        let Some((size, (compressed, sparse, encrypted))) = head else {
-            return Err(ImageError::NotFound {
-                volume: self.start,
-                path: format!("record {record} stream {stream:?} ($DATA, VCN 0)"),
-            });
-        };
-        pieces.sort_by_key(|(vcn, _)| *vcn);
-        let cluster = self.ntfs.cluster_size() as u64;
-        let mut runs = Vec::new();
-        let mut next_vcn_bytes = 0u64;
-        for (vcn, piece) in pieces {
-            let at = (vcn as u64).checked_mul(cluster);
-            if at != Some(next_vcn_bytes) {
-                return Err(ImageError::invalid(
-                    self.start,
-                    "attribute list $DATA pieces",
-                    format!("a piece starting at byte {next_vcn_bytes}"),
-                    format!("a piece at VCN {vcn} (record {record})"),
-                ));
-            }
-            for run in piece {
-                next_vcn_bytes = next_vcn_bytes.saturating_add(run.1);
-                runs.push(run);
-            }
-        }
         Ok(StreamLayout {
             file_record: record,
             stream: stream.to_string(),
             size,
-            location: StreamLocation::NonResident {
-                extents: self.clip_runs(runs, size, compressed, record)?,
-            },
-            compressed,
-            sparse,
-            encrypted,
-        })
-    }
-
-    /// The data runs of one non-resident attribute piece: (partition offset or hole, bytes).
-    fn runs_of(
-        &self,
-        fs: &mut PartitionReader,
-        attribute: &NtfsAttribute<'_, '_>,
-        _lowest_vcn: i64,
-    ) -> Result<Vec<DataRun>> {
-        let value = attribute
-            .value(fs)
-            .map_err(self.err("non-resident value"))?;
-        let NtfsAttributeValue::NonResident(value) = value else {
-            return Err(ImageError::invalid(
-                self.start,
-                "non-resident attribute",
-                "a single non-resident value",
-                "an attribute-list value",
-            ));
-        };
-        let mut runs = Vec::new();
-        for run in value.data_runs() {
-            let run = run.map_err(self.err("data run"))?;
-            if runs.len() >= MAX_RUNS {
-                return Err(ImageError::TooLarge {
-                    what: "data runs of one attribute".into(),
-                    size: runs.len() as u64,
-                    limit: MAX_RUNS as u64,
-                });
-            }
-            let position = run.data_position().value().map(|p| p.get());
-            runs.push((position, run.allocated_size()));
-        }
-        Ok(runs)
-    }
-
-    /// Turns runs into extents covering `[0, size)`, checking each stays inside the volume.
-    fn clip_runs(
-        &self,
-        runs: Vec<DataRun>,
-        size: u64,
-        compressed: bool,
-        record: u64,
-    ) -> Result<Vec<Extent>> {
-        let mut extents = Vec::new();
-        let mut logical = 0u64;
-        for (position, allocated) in runs {
-            if logical >= size && !compressed {
-                break;
-            }
-            let len = if compressed {
-                allocated
-            } else {
-                allocated.min(size - logical)
-            };
-            let image_offset = match position {
-                Some(p) => Some(self.to_image(PartitionOffset(p), len, "data run")?),
-                None => None,
-            };
-            extents.push(Extent {
-                logical_offset: logical,
-                len,
-                image_offset,
-            });
-            logical = logical.saturating_add(allocated);
-        }
-        if logical < size {
-            return Err(ImageError::invalid(
-                self.start,
-                "data runs",
-                format!("runs covering the data size {size} of record {record}"),
-                format!("runs covering {logical} bytes"),
-            ));
-        }
-        Ok(extents)
-    }
-
-    /// Image offset of a resident value: attribute position + value offset (u16 at +0x14 of
-    /// the resident attribute header [layout.h ATTR_RECORD; FORMAT-FACTS §3]).
-    fn resident_location(
-        &self,
-        file: &NtfsFile<'_>,
-        attribute: &NtfsAttribute<'_, '_>,
-    ) -> Result<StreamLocation> {
-        // ntfs 0.4's NtfsResidentAttributeValue::data_position() returns the attribute header's
-        // position, not the value's, so read the value offset ourselves.
-        let attribute_pos = attribute.position().value().map(|p| p.get()).unwrap_or(0);
-        let record_pos = file.position().value().map(|p| p.get()).unwrap_or(0);
-        let field = self.to_image(
-            PartitionOffset(attribute_pos + 0x14),
-            2,
-            "resident attribute",
-        )?;
-        let mut raw = [0u8; 2];
-        self.image
-            .read_exact_at(field, &mut raw, "resident value offset")?;
-        if (field.0 - self.start.0 - record_pos) % 512 == 510 {
-            return Err(ImageError::invalid(
-                field,
-                "resident value offset",
-                "a field outside the fixup positions",
-                "the field on a fixup position".to_string(),
-            ));
-        }
-        let value_offset = u16::from_le_bytes(raw) as u64;
-        let len = attribute.value_length();
-        if value_offset + len > attribute.attribute_length() as u64 {
-            return Err(ImageError::invalid(
-                field,
-                "resident value",
-                format!(
-                    "offset + length within the attribute's {} bytes",
-                    attribute.attribute_length()
-                ),
-                format!("offset {value_offset} + length {len}"),
-            ));
-        }
-        Ok(StreamLocation::Resident {
-            image_offset: self.to_image(
-                PartitionOffset(attribute_pos + value_offset),
-                len,
-                "resident value",
-            )?,
-            record_offset: self.to_image(
-                PartitionOffset(record_pos),
-                self.ntfs.file_record_size() as u64,
-                "MFT record",
-            )?,
-            len,
+            location,
+            compressed: flags & record::ATTR_FLAG_COMPRESSED != 0
+                || si_flags.contains(NtfsFileAttributeFlags::COMPRESSED),
+            sparse: flags & record::ATTR_FLAG_SPARSE != 0
+                || si_flags.contains(NtfsFileAttributeFlags::SPARSE_FILE),
+            encrypted: flags & record::ATTR_FLAG_ENCRYPTED != 0
+                || si_flags.contains(NtfsFileAttributeFlags::ENCRYPTED),
         })
     }
 
