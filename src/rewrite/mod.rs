@@ -15,7 +15,6 @@ pub mod junction;
 pub mod mapping;
 pub mod model;
 pub mod plan;
-pub mod records;
 pub mod secure;
 pub mod stage;
 pub mod structures;

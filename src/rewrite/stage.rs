@@ -20,7 +20,7 @@ use std::sync::{Arc, OnceLock};
 use log::{error, info};
 
 use super::mapping::{SidMapping, SEARCH_CONTEXT};
-use super::records::{find_records, MAX_RECORD};
+use crate::image::ntfs_volume::multi_sector::{find_records, MAX_RECORD};
 use crate::overlay::{DeltaSink, MasterImage, OverlayError, PatchStage, Result};
 
 /// The changed bytes a structure transform produced.

@@ -13,6 +13,7 @@ pub mod fixup;
 pub mod hives;
 pub mod log_file;
 pub mod mft_scan;
+pub mod multi_sector;
 pub mod record;
 
 use std::io::Read;

@@ -15,11 +15,12 @@
 use std::collections::HashSet;
 
 use super::{Part, SecureError};
+use crate::image::ntfs_volume::fixup::apply_fixups;
+use crate::image::ntfs_volume::multi_sector::redo_fixups;
+use crate::image::ImageOffset;
 
 /// Multi-sector fixup granule, whatever the sector size [mst.c].
 const FIXUP_BLOCK: usize = 512;
-const USA_OFFSET_FIELD: usize = 4;
-const USA_COUNT_FIELD: usize = 6;
 const ROOT_COLLATION: usize = 0x04;
 const ROOT_BLOCK_SIZE: usize = 0x08;
 const ROOT_UNITS_PER_BLOCK: usize = 0x0C;
@@ -51,73 +52,23 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 
 /// Undoes the update-sequence fixups of a multi-sector record (`base`: its offset in `part`,
-/// for messages): checks that every 512-byte block ends with the USN and puts back the saved
-/// bytes.
+/// for messages), through the volume's one multi-sector owner
+/// (`image::ntfs_volume::fixup`): every 512-byte block must end with the USN.
 pub fn unfix(buf: &mut [u8], part: Part, base: u64) -> Result<(), SecureError> {
-    let (usa_ofs, usa_count) = usa_of(buf, part, base)?;
-    let usn = [buf[usa_ofs], buf[usa_ofs + 1]];
-    for block in 0..usa_count - 1 {
-        let at = (block + 1) * FIXUP_BLOCK - 2;
-        if buf[at..at + 2] != usn {
-            return Err(SecureError::corrupt(
-                part,
-                base + at as u64,
-                "update sequence number at a sector end",
-                format!("{:02x} {:02x}", usn[0], usn[1]),
-                format!("{:02x} {:02x}", buf[at], buf[at + 1]),
-            ));
-        }
-        let saved = usa_ofs + 2 * (block + 1);
-        buf[at] = buf[saved];
-        buf[at + 1] = buf[saved + 1];
-    }
-    Ok(())
-}
-
-/// Redoes the fixups of a record whose fixups [`unfix`] undid: the sector ends go into the
-/// update sequence array and the USN (unchanged) onto the sector ends.
-pub fn refix(buf: &mut [u8]) {
-    let usa_ofs = u16_at(buf, USA_OFFSET_FIELD) as usize;
-    let usa_count = u16_at(buf, USA_COUNT_FIELD) as usize;
-    let usn = [buf[usa_ofs], buf[usa_ofs + 1]];
-    for block in 0..usa_count - 1 {
-        let at = (block + 1) * FIXUP_BLOCK - 2;
-        let saved = usa_ofs + 2 * (block + 1);
-        buf[saved] = buf[at];
-        buf[saved + 1] = buf[at + 1];
-        buf[at] = usn[0];
-        buf[at + 1] = usn[1];
-    }
-}
-
-/// Validates the update sequence array header [mst.c]: count = 1 + size/512, even offset,
-/// array ending by byte 510.
-fn usa_of(buf: &[u8], part: Part, base: u64) -> Result<(usize, usize), SecureError> {
-    if buf.len() < FIXUP_BLOCK || !buf.len().is_multiple_of(FIXUP_BLOCK) {
-        return Err(SecureError::corrupt(
+    apply_fixups(buf, ImageOffset(base), "index block").map_err(|e| {
+        SecureError::corrupt(
             part,
             base,
-            "multi-sector record size",
-            "a multiple of 512 bytes",
-            format!("{} bytes", buf.len()),
-        ));
-    }
-    let usa_ofs = u16_at(buf, USA_OFFSET_FIELD) as usize;
-    let usa_count = u16_at(buf, USA_COUNT_FIELD) as usize;
-    let blocks = buf.len() / FIXUP_BLOCK;
-    if usa_count != blocks + 1
-        || !usa_ofs.is_multiple_of(2)
-        || usa_ofs + 2 * usa_count > FIXUP_BLOCK - 2
-    {
-        return Err(SecureError::corrupt(
-            part,
-            base + USA_OFFSET_FIELD as u64,
             "update sequence array",
-            format!("count {} at an even offset, ending by byte 510", blocks + 1),
-            format!("count {usa_count} at offset {usa_ofs}"),
-        ));
-    }
-    Ok((usa_ofs, usa_count))
+            "valid fixups (a whole, untorn record)",
+            e.to_string(),
+        )
+    })
+}
+
+/// Redoes the fixups of a record whose fixups [`unfix`] undid.
+pub fn refix(buf: &mut [u8]) {
+    redo_fixups(buf);
 }
 
 /// One INDX block reached from the root, with its fixups undone.

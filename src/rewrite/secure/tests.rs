@@ -550,7 +550,7 @@ fn corrupt_parts_are_errors() {
 
     let mut p = good.clone();
     p.sii_alloc[510] ^= 0xFF;
-    expect_err(&p, "update sequence number at a sector end");
+    expect_err(&p, "torn write otherwise");
 
     let mut p = good.clone();
     p.sdh_root[4] = 0x10;

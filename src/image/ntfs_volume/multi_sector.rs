@@ -1,4 +1,6 @@
-//! NTFS multi-sector records (FILE records, INDX blocks) inside a buffer of disk bytes.
+//! NTFS multi-sector records (FILE records, INDX blocks, `$LogFile` pages) inside a buffer of
+//! disk bytes: the one place that finds a record, undoes its fixups and redoes them, used by the
+//! patch stage, `verify`, `$Secure`'s index blocks and MFT record edits.
 //!
 //! The last two bytes of every 512-byte sector of such a record are replaced on disk by the
 //! update sequence number; the real bytes live in the update sequence array (FORMAT-FACTS §3
@@ -10,7 +12,7 @@
 //! file's data can hold a FILE/INDX record, or a `$LogFile` page (RSTR restart page, RCRD log
 //! record page: the same update sequence array) that a SID crosses a sector end of.
 
-use crate::image::ntfs_volume::fixup::{apply_fixups, FIXUP_BLOCK};
+use super::fixup::{apply_fixups, FIXUP_BLOCK};
 use crate::image::ImageOffset;
 
 /// The largest record recognized: 8 KiB (FILE records are 1 or 4 KiB, INDX blocks and `$LogFile`
@@ -85,16 +87,34 @@ impl MultiSectorRecord {
     /// number back at every sector end (the same USN: the record is not a new version on disk,
     /// only the clone's view of it).
     pub fn refix(&self, buf: &mut [u8]) {
-        let rec = &mut buf[self.start..self.start + self.len];
-        let usn = [rec[self.usa_ofs], rec[self.usa_ofs + 1]];
-        for s in 1..=self.len / FIXUP_BLOCK {
-            let end = s * FIXUP_BLOCK - 2;
-            let slot = self.usa_ofs + 2 * s;
-            rec[slot] = rec[end];
-            rec[slot + 1] = rec[end + 1];
-            rec[end] = usn[0];
-            rec[end + 1] = usn[1];
-        }
+        redo_fixups(&mut buf[self.start..self.start + self.len]);
+    }
+}
+
+/// Redoes the fixups of a whole record `rec` whose fixups were undone: each sector end goes into
+/// the update sequence array and the (unchanged) update sequence number onto the sector end.
+/// Reads the array's place from the header; a header that does not fit the record changes
+/// nothing.
+pub fn redo_fixups(rec: &mut [u8]) {
+    let field = |at: usize| {
+        rec.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let (Some(usa_ofs), Some(usa_count)) = (field(4), field(6)) else {
+        return;
+    };
+    let sectors = rec.len() / FIXUP_BLOCK;
+    if usa_count != sectors + 1 || usa_ofs + 2 * usa_count > FIXUP_BLOCK - 2 {
+        return;
+    }
+    let usn = [rec[usa_ofs], rec[usa_ofs + 1]];
+    for s in 1..=sectors {
+        let end = s * FIXUP_BLOCK - 2;
+        let slot = usa_ofs + 2 * s;
+        rec[slot] = rec[end];
+        rec[slot + 1] = rec[end + 1];
+        rec[end] = usn[0];
+        rec[end + 1] = usn[1];
     }
 }
 
