@@ -34,6 +34,7 @@ pub struct JunctionEdits {
 fn read_logical(
     image: &ImageFile,
     volume: ImageOffset,
+    volume_len: u64,
     stream: &StreamRuns,
     cluster: u64,
     from: u64,
@@ -44,6 +45,12 @@ fn read_logical(
     while at < to {
         let piece_end = ((at / cluster) + 1).saturating_mul(cluster).min(to);
         if let Some(p) = stream.partition_offset(at, cluster) {
+            if p.saturating_add(piece_end - at) > volume_len {
+                return Err(format!(
+                    "record {}: a data run points past the end of the volume",
+                    stream.record
+                ));
+            }
             let dst = &mut out[(at - from) as usize..(piece_end - from) as usize];
             image
                 .read_exact_at(ImageOffset(volume.0 + p), dst, "fragmented stream")
@@ -99,7 +106,7 @@ pub fn junction_edits(
                     .logical
                     .saturating_add(SEARCH_CONTEXT as u64)
                     .min(stream.data_size);
-                let joined = read_logical(image, facts.start, stream, cluster, lo, hi)?;
+                let joined = read_logical(image, facts.start, facts.len, stream, cluster, lo, hi)?;
                 for occ in map.find_all(&joined, hi == stream.data_size) {
                     let (s, e) = (lo + occ.offset as u64, lo + (occ.offset + occ.len) as u64);
                     if !(s < j.logical && j.logical < e) {
