@@ -12,4 +12,5 @@ mod fail_closed;
 mod identity;
 mod inspect;
 mod overlay;
+mod qcow2;
 mod rewrite;

@@ -1,0 +1,332 @@
+//! `sidfs export --format qcow2`: a qcow2 overlay whose backing file is the master, checked with
+//! qemu's own tools: `qemu-img check` (clean), `qemu-img info` (backing file and format),
+//! `qemu-img compare` against the mounted clone (identical), `qemu-img map` (the overlay holds
+//! exactly the clusters where the clone differs from the master), `qemu-io` (a guest write goes
+//! into the overlay) and the master's sha256 (never changed).
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::common::*;
+
+const CLUSTER: u64 = 64 << 10;
+
+fn tools_present() -> bool {
+    ["qemu-img", "qemu-io", "sha256sum", "tar"]
+        .iter()
+        .all(|t| have_tool(t))
+}
+
+fn export_qcow2(master: &Path, out: &Path, args: &[&str]) -> Output {
+    run(sidfs()
+        .arg("export")
+        .arg("--format")
+        .arg("qcow2")
+        .arg(master)
+        .arg(out)
+        .args(args)
+        .stdin(Stdio::null()))
+}
+
+fn export_ok(master: &Path, out: &Path, args: &[&str]) {
+    let o = export_qcow2(master, out, args);
+    assert!(
+        o.status.success(),
+        "sidfs export --format qcow2 failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// `qemu-img check` must find no error, leak or corruption.
+fn check_clean(image: &Path) {
+    let out = ok(Command::new("qemu-img")
+        .args(["check", "-f", "qcow2"])
+        .arg(image));
+    assert!(
+        out.contains("No errors were found"),
+        "qemu-img check:\n{out}"
+    );
+}
+
+fn info(image: &Path) -> serde_json::Value {
+    let out = ok(Command::new("qemu-img")
+        .args(["info", "--output=json", "-f", "qcow2"])
+        .arg(image));
+    serde_json::from_str(&out).unwrap()
+}
+
+/// `qemu-img compare` of the overlay with a raw image must say identical.
+fn compare_identical(image: &Path, raw: &Path) {
+    let out = ok(Command::new("qemu-img")
+        .args(["compare", "-f", "qcow2", "-F", "raw"])
+        .arg(image)
+        .arg(raw));
+    assert!(
+        out.contains("Images are identical"),
+        "qemu-img compare:\n{out}"
+    );
+}
+
+/// The guest clusters the overlay itself holds (depth 0 in `qemu-img map`), data or zeros.
+fn overlay_clusters(image: &Path) -> Vec<u64> {
+    let out = ok(Command::new("qemu-img")
+        .args(["map", "--output=json", "-f", "qcow2"])
+        .arg(image));
+    let map: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let mut clusters = Vec::new();
+    for e in map.iter().filter(|e| e["depth"] == 0) {
+        let (start, len) = (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap());
+        assert_eq!(start % CLUSTER, 0, "{e}");
+        clusters.extend(start / CLUSTER..(start + len).div_ceil(CLUSTER));
+    }
+    clusters
+}
+
+/// The 64 KiB clusters where two images of the same size differ.
+fn differing_clusters(a: &Path, b: &Path) -> Vec<u64> {
+    let (fa, fb) = (
+        std::fs::File::open(a).unwrap(),
+        std::fs::File::open(b).unwrap(),
+    );
+    let size = fa.metadata().unwrap().len();
+    assert_eq!(size, std::fs::metadata(b).unwrap().len());
+    let (mut ba, mut bb) = (vec![0u8; CLUSTER as usize], vec![0u8; CLUSTER as usize]);
+    let mut v = Vec::new();
+    let mut at = 0;
+    while at < size {
+        let n = (size - at).min(CLUSTER) as usize;
+        fa.read_exact_at(&mut ba[..n], at).unwrap();
+        fb.read_exact_at(&mut bb[..n], at).unwrap();
+        if ba[..n] != bb[..n] {
+            v.push(at / CLUSTER);
+        }
+        at += n as u64;
+    }
+    v
+}
+
+/// Everything a qcow2 export must satisfy against the mounted clone `disk` of `master`.
+fn assert_overlay_of(image: &Path, master: &Path, disk: &Path, backing: &str) {
+    check_clean(image);
+    let i = info(image);
+    assert_eq!(i["backing-filename"], backing, "{i}");
+    assert_eq!(i["backing-filename-format"], "raw", "{i}");
+    assert_eq!(
+        i["virtual-size"].as_u64(),
+        Some(std::fs::metadata(master).unwrap().len())
+    );
+    compare_identical(image, disk);
+    let differ = differing_clusters(master, disk);
+    assert!(
+        !differ.is_empty(),
+        "the clone does not differ from the master"
+    );
+    assert_eq!(
+        overlay_clusters(image),
+        differ,
+        "the overlay must hold exactly the clusters where the clone differs"
+    );
+}
+
+/// A guest write through qemu lands in the overlay and reads back; the master stays as it was.
+fn assert_guest_write_stays_in_overlay(image: &Path, master: &Path, master_sha: &str) {
+    ok(Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0xab 0 64k"])
+        .arg(image));
+    let out = ok(Command::new("qemu-io")
+        .args(["-f", "qcow2", "-r", "-c", "read -P 0xab 0 64k"])
+        .arg(image));
+    assert!(out.contains("read 65536/65536"), "qemu-io read:\n{out}");
+    check_clean(image);
+    assert_eq!(sha256(master), master_sha, "the master changed");
+}
+
+/// Prove on a built Windows master: the qcow2 export is clean for qemu-img, names the master as
+/// its raw backing file, is identical to the mounted clone of the same seed, holds exactly the
+/// clusters where the clone differs, takes a guest write without touching the master, and that
+/// a relative master path is recorded relative to the overlay's directory (qemu resolves it
+/// from there, whatever the working directory).
+#[test]
+fn qcow2_export_of_a_built_master_is_the_mounted_clone() {
+    if !tools_present() {
+        return;
+    }
+    let s = Scratch::new("qcow2-built");
+    let (master, _) = build_master(&s, "master.img", &[]);
+    let before = sha256(&master);
+    let overlay = s.path("clone.qcow2");
+    export_ok(&master, &overlay, &["--seed", "5"]);
+    let mp = s.mkdir("mp");
+    let m = Mounted::new(&master, &mp, 5, &s.path("state"), &["--read-only"]);
+    assert_overlay_of(&overlay, &master, &m.disk(), master.to_str().unwrap());
+
+    // Relative paths, from a working directory that is neither the master's nor the output's.
+    let out_dir = s.mkdir("vms/clones");
+    let cwd = s.mkdir("elsewhere");
+    let o = run(sidfs()
+        .current_dir(&cwd)
+        .args(["export", "--format", "qcow2", "../master.img"])
+        .arg("../vms/clones/rel.qcow2")
+        .args(["--seed", "5"])
+        .stdin(Stdio::null()));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rel = out_dir.join("rel.qcow2");
+    assert_overlay_of(&rel, &master, &m.disk(), "../../master.img");
+    m.unmount();
+    assert_no_partial_files(&s.dir);
+    assert_no_partial_files(&out_dir);
+
+    assert_guest_write_stays_in_overlay(&overlay, &master, &before);
+    assert_eq!(sha256(&master), before, "the master changed");
+}
+
+/// Prove the same on the real Windows 10 data disk (GPT, MSR, NTFS with shadow-copy data),
+/// cloned with --old-sid: clean, identical to the mounted clone, exactly the differing
+/// clusters, a guest write kept in the overlay, the master unchanged.
+#[test]
+fn qcow2_export_of_the_real_data_disk_is_the_mounted_clone() {
+    if !tools_present() {
+        return;
+    }
+    let s = Scratch::new("qcow2-real");
+    ok(Command::new("tar")
+        .arg("-xzSf")
+        .arg(realdata("ntfs-win10-data-disk/vss_1_vol.tar.gz"))
+        .arg("-C")
+        .arg(&s.dir));
+    let master = s.path("vss_1_vol.raw");
+    let old = "S-1-5-21-3544599609-778476966-3151826751";
+    let before = sha256(&master);
+    let overlay = s.path("clone.qcow2");
+    export_ok(&master, &overlay, &["--seed", "9", "--old-sid", old]);
+    let mp = s.mkdir("mp");
+    let m = Mounted::new(
+        &master,
+        &mp,
+        9,
+        &s.path("state"),
+        &["--old-sid", old, "--read-only"],
+    );
+    assert_overlay_of(&overlay, &master, &m.disk(), master.to_str().unwrap());
+    m.unmount();
+    assert_guest_write_stays_in_overlay(&overlay, &master, &before);
+}
+
+/// Prove that an export of an existing clone (`--state`) carries the guest's writes, and that a
+/// cluster the clone's delta holds goes into the overlay even where its bytes equal the
+/// master's (the clone owns it: a later change of that master region must not show through).
+#[test]
+fn qcow2_export_of_a_state_holds_every_cluster_of_its_delta() {
+    if !tools_present() {
+        return;
+    }
+    let s = Scratch::new("qcow2-state");
+    let size = 64u64 << 20;
+    let master = s.path("master.img");
+    sparse_master(
+        &master,
+        size,
+        &[
+            (0, 1 << 20),
+            (20 << 20, 3 << 20),
+            (size - (1 << 20), 1 << 20),
+        ],
+        3,
+    );
+    let before = sha256(&master);
+    let mp = s.mkdir("mp");
+    let state = s.path("state");
+    let m = Mounted::new(&master, &mp, 1, &state, &["--keep-sid"]);
+    let disk = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.disk())
+        .unwrap();
+    // Cluster 2: the master's own bytes written back (same bytes, but now the clone's).
+    let mut same = vec![0u8; 4096];
+    std::fs::File::open(&master)
+        .unwrap()
+        .read_exact_at(&mut same, 2 * CLUSTER + 4096)
+        .unwrap();
+    disk.write_all_at(&same, 2 * CLUSTER + 4096).unwrap();
+    // Cluster 100 (in a master hole): new bytes; cluster 330: zeros over master data.
+    disk.write_all_at(&[0x77; 512], 100 * CLUSTER + 512)
+        .unwrap();
+    disk.write_all_at(&vec![0u8; CLUSTER as usize], 330 * CLUSTER)
+        .unwrap();
+    disk.sync_all().unwrap();
+    drop(disk);
+    m.unmount();
+
+    let overlay = s.path("clone.qcow2");
+    export_ok(
+        &master,
+        &overlay,
+        &["--state", state.to_str().unwrap(), "--keep-sid"],
+    );
+    check_clean(&overlay);
+    assert_eq!(overlay_clusters(&overlay), vec![2, 100, 330]);
+    let m = Mounted::new(&master, &mp, 1, &state, &["--keep-sid", "--read-only"]);
+    compare_identical(&overlay, &m.disk());
+    m.unmount();
+    assert_eq!(sha256(&master), before, "the master changed");
+}
+
+/// Prove the refusals: an existing output without --force (left as it was), the master itself
+/// as output even with --force (and through a symlink), a block device; each one line on
+/// stderr, exit status 1, the master unchanged. With --force an existing output is replaced.
+#[test]
+fn qcow2_export_refuses_to_overwrite_without_force_or_to_replace_the_master() {
+    if !tools_present() {
+        return;
+    }
+    let s = Scratch::new("qcow2-refuse");
+    let master = s.path("master.img");
+    sparse_master(&master, 8 << 20, &[(0, 1 << 20)], 4);
+    let before = sha256(&master);
+
+    let out = s.path("exists.qcow2");
+    std::fs::write(&out, b"keep me").unwrap();
+    let o = export_qcow2(&master, &out, &["--seed", "1", "--keep-sid"]);
+    let err = one_line_error(&o);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
+
+    let link = s.path("link.img");
+    std::os::unix::fs::symlink(&master, &link).unwrap();
+    for target in [&master, &link] {
+        let o = export_qcow2(&master, target, &["--seed", "1", "--keep-sid", "--force"]);
+        let err = one_line_error(&o);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(err.contains("is the master"), "{err}");
+        assert_eq!(sha256(&master), before, "the master changed");
+    }
+
+    let dev = LoopDev::new(&master, 0, 8 << 20);
+    let o = export_qcow2(&master, Path::new(&dev.0), &["--seed", "1", "--keep-sid"]);
+    let err = one_line_error(&o);
+    assert!(err.contains("block device"), "{err}");
+    drop(dev);
+
+    export_ok(&master, &out, &["--seed", "1", "--keep-sid", "--force"]);
+    check_clean(&out);
+    assert_eq!(info(&out)["backing-filename"], master.to_str().unwrap());
+    assert_no_partial_files(&s.dir);
+    assert_eq!(sha256(&master), before, "the master changed");
+}
+
+fn realdata(rel: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/realdata")).join(rel)
+}
+
+/// No temporary export file is left in `dir`.
+fn assert_no_partial_files(dir: &Path) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.contains("sidfs-partial"), "left behind: {name}");
+    }
+}
