@@ -319,6 +319,95 @@ fn qcow2_export_refuses_to_overwrite_without_force_or_to_replace_the_master() {
     assert_eq!(sha256(&master), before, "the master changed");
 }
 
+/// Prove that qemu boots the qcow2 export directly, with no sidfs process anywhere: the guest of
+/// the boot master (scripts/build-boot-master) sees the clone's new machine SID, never the
+/// master's, its writes land in the overlay (which stays clean for qemu-img), and the master
+/// does not change. TCG unless SIDFS_QEMU_ACCEL=kvm; `timeout` ends a VM that hangs.
+#[test]
+fn qcow2_export_boots_in_qemu_without_sidfs() {
+    let qemu = "qemu-system-x86_64";
+    if !tools_present()
+        || ![
+            qemu, "syslinux", "mkfs.fat", "ntfs-3g", "losetup", "timeout",
+        ]
+        .iter()
+        .all(|t| have_tool(t))
+    {
+        return;
+    }
+    let s = Scratch::new("qcow2-boot");
+    let master = s.path("boot-master.img");
+    ok(Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scripts/build-boot-master"
+    ))
+    .arg(&master));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&read_all(&s.path("boot-master.img.json"))).unwrap();
+    let old = manifest["machine_sid"].as_str().unwrap().to_string();
+    let before = sha256(&master);
+    let overlay = s.path("clone.qcow2");
+    let o = export_qcow2(&master, &overlay, &["--seed", "7"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    let new = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("S-1-5-21-") && *w != old)
+        .unwrap_or_else(|| panic!("no new SID in: {stdout}"))
+        .to_string();
+    let clusters_before = overlay_clusters(&overlay).len();
+
+    let accel = match std::env::var("SIDFS_QEMU_ACCEL").as_deref() {
+        Ok("kvm") => "kvm",
+        _ => "tcg",
+    };
+    let console = s.path("console.txt");
+    let run = run(Command::new("timeout")
+        .args([
+            "600",
+            qemu,
+            "-accel",
+            accel,
+            "-m",
+            "256",
+            "-nographic",
+            "-no-reboot",
+        ])
+        .args(["-monitor", "none", "-serial"])
+        .arg(format!("file:{}", console.display()))
+        .arg("-drive")
+        .arg(format!(
+            "file={},format=qcow2,cache=none",
+            overlay.display()
+        ))
+        .stdin(Stdio::null()));
+    let console = String::from_utf8_lossy(&read_all(&console)).into_owned();
+    assert!(
+        run.status.success(),
+        "qemu failed ({}): {}\nconsole:\n{console}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        console.contains(&format!("SIDFS-GUEST machine-sid {new}")),
+        "the guest did not see the clone's SID {new}:\n{console}"
+    );
+    assert!(
+        !console.contains(&old),
+        "the guest saw the master's SID:\n{console}"
+    );
+    assert!(
+        console.contains("SIDFS-GUEST wrote guest-wrote.txt"),
+        "{console}"
+    );
+    check_clean(&overlay);
+    assert!(
+        overlay_clusters(&overlay).len() > clusters_before,
+        "the guest's writes are not in the overlay"
+    );
+    assert_eq!(sha256(&master), before, "the master changed");
+}
+
 fn realdata(rel: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/realdata")).join(rel)
 }
