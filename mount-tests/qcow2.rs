@@ -273,7 +273,8 @@ fn qcow2_export_of_a_state_holds_every_cluster_of_its_delta() {
 }
 
 /// Prove the refusals: an existing output without --force (left as it was), the master itself
-/// as output even with --force (and through a symlink), a block device; each one line on
+/// as output even with --force (and through a symlink), a disk that is no whole number of
+/// 512-byte sectors, a block device; each one line on
 /// stderr, exit status 1, the master unchanged. With --force an existing output is replaced.
 #[test]
 fn qcow2_export_refuses_to_overwrite_without_force_or_to_replace_the_master() {
@@ -305,6 +306,17 @@ fn qcow2_export_refuses_to_overwrite_without_force_or_to_replace_the_master() {
         assert!(err.contains("is the master"), "{err}");
         assert_eq!(sha256(&master), before, "the master changed");
     }
+
+    // A disk that is no whole number of sectors: qemu would show it shorter.
+    let odd = s.path("odd.img");
+    sparse_master(&odd, (1 << 20) + 100, &[(0, 4096)], 5);
+    let o = export_qcow2(&odd, &s.path("odd.qcow2"), &["--seed", "1", "--keep-sid"]);
+    let err = one_line_error(&o);
+    assert!(
+        err.contains("512-byte sectors") && err.contains("--format raw"),
+        "{err}"
+    );
+    assert!(!s.path("odd.qcow2").exists());
 
     let dev = LoopDev::new(&master, 0, 8 << 20);
     let o = export_qcow2(&master, Path::new(&dev.0), &["--seed", "1", "--keep-sid"]);

@@ -17,6 +17,8 @@ use crate::export::{ExportRequest, ExportSummary};
 use crate::mount::MountError;
 use crate::overlay::{BlockIndex, CloneDisk, OverlayError};
 
+/// qemu's sector: a qcow2 disk's size is a multiple of it.
+const SECTOR: u64 = 512;
 /// Bytes compared per step: a whole number of clusters.
 const CHUNK: usize = 64 * CLUSTER_SIZE as usize;
 
@@ -48,6 +50,14 @@ pub fn write_overlay(req: &ExportRequest, disk: &CloneDisk) -> Result<ExportSumm
     refuse_output(master, out)?;
     let backing = backing_name(master, out)?;
     let size = disk.size();
+    // qemu counts a qcow2 disk in 512-byte sectors and drops a partial last one: such a disk
+    // would read shorter than the clone.
+    if size % SECTOR != 0 {
+        return fail(format!(
+            "the master {} is {size} bytes, not a whole number of 512-byte sectors, which qemu cannot show as a qcow2 disk: export it with --format raw",
+            master.display()
+        ));
+    }
 
     let partial_path = partial_name(out);
     let file = OpenOptions::new()
