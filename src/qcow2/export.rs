@@ -52,7 +52,7 @@ pub fn write_overlay(req: &ExportRequest, disk: &CloneDisk) -> Result<ExportSumm
     let size = disk.size();
     // qemu counts a qcow2 disk in 512-byte sectors and drops a partial last one: such a disk
     // would read shorter than the clone.
-    if size % SECTOR != 0 {
+    if !size.is_multiple_of(SECTOR) {
         return fail(format!(
             "the master {} is {size} bytes, not a whole number of 512-byte sectors, which qemu cannot show as a qcow2 disk: export it with --format raw",
             master.display()
