@@ -12,6 +12,7 @@ mod fail_closed;
 mod identity;
 mod inspect;
 mod overlay;
+mod qcow2;
 mod refusals;
 mod rewrite;
 mod stores;

@@ -21,6 +21,18 @@ pub struct ExportRequest {
     /// Export this clone (with its writes) instead of a fresh one.
     pub state: Option<PathBuf>,
     pub force: bool,
+    /// What to write: a raw image (or device), or a qcow2 overlay over the master.
+    pub format: ExportFormat,
+}
+
+/// The output format of `sidfs export`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// A sparse raw image, or every byte onto a block device.
+    #[default]
+    Raw,
+    /// A qcow2 overlay whose backing file is the master (src/qcow2).
+    Qcow2,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -206,6 +218,14 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
         }
     };
     let clone = open_clone(&req.clone, &state_dir, true)?;
+    if req.format == ExportFormat::Qcow2 {
+        let summary = crate::qcow2::export::write_overlay(req, &clone.disk)?;
+        return Ok(ExportSummary {
+            old_sid: clone.sids.map(|c| c.old.to_string()),
+            new_sid: clone.sids.map(|c| c.new.to_string()),
+            ..summary
+        });
+    }
     let disk = clone.disk;
     let size = disk.size();
 

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
     ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, Request, WriteFlags,
 };
-use log::error;
+use log::{error, warn};
 
 use crate::overlay::{CloneDisk, OverlayError};
 
@@ -28,6 +28,16 @@ const INFO: u64 = 3;
 const TTL: Duration = Duration::from_secs(1);
 /// The largest read or write the kernel may send in one request.
 const MAX_IO: u32 = 1 << 20;
+/// Requests the kernel keeps in flight in the background. With `FUSE_ASYNC_DIO` every O_DIRECT
+/// read or write of an asynchronous submitter (qemu's `aio=native` or `io_uring`, fio's
+/// libaio) is one, so this caps the queue depth that reaches the serving threads; readahead
+/// shares it. The kernel's default (12) and fuser's (16) would cap a guest's queue of 32.
+const MAX_BACKGROUND: u16 = 64;
+
+thread_local! {
+    /// Each serving thread's read buffer: no allocation and no zeroing per read.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MountKind {
@@ -123,6 +133,12 @@ impl Filesystem for CloneFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_IO);
         let _ = config.set_max_readahead(MAX_IO);
+        // Without FUSE_ASYNC_DIO the kernel turns an asynchronous O_DIRECT request into a
+        // synchronous one inside io_submit, so a queue depth of 16 reaches us one at a time.
+        if let Err(missing) = config.add_capabilities(InitFlags::FUSE_ASYNC_DIO) {
+            warn!("the kernel offers no {missing:?}: O_DIRECT requests are served one at a time");
+        }
+        let _ = config.set_max_background(MAX_BACKGROUND);
         Ok(())
     }
 
@@ -232,11 +248,18 @@ impl Filesystem for CloneFs {
         reply: ReplyData,
     ) {
         if ino.0 == self.disk_ino() {
-            let mut buf = vec![0u8; size.min(MAX_IO) as usize];
-            match self.disk.read(offset, &mut buf) {
-                Ok(n) => reply.data(&buf[..n]),
-                Err(e) => reply.error(errno_of("read", &e)),
-            }
+            READ_BUF.with_borrow_mut(|buf| {
+                // Grown once per serving thread to the largest request; `CloneDisk::read`
+                // overwrites every byte it reports, so the buffer is never cleared.
+                let len = size.min(MAX_IO) as usize;
+                if buf.len() < len {
+                    buf.resize(len, 0);
+                }
+                match self.disk.read(offset, &mut buf[..len]) {
+                    Ok(n) => reply.data(&buf[..n]),
+                    Err(e) => reply.error(errno_of("read", &e)),
+                }
+            })
         } else if ino.0 == INFO {
             let start = (offset as usize).min(self.info.len());
             let end = start.saturating_add(size as usize).min(self.info.len());

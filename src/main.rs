@@ -60,14 +60,24 @@ enum Cmd {
         /// The clone's mountpoint.
         mountpoint: PathBuf,
     },
-    /// Write a clone out eagerly as a sparse raw image (or onto a block device), with progress.
+    /// Write a clone out eagerly as a sparse raw image (or onto a block device), or as a qcow2
+    /// overlay of the master, with progress.
     ///
     /// The export equals what `sidfs mount` shows for the same master and seed, byte for byte.
+    /// With --format qcow2 it is a qcow2 (version 3) image whose backing file is the master
+    /// (format raw), holding only the 64 KiB clusters where the clone differs from the master:
+    /// qemu boots it directly, with no sidfs process, and keeps the guest's writes in it.
     Export {
         /// The master disk image.
         master: PathBuf,
-        /// The output image file (created; sparse), or a block device (every byte written).
+        /// The output image file (created; sparse), or a block device (every byte written;
+        /// raw only).
         out: PathBuf,
+        /// raw: the whole disk; qcow2: an overlay whose backing file is MASTER, recorded as
+        /// given when absolute and relative to OUT's directory when relative (so the master
+        /// must stay where it is).
+        #[arg(long, value_enum, default_value_t = ExportFormatArg::Raw)]
+        format: ExportFormatArg,
         #[command(flatten)]
         clone: CloneArgs,
         /// Export this existing clone, with everything written to it (it must not be mounted).
@@ -115,6 +125,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `sidfs export --format`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormatArg {
+    Raw,
+    Qcow2,
 }
 
 #[derive(Args, Clone)]
@@ -265,6 +282,7 @@ fn main() -> ExitCode {
         Cmd::Export {
             master,
             out,
+            format,
             clone,
             state,
             force,
@@ -273,6 +291,10 @@ fn main() -> ExitCode {
             out,
             state,
             force,
+            format: match format {
+                ExportFormatArg::Raw => sidfs::export::ExportFormat::Raw,
+                ExportFormatArg::Qcow2 => sidfs::export::ExportFormat::Qcow2,
+            },
         }),
         Cmd::Verify {
             image,
