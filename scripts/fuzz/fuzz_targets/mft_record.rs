@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use sidfs::image::ntfs_volume::attribute::{attribute_layout, MftMap};
 use sidfs::image::ntfs_volume::fixup::apply_fixups;
+use sidfs::image::ntfs_volume::mft_scan;
 use sidfs::image::{ImageFile, ImageOffset, NtfsVolume, PartitionTable};
 
 /// Bytes of the MFT the fuzzer may replace: the first 16 records of 1 KiB (system files).
@@ -67,6 +69,8 @@ fuzz_target!(|data: &[u8]| {
     for chunk in data.chunks(1024) {
         let mut record = chunk.to_vec();
         let _ = apply_fixups(&mut record, ImageOffset(0), "fuzzed record");
+        let mut record = chunk.to_vec();
+        let _ = sidfs::image::ntfs_volume::record::FileRecord::parse(&mut record, ImageOffset(0));
     }
     let Some(ws) = workspace() else { return };
     let mut window = ws.original.clone();
@@ -88,4 +92,18 @@ fuzz_target!(|data: &[u8]| {
     let _ = volume.read_file("$UpCase", "", 1 << 20);
     let _ = volume.locate_hives();
     let _ = volume.scan_special_files(64, 2);
+    // sidfs's own NTFS layer: records, attribute lists, runs, the MFT pass, `$Secure`'s layout.
+    if let Ok(facts) = volume.facts() {
+        let _ = mft_scan::scan(&image, &facts, |_| true);
+        if let Ok(mft) = MftMap::open(&image, &facts) {
+            for record in 0..16 {
+                for ty in [0x80, 0x90, 0xA0] {
+                    let _ = attribute_layout(&image, &mft, record, ty, "");
+                    let _ = attribute_layout(&image, &mft, record, ty, "$SDS");
+                    let _ = attribute_layout(&image, &mft, record, ty, "$SII");
+                }
+            }
+        }
+        let _ = sidfs::rewrite::secure::SecureParts::read(&image, &volume);
+    }
 });
