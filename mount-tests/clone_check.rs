@@ -17,10 +17,6 @@ fn checker_dir() -> PathBuf {
     ))
 }
 
-fn realdata(rel: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/realdata")).join(rel)
-}
-
 fn tools_present() -> bool {
     [
         "ntfs-3g",
@@ -112,13 +108,8 @@ fn real_windows_data_disk_passes_the_independent_checker() {
     let s = Scratch::new("cc-vss");
     // A 5 GiB sparse GPT disk (MSR + NTFS with shadow-copy data) written by Windows 10; 12 of its
     // SID occurrences lie in free clusters, one in an old $LogFile page under a fixup slot.
-    ok(Command::new("tar")
-        .arg("-xzSf")
-        .arg(realdata("ntfs-win10-data-disk/vss_1_vol.tar.gz"))
-        .arg("-C")
-        .arg(&s.dir));
-    let master = s.path("vss_1_vol.raw");
-    let old = "S-1-5-21-3544599609-778476966-3151826751";
+    let master = real_data_disk(&s);
+    let old = REAL_DATA_DISK_SID;
     let before = sha256(&master);
     let mp = s.mkdir("mp");
     let m = Mounted::new(&master, &mp, 11, &s.path("state"), &["--old-sid", old]);

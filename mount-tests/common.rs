@@ -378,3 +378,27 @@ pub fn sorted_sections(export: &str) -> String {
     sections.sort();
     sections.join("\n\n")
 }
+
+/// A file or folder of `../shared/realdata` (tests read the real data where it lies).
+pub fn realdata(rel: &str) -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/realdata")).join(rel)
+}
+
+/// The machine SID of the real Windows 10 data disk (../shared/realdata/ntfs-win10-data-disk).
+pub const REAL_DATA_DISK_SID: &str = "S-1-5-21-3544599609-778476966-3151826751";
+
+/// Unpacks the real disk Windows 10 partitioned and formatted (a 5 GiB sparse GPT disk: MSR +
+/// NTFS with shadow-copy data; ../shared/realdata/ntfs-win10-data-disk) into the scratch
+/// directory, where tests may write next to it; returns its path.
+pub fn real_data_disk(s: &Scratch) -> PathBuf {
+    let tar = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/realdata/ntfs-win10-data-disk/vss_1_vol.tar.gz"
+    );
+    ok(Command::new("tar")
+        .arg("-xzSf")
+        .arg(tar)
+        .arg("-C")
+        .arg(&s.dir));
+    s.path("vss_1_vol.raw")
+}

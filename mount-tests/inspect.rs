@@ -9,7 +9,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::{have_tool, ok, Scratch, SIDFS};
+use crate::common::{have_tool, ok, realdata, Scratch, SIDFS};
 
 const LAYOUTS: [&str; 2] = ["gpt", "mbr"];
 const VARIANTS: [&str; 8] = [
@@ -367,12 +367,6 @@ fn inspect_matches_every_built_master() {
             std::fs::remove_file(&image).unwrap();
         }
     }
-}
-
-fn realdata(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/realdata")
-        .join(relative)
 }
 
 /// The real Windows 10 NTFS volumes (a bare volume and a disk with an MBR): parsed, no Windows,

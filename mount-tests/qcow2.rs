@@ -5,7 +5,7 @@
 //! into the overlay) and the master's sha256 (never changed).
 
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use crate::common::*;
@@ -190,13 +190,8 @@ fn qcow2_export_of_the_real_data_disk_is_the_mounted_clone() {
         return;
     }
     let s = Scratch::new("qcow2-real");
-    ok(Command::new("tar")
-        .arg("-xzSf")
-        .arg(realdata("ntfs-win10-data-disk/vss_1_vol.tar.gz"))
-        .arg("-C")
-        .arg(&s.dir));
-    let master = s.path("vss_1_vol.raw");
-    let old = "S-1-5-21-3544599609-778476966-3151826751";
+    let master = real_data_disk(&s);
+    let old = REAL_DATA_DISK_SID;
     let before = sha256(&master);
     let overlay = s.path("clone.qcow2");
     export_ok(&master, &overlay, &["--seed", "9", "--old-sid", old]);
@@ -546,10 +541,6 @@ fn direct_aio_reads_reach_the_fuse_daemon_together() {
         String::from_utf8_lossy(&out.stderr)
     );
     m.unmount();
-}
-
-fn realdata(rel: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/realdata")).join(rel)
 }
 
 /// No temporary export file is left in `dir`.

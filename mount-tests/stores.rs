@@ -19,10 +19,6 @@ const LOG_PATHS: [&str; 2] = [
     "Windows/System32/winevt/Logs/Security.evtx",
 ];
 
-fn realdata(rel: &str) -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/realdata")).join(rel)
-}
-
 fn srudb() -> Vec<u8> {
     let out = run(Command::new("gunzip")
         .arg("-c")

@@ -58,9 +58,51 @@ impl Drop for TempState {
 /// The output image file while it is written: a temporary name in the output's directory,
 /// renamed to the output only when every byte is written and synced, and removed otherwise, so
 /// that a failed export leaves no partial image behind (and an existing output stays as it was).
-struct PartialOutput {
+/// Used by the raw and the qcow2 export.
+pub(crate) struct PartialOutput {
     path: PathBuf,
     done: bool,
+}
+
+impl PartialOutput {
+    /// Creates the temporary file for `out` (it must not exist yet).
+    pub(crate) fn create(out: &Path) -> Result<(File, PartialOutput), MountError> {
+        let name = out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "export".into());
+        let path = out.with_file_name(format!(".{name}.sidfs-partial-{}", std::process::id()));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| {
+                MountError(format!(
+                    "cannot create {} (the export is written there, then renamed to {}): {e}",
+                    path.display(),
+                    out.display()
+                ))
+            })?;
+        Ok((file, PartialOutput { path, done: false }))
+    }
+
+    /// Renames the (synced) temporary file to `out` and syncs the directory, so that the rename
+    /// is durable.
+    pub(crate) fn commit(mut self, out: &Path) -> Result<(), MountError> {
+        std::fs::rename(&self.path, out).map_err(|e| {
+            MountError(format!(
+                "cannot rename {} to {}: {e}",
+                self.path.display(),
+                out.display()
+            ))
+        })?;
+        self.done = true;
+        let dir = out.parent().filter(|d| !d.as_os_str().is_empty());
+        let dir = dir.unwrap_or(Path::new("."));
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| MountError(format!("cannot sync directory {}: {e}", dir.display())))
+    }
 }
 
 impl Drop for PartialOutput {
@@ -69,14 +111,6 @@ impl Drop for PartialOutput {
             let _ = std::fs::remove_file(&self.path);
         }
     }
-}
-
-fn partial_name(out: &Path) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "export".into());
-    out.with_file_name(format!(".{name}.sidfs-partial-{}", std::process::id()))
 }
 
 /// Refuses an output that is the master, or that holds it: the same file (a path, a symlink or
@@ -250,19 +284,8 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
         }
         dev
     } else {
-        let path = partial_name(&req.out);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| {
-                MountError(format!(
-                    "cannot create {} (the export is written there, then renamed to {}): {e}",
-                    path.display(),
-                    req.out.display()
-                ))
-            })?;
-        partial = Some(PartialOutput { path, done: false });
+        let (file, p) = PartialOutput::create(&req.out)?;
+        partial = Some(p);
         file.set_len(size)
             .map_err(|e| MountError(format!("cannot size {}: {e}", req.out.display())))?;
         file
@@ -318,19 +341,8 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
     }
     out.sync_all()
         .map_err(|e| MountError(format!("cannot sync {}: {e}", req.out.display())))?;
-    if let Some(p) = &mut partial {
-        std::fs::rename(&p.path, &req.out).map_err(|e| {
-            MountError(format!(
-                "cannot rename {} to {}: {e}",
-                p.path.display(),
-                req.out.display()
-            ))
-        })?;
-        p.done = true;
-        // The rename is durable once the directory is synced.
-        if let Some(dir) = req.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            let _ = File::open(dir).and_then(|d| d.sync_all());
-        }
+    if let Some(p) = partial {
+        p.commit(&req.out)?;
     }
     if reported {
         eprintln!();

@@ -5,7 +5,6 @@
 //! the master, with no sidfs process.
 
 use std::ffi::OsString;
-use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -13,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Instant;
 
 use super::{OverlayWriter, CLUSTER_SIZE, MAX_BACKING_NAME};
-use crate::export::{ExportRequest, ExportSummary};
+use crate::export::{ExportRequest, ExportSummary, PartialOutput};
 use crate::mount::MountError;
 use crate::overlay::{BlockIndex, CloneDisk, OverlayError};
 
@@ -21,22 +20,6 @@ use crate::overlay::{BlockIndex, CloneDisk, OverlayError};
 const SECTOR: u64 = 512;
 /// Bytes compared per step: a whole number of clusters.
 const CHUNK: usize = 64 * CLUSTER_SIZE as usize;
-
-/// The overlay while it is written: a temporary name in the output's directory, renamed to the
-/// output once complete and synced, removed otherwise (a failed export leaves no partial image,
-/// and an existing output stays as it was).
-struct PartialImage {
-    path: PathBuf,
-    done: bool,
-}
-
-impl Drop for PartialImage {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
 
 fn fail<T>(message: String) -> Result<T, MountError> {
     Err(MountError(message))
@@ -59,22 +42,7 @@ pub fn write_overlay(req: &ExportRequest, disk: &CloneDisk) -> Result<ExportSumm
         ));
     }
 
-    let partial_path = partial_name(out);
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&partial_path)
-        .map_err(|e| {
-            MountError(format!(
-                "cannot create {} (the export is written there, then renamed to {}): {e}",
-                partial_path.display(),
-                out.display()
-            ))
-        })?;
-    let mut partial = PartialImage {
-        path: partial_path,
-        done: false,
-    };
+    let (file, partial) = PartialOutput::create(out)?;
     let qerr = |e: super::Qcow2Error| MountError(format!("writing {}: {e}", out.display()));
     let mut writer =
         OverlayWriter::new(&file, size, backing.as_os_str().as_bytes()).map_err(qerr)?;
@@ -83,20 +51,7 @@ pub fn write_overlay(req: &ExportRequest, disk: &CloneDisk) -> Result<ExportSumm
     let data_bytes = walk_differences(disk, req.state.is_some(), &mut writer)?;
     let layout = writer.finish().map_err(qerr)?;
 
-    std::fs::rename(&partial.path, out).map_err(|e| {
-        MountError(format!(
-            "cannot rename {} to {}: {e}",
-            partial.path.display(),
-            out.display()
-        ))
-    })?;
-    partial.done = true;
-    // The rename is durable once the directory is synced.
-    let dir = out.parent().filter(|d| !d.as_os_str().is_empty());
-    let dir = dir.unwrap_or(Path::new("."));
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| MountError(format!("cannot sync directory {}: {e}", dir.display())))?;
+    partial.commit(out)?;
     Ok(ExportSummary {
         out: out.clone(),
         disk_size: size,
@@ -283,14 +238,6 @@ fn refuse_output(master: &Path, out: &Path) -> Result<(), MountError> {
         }
     }
     Ok(())
-}
-
-fn partial_name(out: &Path) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "export".into());
-    out.with_file_name(format!(".{name}.sidfs-partial-{}", std::process::id()))
 }
 
 /// The backing file name to record: an absolute master path as given; a relative one rewritten
