@@ -313,7 +313,14 @@ fn qcow2_export_refuses_to_overwrite_without_force_or_to_replace_the_master() {
     );
     assert!(!s.path("odd.qcow2").exists());
 
-    let dev = LoopDev::new(&master, 0, 8 << 20);
+    // A block device that is not the master's (a loop device over the master is refused as the
+    // master itself, before the format is considered).
+    let other = s.path("other.img");
+    std::fs::File::create(&other)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let dev = LoopDev::new(&other, 0, 8 << 20);
     let o = export_qcow2(&master, Path::new(&dev.0), &["--seed", "1", "--keep-sid"]);
     let err = one_line_error(&o);
     assert!(err.contains("block device"), "{err}");
