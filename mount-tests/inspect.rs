@@ -658,3 +658,54 @@ fn inspect_damaged_masters() {
         );
     }
 }
+
+/// A regression from fuzzing (scripts/fuzz, target mft_record): MFT records whose directory
+/// index root declares a 2.8 GB index block made the `ntfs` crate allocate that much for one
+/// block. Under a 2 GB address-space limit, `sidfs inspect` must end with an error line, not
+/// abort. The fixture is the fuzzer's input: the first MFT records of a small mkntfs volume.
+#[test]
+fn fuzzed_mft_records_are_an_error_not_a_huge_allocation() {
+    if !have_tool("mkntfs") {
+        return;
+    }
+    let s = Scratch::new("fuzz-mft");
+    let vol = s.path("v.img");
+    std::fs::File::create(&vol)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    ok(Command::new("mkntfs")
+        .args(["-F", "-Q", "-q", "-c", "4096"])
+        .arg(&vol));
+    let fixture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/mount-tests/fixtures/fuzz-mft-huge-index-block.bin"
+    ))
+    .unwrap();
+    let mut bytes = std::fs::read(&vol).unwrap();
+    // Boot sector: bytes per sector @0x0B, sectors per cluster @0x0D, MFT LCN @0x30.
+    let sector = u64::from(u16::from_le_bytes([bytes[0x0B], bytes[0x0C]]));
+    let cluster = sector * u64::from(bytes[0x0D]);
+    let lcn = u64::from_le_bytes(bytes[0x30..0x38].try_into().unwrap());
+    let mft = (lcn * cluster) as usize;
+    bytes[mft..mft + fixture.len()].copy_from_slice(&fixture);
+    std::fs::write(&vol, &bytes).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 2000000; exec \"$0\" inspect \"$1\"")
+        .arg(SIDFS)
+        .arg(&vol)
+        .output()
+        .unwrap();
+    let code = out.status.code();
+    assert!(
+        matches!(code, Some(1) | Some(3)),
+        "inspect ended with {:?} (a signal means an abort): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if code == Some(1) {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}

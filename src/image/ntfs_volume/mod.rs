@@ -35,6 +35,10 @@ use crate::image::reader::{ImageFile, ImageOffset, PartitionOffset, PartitionRea
 const MAX_PATH_COMPONENTS: usize = 64;
 /// Most entries we return from one directory listing.
 pub const MAX_DIR_ENTRIES: usize = 1 << 20;
+/// Offset of the index block size in an `$INDEX_ROOT` value [layout.h INDEX_ROOT].
+const INDEX_ROOT_BLOCK_SIZE: usize = 0x08;
+/// Largest index block accepted (NTFS writes 4 KiB; the largest cluster is 64 KiB).
+const MAX_INDEX_BLOCK: u32 = 64 << 10;
 /// How much of $LogFile we read to find both restart pages (2 × the largest page size).
 const LOG_FILE_HEAD: u64 = 2 * 65536;
 /// hiberfil.sys is read for its first page only.
@@ -322,6 +326,7 @@ impl NtfsVolume {
             if !file.is_directory() {
                 return Err(not_found());
             }
+            self.check_directory_index(file.file_record_number())?;
             let record = {
                 let index = file
                     .directory_index(fs)
@@ -340,10 +345,57 @@ impl NtfsVolume {
         Ok(file)
     }
 
+    /// Checks the index block size that a directory's `$I30` `$INDEX_ROOT` declares (u32 at
+    /// +0x08 of the value [layout.h INDEX_ROOT]) before the `ntfs` crate allocates a buffer of
+    /// that size for each index block it reads: a hostile root must be an error, not a
+    /// multi-gigabyte allocation (found by fuzzing).
+    fn check_directory_index(&self, record: u64) -> Result<()> {
+        let Some(attribute::AttributeLayout::Resident {
+            record_offset,
+            record_size,
+            value_offset,
+            len,
+            ..
+        }) = attribute::attribute_layout(
+            &self.image,
+            self.mft_map()?,
+            record,
+            record::TYPE_INDEX_ROOT,
+            "$I30",
+        )?
+        else {
+            return Ok(());
+        };
+        let mut rec = self.image.read_vec(
+            record_offset,
+            u64::from(record_size),
+            1 << 16,
+            "directory MFT record",
+        )?;
+        fixup::apply_fixups(&mut rec, record_offset, "directory MFT record")?;
+        let at = value_offset as usize + INDEX_ROOT_BLOCK_SIZE;
+        let size = match rec.get(at..at + 4) {
+            Some(b) if len as usize >= INDEX_ROOT_BLOCK_SIZE + 4 => {
+                u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+            }
+            _ => return Ok(()),
+        };
+        if !(512..=MAX_INDEX_BLOCK).contains(&size) || !size.is_power_of_two() {
+            return Err(ImageError::invalid(
+                ImageOffset(record_offset.0 + at as u64),
+                "directory index block size",
+                format!("a power of two from 512 to {MAX_INDEX_BLOCK} bytes"),
+                format!("{size}"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Lists a directory: one entry per file (DOS 8.3 aliases skipped), in index order.
     pub fn list_dir(&self, path: &str) -> Result<Vec<DirEntry>> {
         self.guarded("directory listing", |ntfs, fs| {
             let dir = self.lookup_in(ntfs, fs, path)?;
+            self.check_directory_index(dir.file_record_number())?;
             let index = dir
                 .directory_index(fs)
                 .map_err(self.err(&format!("directory index of {path}")))?;
