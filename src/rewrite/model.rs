@@ -1,12 +1,13 @@
 //! What the rewrite needs to know about a master, learned once when a clone is mounted: the
 //! Windows volume, the machine SID, the names that constrain the new SID's order, the ranges never
-//! to touch, and the whole structures (hives, `$Secure`, event logs, ESE databases) to transform
-//! on first touch.
+//! to touch, and the whole structures (hives, `$Secure`, event logs, ESE databases, SQLite
+//! write-ahead logs) to transform on first touch.
 //!
 //! Cost: it reads the partition table, a few MFT records, the SECURITY and SAM hives, and walks
 //! the key names of every hive (to find SID-named keys), lists the event-log directory, looks up
-//! the known ESE database paths and walks at most [`EVENT_LOG_WALK_BUDGET`] directory entries per
-//! volume for event logs elsewhere; no scan of the disk's data. The chosen SID is stored in the clone's state, so a remount does not depend on this being repeated
+//! the known ESE database and SQLite write-ahead log paths and walks at most
+//! [`EVENT_LOG_WALK_BUDGET`] directory entries per volume for event logs (and `*-wal` files)
+//! elsewhere; no scan of the disk's data. The chosen SID is stored in the clone's state, so a remount does not depend on this being repeated
 //! identically.
 
 use std::ops::Range;
