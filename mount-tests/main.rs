@@ -15,4 +15,5 @@ mod overlay;
 mod qcow2;
 mod refusals;
 mod rewrite;
+mod sqlite_wal;
 mod stores;

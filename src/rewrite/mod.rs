@@ -16,8 +16,10 @@ pub mod mapping;
 pub mod model;
 pub mod plan;
 pub mod secure;
+pub mod sqlite_wal;
 pub mod stage;
 pub mod structures;
+pub mod wal_structure;
 
 pub use derive::{check_explicit_sid, derive_new_sid, DeriveError, OrderConstraints};
 pub use mapping::{Form, Occurrence, SidMapping};

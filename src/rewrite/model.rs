@@ -1,12 +1,13 @@
 //! What the rewrite needs to know about a master, learned once when a clone is mounted: the
 //! Windows volume, the machine SID, the names that constrain the new SID's order, the ranges never
-//! to touch, and the whole structures (hives, `$Secure`, event logs, ESE databases) to transform
-//! on first touch.
+//! to touch, and the whole structures (hives, `$Secure`, event logs, ESE databases, SQLite
+//! write-ahead logs) to transform on first touch.
 //!
 //! Cost: it reads the partition table, a few MFT records, the SECURITY and SAM hives, and walks
 //! the key names of every hive (to find SID-named keys), lists the event-log directory, looks up
-//! the known ESE database paths and walks at most [`EVENT_LOG_WALK_BUDGET`] directory entries per
-//! volume for event logs elsewhere; no scan of the disk's data. The chosen SID is stored in the clone's state, so a remount does not depend on this being repeated
+//! the known ESE database and SQLite write-ahead log paths and walks at most
+//! [`EVENT_LOG_WALK_BUDGET`] directory entries per volume for event logs (and `*-wal` files)
+//! elsewhere; no scan of the disk's data. The chosen SID is stored in the clone's state, so a remount does not depend on this being repeated
 //! identically.
 
 use std::ops::Range;
@@ -77,7 +78,16 @@ pub const PROFILE_ESE_PATH: &str = r"AppData\Local\Microsoft\Windows\WebCache\We
 /// outside [`EVENT_LOG_DIR`]; a volume with more is searched that far, and a warning says so.
 pub const EVENT_LOG_WALK_BUDGET: usize = 200_000;
 
-/// One ESE database found by path and signature.
+/// Where Windows keeps SQLite write-ahead logs next to their databases, relative to a volume
+/// [issue 11]: the AppX state repository and the Windows 11 search index. Any other `*-wal` met
+/// by the bounded walk for event logs is checked too.
+pub const WAL_PATHS: [&str; 3] = [
+    r"ProgramData\Microsoft\Windows\AppRepository\StateRepository-Machine.srd-wal",
+    r"ProgramData\Microsoft\Windows\AppRepository\StateRepository-Deployment.srd-wal",
+    r"ProgramData\Microsoft\Search\Data\Applications\Windows\Windows.db-wal",
+];
+
+/// One ESE database (or SQLite write-ahead log) found by path and signature.
 pub struct EseFile {
     /// Path on its volume, with the name as listed.
     pub path: String,
@@ -118,6 +128,9 @@ pub struct WindowsSurvey {
     pub event_logs: Vec<EventLogFile>,
     /// ESE databases ([`ESE_PATHS`], per-profile web caches) on every NTFS volume.
     pub ese_databases: Vec<EseFile>,
+    /// SQLite write-ahead logs ([`WAL_PATHS`], any `*-wal` of the walk) that start with a WAL
+    /// magic, on every NTFS volume.
+    pub sqlite_wals: Vec<EseFile>,
 }
 
 impl WindowsSurvey {
@@ -220,7 +233,12 @@ const EVENT_LOG_WALK_DEPTH: usize = 64;
 /// Every `*.evtx` on the volume, breadth first, bounded by `budget` directory entries and
 /// [`EVENT_LOG_WALK_DEPTH`] levels; an explicit queue, so a deep or cyclic tree cannot exhaust the
 /// stack.
-fn evtx_below(volume: &NtfsVolume, out: &mut Vec<String>, budget: &mut usize) {
+fn evtx_below(
+    volume: &NtfsVolume,
+    out: &mut Vec<String>,
+    wals: &mut Vec<String>,
+    budget: &mut usize,
+) {
     let mut queue = std::collections::VecDeque::from([(String::new(), 0usize)]);
     while let Some((dir, depth)) = queue.pop_front() {
         let Ok(entries) = volume.list_dir(&dir) else {
@@ -252,6 +270,8 @@ fn evtx_below(volume: &NtfsVolume, out: &mut Vec<String>, budget: &mut usize) {
                 }
             } else if e.name.to_ascii_lowercase().ends_with(".evtx") {
                 out.push(path);
+            } else if e.name.to_ascii_lowercase().ends_with("-wal") {
+                wals.push(path);
             }
         }
     }
@@ -262,6 +282,16 @@ fn evtx_below(volume: &NtfsVolume, out: &mut Vec<String>, budget: &mut usize) {
 /// Windows volume's [`EVENT_LOG_DIR`] (whose logs [`event_logs_of`] lists), found by a walk of at
 /// most [`EVENT_LOG_WALK_BUDGET`] entries. Their signatures are checked by the caller.
 pub fn store_paths(volume: &NtfsVolume, is_windows: bool) -> (Vec<String>, Vec<String>) {
+    let (ese, logs, _) = store_paths_with_wals(volume, is_windows);
+    (ese, logs)
+}
+
+/// [`store_paths`] and the SQLite write-ahead log candidates: the [`WAL_PATHS`] that exist and
+/// every `*-wal` of the same walk (deduplicated, case-insensitively).
+pub fn store_paths_with_wals(
+    volume: &NtfsVolume,
+    is_windows: bool,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
     let mut candidates: Vec<String> = ESE_PATHS.iter().map(|p| p.to_string()).collect();
     if let Ok(entries) = volume.list_dir("Users") {
         for e in entries
@@ -276,8 +306,19 @@ pub fn store_paths(volume: &NtfsVolume, is_windows: bool) -> (Vec<String>, Vec<S
         .filter(|p| matches!(volume.try_lookup(p), Ok(Some(_))))
         .collect();
     let mut found = Vec::new();
+    let mut wals: Vec<String> = WAL_PATHS
+        .iter()
+        .filter(|p| matches!(volume.try_lookup(p), Ok(Some(_))))
+        .map(|p| p.to_string())
+        .collect();
+    let mut walked = Vec::new();
     let mut budget = EVENT_LOG_WALK_BUDGET;
-    evtx_below(volume, &mut found, &mut budget);
+    evtx_below(volume, &mut found, &mut walked, &mut budget);
+    for w in walked {
+        if !wals.iter().any(|k| k.eq_ignore_ascii_case(&w)) {
+            wals.push(w);
+        }
+    }
     if budget == 0 {
         log::warn!(
             "the volume at {} has more than {EVENT_LOG_WALK_BUDGET} directory entries; event logs beyond them get the generic rewrite",
@@ -290,17 +331,41 @@ pub fn store_paths(volume: &NtfsVolume, is_windows: bool) -> (Vec<String>, Vec<S
             && path.to_ascii_lowercase().starts_with(&prefix)
             && !path[prefix.len()..].contains('\\'))
     });
-    (ese, found)
+    (ese, found, wals)
 }
 
 /// The stores with checksums found on every volume ([`store_paths`]): ESE databases that carry
 /// the ESE signature, and event logs that start with "ElfFile\0".
-fn stores_of(image: &ImageFile, volumes: &[NtfsPart]) -> (Vec<EseFile>, Vec<EventLogFile>) {
+fn stores_of(
+    image: &ImageFile,
+    volumes: &[NtfsPart],
+) -> (Vec<EseFile>, Vec<EventLogFile>, Vec<EseFile>) {
     let mut ese = Vec::new();
     let mut logs = Vec::new();
+    let mut wals = Vec::new();
     for (index, part) in volumes.iter().enumerate() {
         let volume = &part.volume;
-        let (ese_paths, log_paths) = store_paths(volume, part.is_windows);
+        let (ese_paths, log_paths, wal_paths) = store_paths_with_wals(volume, part.is_windows);
+        for path in wal_paths {
+            match volume.stream_layout(&path, "") {
+                Ok(layout) if layout.is_plain() => {
+                    let head = head_of(image, &layout, 4).unwrap_or_default();
+                    if super::sqlite_wal::has_magic(&head) {
+                        wals.push(EseFile {
+                            path,
+                            volume: index,
+                            layout,
+                        });
+                    } else {
+                        log::info!("{path}: no SQLite WAL magic, not rewritten as a log");
+                    }
+                }
+                Ok(_) => {
+                    log::warn!("{path}: stored compressed or encrypted; its bytes are not searched")
+                }
+                Err(err) => log::warn!("{path}: {err}"),
+            }
+        }
         for path in ese_paths {
             match volume.stream_layout(&path, "") {
                 Ok(layout) if layout.is_plain() => {
@@ -338,7 +403,7 @@ fn stores_of(image: &ImageFile, volumes: &[NtfsPart]) -> (Vec<EseFile>, Vec<Even
             }
         }
     }
-    (ese, logs)
+    (ese, logs, wals)
 }
 
 /// Surveys the master. `Ok(None)`: a readable disk without a Windows installation, and no
@@ -435,7 +500,7 @@ pub fn survey(
         }
         event_logs = event_logs_of(volume);
     }
-    let (ese_databases, more_logs) = stores_of(&image, &volumes);
+    let (ese_databases, more_logs, sqlite_wals) = stores_of(&image, &volumes);
     event_logs.extend(more_logs);
     if with_constraints {
         for part in &volumes {
@@ -487,5 +552,6 @@ pub fn survey(
         tasks,
         event_logs,
         ese_databases,
+        sqlite_wals,
     }))
 }

@@ -4,8 +4,10 @@ use crate::rewrite::derive::{check_explicit_sid, derive_new_sid};
 use crate::rewrite::ese::{rewrite_ese, EseError};
 use crate::rewrite::ese_structure::EseStructure;
 use crate::rewrite::model::WindowsSurvey;
+use crate::rewrite::sqlite_wal::rewrite_wal;
 use crate::rewrite::stage::{SidPatchStage, Structure};
 use crate::rewrite::structures::{EvtxStructure, HiveStructure, SecureStructure};
+use crate::rewrite::wal_structure::WalStructure;
 use crate::rewrite::SidMapping;
 use crate::sid::MachineSid;
 
@@ -126,6 +128,7 @@ pub fn structures_with_identity(
             .map(|e| Box::new(e) as Box<dyn Structure>),
     );
     out.extend(ese_structures(survey, map)?);
+    out.extend(wal_structures(survey, map)?);
     for part in &survey.volumes {
         // No exemption for a `$Secure` that "seems" to hold no SID: without its layout there is
         // no faithful way to read it, and every Windows volume's descriptors name local accounts.
@@ -205,6 +208,59 @@ fn ese_structures(
             Err(e) => log::info!("{name}: {e}; it holds no machine SID, kept as it is"),
             Ok(()) if !holds => log::info!("{name}: holds no machine SID, kept as it is"),
             Ok(()) => match EseStructure::new(f, part.partition.index) {
+                Some(s) => out.push(Box::new(s)),
+                None => return Err(refuse("it is stored compressed or encrypted".into())),
+            },
+        }
+    }
+    Ok(out)
+}
+
+/// The SQLite write-ahead logs of the survey as structures, checked first (DESIGN invariant 8):
+/// one that holds the old SID but cannot be rewritten with valid frame checksums (unknown format
+/// version or page size, compressed or unreadable) is an error naming it; one without the SID is
+/// left alone. The database file beside it has no page checksums and gets the generic rewrite.
+fn wal_structures(
+    survey: &WindowsSurvey,
+    map: &SidMapping,
+) -> Result<Vec<Box<dyn Structure>>, String> {
+    let mut out: Vec<Box<dyn Structure>> = Vec::new();
+    for f in &survey.sqlite_wals {
+        let Some(part) = survey.volumes.get(f.volume) else {
+            continue;
+        };
+        let name = format!(
+            "SQLite write-ahead log {} (partition {})",
+            f.path, part.partition.index
+        );
+        let advice = "checkpoint it into its database in the master (stop the service that uses it and run sqlite3 DATABASE \"PRAGMA wal_checkpoint(TRUNCATE)\", or shut Windows down cleanly) and capture it again";
+        let bytes = part
+            .volume
+            .read_file(&f.path, "", STRUCTURE_LIMIT)
+            .map_err(|e| {
+                format!(
+                    "{name} cannot be read whole to rewrite the machine SID in it with valid frame checksums ({e}); {advice}"
+                )
+            })?;
+        if !holds_sid(map, &bytes) {
+            log::info!("{name}: holds no machine SID, kept as it is");
+            continue;
+        }
+        let checked = if f.layout.is_plain() {
+            rewrite_wal(&bytes, map)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        } else {
+            Err("it is stored compressed or encrypted".to_string())
+        };
+        let refuse = |why: String| {
+            format!(
+                "{name} holds the machine SID but cannot be rewritten with valid frame checksums: {why}; {advice}"
+            )
+        };
+        match checked {
+            Err(why) => return Err(refuse(why)),
+            Ok(()) => match WalStructure::new(f, part.partition.index) {
                 Some(s) => out.push(Box::new(s)),
                 None => return Err(refuse("it is stored compressed or encrypted".into())),
             },

@@ -1,0 +1,73 @@
+//! A SQLite write-ahead log as a whole structure of the patch stage: [`super::sqlite_wal::rewrite_wal`]
+//! adapted to disk ranges and edits, like [`super::ese_structure::EseStructure`].
+
+use std::ops::Range;
+
+use super::model::EseFile;
+use super::plan::{extent_ranges, read_stream, runs_to_disk};
+use super::sqlite_wal::rewrite_wal;
+use super::stage::{diff_runs, Structure, StructureOutput};
+use super::SidMapping;
+use crate::image::Extent;
+use crate::overlay::MasterImage;
+
+/// One `*-wal` file: the SID is replaced in the whole file and the checksums of the frames SQLite
+/// replays are recomputed in order. Registered only after `plan::structures_with_identity`
+/// checked that the master's log can be rewritten so.
+pub struct WalStructure {
+    path: String,
+    partition: u32,
+    extents: Vec<Extent>,
+    size: u64,
+}
+
+impl WalStructure {
+    /// `None` for a stream that cannot be patched byte for byte (resident, compressed or
+    /// encrypted).
+    pub fn new(file: &EseFile, partition: u32) -> Option<Self> {
+        let extents = file.layout.extents();
+        if !file.layout.is_plain() || extents.is_empty() {
+            return None;
+        }
+        Some(WalStructure {
+            path: file.path.clone(),
+            partition,
+            extents: extents.to_vec(),
+            size: file.layout.size,
+        })
+    }
+}
+
+impl Structure for WalStructure {
+    fn name(&self) -> String {
+        format!(
+            "SQLite write-ahead log {} (partition {})",
+            self.path, self.partition
+        )
+    }
+
+    fn owned(&self) -> Vec<Range<u64>> {
+        extent_ranges(&self.extents)
+    }
+
+    fn transform(&self, master: &MasterImage, map: &SidMapping) -> Result<StructureOutput, String> {
+        let original = read_stream(master, &self.extents, self.size)?;
+        let out = rewrite_wal(&original, map).map_err(|e| e.to_string())?;
+        let r = &out.report;
+        let summary = format!(
+            "{} SID occurrences, {} of {} replayed frames changed, checksums of the {} replayed frames recomputed ({} frames in all, {}-byte pages, header checksum {})",
+            r.replaced.total(),
+            r.frames_changed,
+            r.valid_frames,
+            r.valid_frames,
+            r.frames,
+            r.page_size,
+            if r.header_valid { "valid" } else { "invalid in the master: log ignored by SQLite" }
+        );
+        Ok(StructureOutput {
+            owned_edits: runs_to_disk(diff_runs(&original, &out.bytes), &self.extents),
+            record_edits: Vec::new(),
+            summary,
+        })
+    }
+}
