@@ -245,3 +245,60 @@ fn a_wal_with_an_unknown_format_version_is_refused() {
     assert!(err.contains("format version 3007001"), "{err}");
     assert!(err.contains("wal_checkpoint"), "{err}");
 }
+
+/// Prove that `sidfs inspect` of a Windows master lists its SQLite write-ahead log with the
+/// machine SID ("rewritten with its frame checksums"), and refuses (`store-not-rewritable`) one it
+/// could not rewrite faithfully (an unknown format version), as mount does.
+#[test]
+fn inspect_lists_and_refuses_write_ahead_logs() {
+    if !tools_present() {
+        return;
+    }
+    let s = Scratch::new("sqlite-wal-inspect");
+    let (built, manifest) = build_master(&s, "built.img", &[]);
+    let sid = manifest["machine_sid"].as_str().unwrap().to_string();
+    let (start, size) = windows_partition(&manifest);
+    let (db, wal) = sqlite_store(&s, "store", &sid);
+    let mut bad_wal = wal.clone();
+    bad_wal[4..8].copy_from_slice(&3_007_001u32.to_be_bytes());
+    for (name, wal, refused) in [("good.img", &wal, false), ("bad.img", &bad_wal, true)] {
+        let master = s.path(name);
+        std::fs::copy(&built, &master).unwrap();
+        {
+            let dev = LoopDev::writable(&master, start, size);
+            let vol = s.mkdir(&format!("{name}-rw"));
+            ok(Command::new("ntfs-3g").arg(&dev.0).arg(&vol));
+            let m = RwMount(vol);
+            let p = m.0.join(DB_PATHS[0]);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, &db).unwrap();
+            std::fs::write(format!("{}-wal", p.display()), wal).unwrap();
+        }
+        let out = run(sidfs().arg("inspect").arg(&master).arg("--json"));
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let stores = report["windows"]["stores"].as_array().unwrap();
+        let listed = stores
+            .iter()
+            .find(|st| st["kind"] == "sqlite-wal")
+            .unwrap_or_else(|| panic!("{name}: no write-ahead log listed: {stores:?}"));
+        assert!(listed["sid_occurrences"].as_u64().unwrap() > 0, "{listed}");
+        let refusals = report["refusals"].as_array().unwrap();
+        let refuses = refusals
+            .iter()
+            .any(|r| r["reason"] == "store-not-rewritable");
+        if refused {
+            assert_eq!(out.status.code(), Some(3), "{name}: {report}");
+            assert!(refuses, "{name}: {refusals:?}");
+            assert!(
+                listed["clone"].as_str().unwrap().starts_with("refused"),
+                "{listed}"
+            );
+        } else {
+            assert!(!refuses, "{name}: {refusals:?}");
+            assert_eq!(
+                listed["clone"], "rewritten with its frame checksums",
+                "{listed}"
+            );
+        }
+    }
+}

@@ -381,13 +381,14 @@ fn store_reports(
 ) -> Vec<StoreReport> {
     use crate::rewrite::ese::{probe_mapping, rewrite_ese, EseHeader};
     let map = machine_sid.and_then(probe_mapping);
-    let (ese, logs) = crate::rewrite::model::store_paths(volume, true);
+    let (ese, logs, wals) = crate::rewrite::model::store_paths_with_wals(volume, true);
     let mut out = Vec::new();
     let limit = crate::rewrite::plan::STRUCTURE_LIMIT;
     for (path, kind) in ese
         .iter()
         .map(|p| (p, "ese"))
         .chain(logs.iter().map(|p| (p, "evtx")))
+        .chain(wals.iter().map(|p| (p, "sqlite-wal")))
     {
         let bytes = match volume.read_file(path, "", limit) {
             Ok(b) => b,
@@ -402,6 +403,11 @@ fn store_reports(
         };
         let signed = match kind {
             "ese" => EseHeader::has_signature(&bytes),
+            "sqlite-wal" => bytes.get(..4).is_some_and(|m| {
+                let m = u32::from_be_bytes([m[0], m[1], m[2], m[3]]);
+                m == crate::rewrite::sqlite_wal::MAGIC_LE
+                    || m == crate::rewrite::sqlite_wal::MAGIC_BE
+            }),
             _ => bytes.starts_with(crate::rewrite::evtx::FILE_SIGNATURE),
         };
         if !signed {
@@ -421,6 +427,17 @@ fn store_reports(
                 }
             },
             _ if sids == 0 => "kept as it is (no machine SID)".to_string(),
+            ("sqlite-wal", Some(map)) => match crate::rewrite::sqlite_wal::rewrite_wal(&bytes, map)
+            {
+                Ok(_) => "rewritten with its frame checksums".to_string(),
+                Err(e) => {
+                    f.refuse(
+                        RefusalReason::StoreNotRewritable,
+                        format!("The SQLite write-ahead log {path} holds the machine SID but cannot be rewritten with valid frame checksums ({e}): checkpoint it in the master (PRAGMA wal_checkpoint(TRUNCATE)) or delete it before capturing (docs/SEMANTICS.md, \"Stores with checksums\")."),
+                    );
+                    format!("refused: {e}")
+                }
+            },
             _ => "rewritten with its CRCs".to_string(),
         };
         out.push(StoreReport {
