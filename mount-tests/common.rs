@@ -402,3 +402,38 @@ pub fn real_data_disk(s: &Scratch) -> PathBuf {
         .arg(&s.dir));
     s.path("vss_1_vol.raw")
 }
+
+/// A read-write ntfs-3g mount; unmounted on drop (also when the test fails).
+pub struct RwMount(pub PathBuf);
+
+impl Drop for RwMount {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3").arg("-u").arg(&self.0).output();
+    }
+}
+
+/// Size of the data disks [`data_disk`] makes.
+pub const DATA_DISK_SIZE: u64 = 64 << 20;
+
+/// A bare NTFS volume (no partition table: a data disk) made by mkntfs, holding `files` (path on
+/// the volume, bytes) written through ntfs-3g.
+pub fn data_disk(s: &Scratch, name: &str, files: &[(&str, &[u8])]) -> PathBuf {
+    let img = s.path(name);
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(DATA_DISK_SIZE)
+        .unwrap();
+    ok(Command::new("mkntfs").args(["-F", "-Q", "-q"]).arg(&img));
+    let dev = LoopDev::writable(&img, 0, DATA_DISK_SIZE);
+    let vol = s.mkdir(&format!("{name}-rw"));
+    ok(Command::new("ntfs-3g").arg(&dev.0).arg(&vol));
+    let m = RwMount(vol);
+    for (path, bytes) in files {
+        let p = m.0.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, bytes).unwrap();
+    }
+    drop(m);
+    drop(dev);
+    img
+}

@@ -16,38 +16,6 @@ const DB_PATHS: [&str; 2] = [
     "Apps/Contoso/cache.db",
 ];
 const ROWS: usize = 60;
-const DISK_SIZE: u64 = 64 << 20;
-
-/// A read-write ntfs-3g mount; unmounted on drop (also when the test fails).
-struct RwMount(PathBuf);
-
-impl Drop for RwMount {
-    fn drop(&mut self) {
-        let _ = Command::new("fusermount3").arg("-u").arg(&self.0).output();
-    }
-}
-
-/// A bare NTFS volume (no partition table: a data disk) holding `files`.
-fn data_disk(s: &Scratch, name: &str, files: &[(String, Vec<u8>)]) -> PathBuf {
-    let img = s.path(name);
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(DISK_SIZE)
-        .unwrap();
-    ok(Command::new("mkntfs").args(["-F", "-Q", "-q"]).arg(&img));
-    let dev = LoopDev::writable(&img, 0, DISK_SIZE);
-    let vol = s.mkdir(&format!("{name}-rw"));
-    ok(Command::new("ntfs-3g").arg(&dev.0).arg(&vol));
-    let m = RwMount(vol);
-    for (path, bytes) in files {
-        let p = m.0.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, bytes).unwrap();
-    }
-    drop(m);
-    drop(dev);
-    img
-}
 
 /// A database in WAL mode (python's sqlite3 module) with `ROWS` rows holding `sid` as text and as
 /// a binary SID, every row still in the log: `(database, log)` copied while the connection is
@@ -133,7 +101,11 @@ fn wal_frames_replay_with_the_new_sid_on_a_data_disk() {
         files.push((format!("{path}-wal"), wal.clone()));
         masters.push((db, wal));
     }
-    let master = data_disk(&s, "data.img", &files);
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_slice()))
+        .collect();
+    let master = data_disk(&s, "data.img", &refs);
     let before = sha256(&master);
     let mp = s.mkdir("mp");
     let m = Mounted::new(&master, &mp, 41, &s.path("state"), &["--old-sid", OLD_SID]);
@@ -141,7 +113,7 @@ fn wal_frames_replay_with_the_new_sid_on_a_data_disk() {
         serde_json::from_slice(&read_all(&m.mountpoint.join("clone.json"))).unwrap();
     let new = info["new_sid"].as_str().unwrap().to_string();
     let clones: Vec<(Vec<u8>, Vec<u8>)> = {
-        let dev = LoopDev::new(&m.disk(), 0, DISK_SIZE);
+        let dev = LoopDev::new(&m.disk(), 0, DATA_DISK_SIZE);
         let nm = NtfsMount::new(&dev.0, &s.path("clone-ro"));
         DB_PATHS
             .iter()
@@ -227,11 +199,15 @@ fn a_wal_with_an_unknown_format_version_is_refused() {
     let s = Scratch::new("sqlite-wal-refused");
     let (db, mut wal) = sqlite_store(&s, "store", OLD_SID);
     wal[4..8].copy_from_slice(&3_007_001u32.to_be_bytes());
-    let files = vec![
+    let files = [
         (DB_PATHS[0].to_string(), db),
         (format!("{}-wal", DB_PATHS[0]), wal),
     ];
-    let master = data_disk(&s, "data.img", &files);
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_slice()))
+        .collect();
+    let master = data_disk(&s, "data.img", &refs);
     let mp = s.mkdir("mp");
     let out = mount_cmd(&master, &mp, 42, &s.path("state"), &["--old-sid", OLD_SID]);
     if out.status.success() {

@@ -44,39 +44,6 @@ fn event_log_for(sid: &str) -> Vec<u8> {
     out.stdout
 }
 
-/// A read-write ntfs-3g mount; unmounted on drop (also when the test fails).
-struct RwMount(PathBuf);
-
-impl Drop for RwMount {
-    fn drop(&mut self) {
-        let _ = Command::new("fusermount3").arg("-u").arg(&self.0).output();
-    }
-}
-
-const DISK_SIZE: u64 = 64 << 20;
-
-/// A bare NTFS volume (no partition table: a data disk) holding `files`.
-fn data_disk(s: &Scratch, name: &str, files: &[(&str, &[u8])]) -> PathBuf {
-    let img = s.path(name);
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(DISK_SIZE)
-        .unwrap();
-    ok(Command::new("mkntfs").args(["-F", "-Q", "-q"]).arg(&img));
-    let dev = LoopDev::writable(&img, 0, DISK_SIZE);
-    let vol = s.mkdir(&format!("{name}-rw"));
-    ok(Command::new("ntfs-3g").arg(&dev.0).arg(&vol));
-    let m = RwMount(vol);
-    for (path, bytes) in files {
-        let p = m.0.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, bytes).unwrap();
-    }
-    drop(m);
-    drop(dev);
-    img
-}
-
 /// `esedbexport -v` of one database: (its diagnostics, every exported table by file name).
 fn esedbexport(s: &Scratch, db: &Path, tag: &str) -> (String, Vec<(String, String)>) {
     let target = s.path(&format!("{tag}-export"));
@@ -139,7 +106,7 @@ fn srudb_and_event_logs_on_a_data_disk_pass_their_oracles() {
     let new = info["new_sid"].as_str().unwrap().to_string();
 
     let (clone_db, clone_logs) = {
-        let dev = LoopDev::new(&m.disk(), 0, DISK_SIZE);
+        let dev = LoopDev::new(&m.disk(), 0, DATA_DISK_SIZE);
         let nm = NtfsMount::new(&dev.0, &s.path("clone-ro"));
         let db = read_all(&nm.0.join(SRUDB_PATH));
         let logs: Vec<Vec<u8>> = LOG_PATHS.iter().map(|p| read_all(&nm.0.join(p))).collect();
