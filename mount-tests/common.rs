@@ -424,7 +424,15 @@ pub fn data_disk(s: &Scratch, name: &str, files: &[(&str, &[u8])]) -> PathBuf {
         .set_len(DATA_DISK_SIZE)
         .unwrap();
     ok(Command::new("mkntfs").args(["-F", "-Q", "-q"]).arg(&img));
-    let dev = LoopDev::writable(&img, 0, DATA_DISK_SIZE);
+    write_files(s, &img, 0, DATA_DISK_SIZE, files);
+    img
+}
+
+/// Writes `files` (path on the volume, bytes) into the NTFS volume at `start` (`size` bytes) of
+/// `image`, through a writable loop device and ntfs-3g.
+pub fn write_files(s: &Scratch, image: &Path, start: u64, size: u64, files: &[(&str, &[u8])]) {
+    let dev = LoopDev::writable(image, start, size);
+    let name = image.file_name().unwrap().to_string_lossy().into_owned();
     let vol = s.mkdir(&format!("{name}-rw"));
     ok(Command::new("ntfs-3g").arg(&dev.0).arg(&vol));
     let m = RwMount(vol);
@@ -435,5 +443,4 @@ pub fn data_disk(s: &Scratch, name: &str, files: &[(&str, &[u8])]) -> PathBuf {
     }
     drop(m);
     drop(dev);
-    img
 }

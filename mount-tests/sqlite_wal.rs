@@ -240,16 +240,14 @@ fn inspect_lists_and_refuses_write_ahead_logs() {
     for (name, wal, refused) in [("good.img", &wal, false), ("bad.img", &bad_wal, true)] {
         let master = s.path(name);
         std::fs::copy(&built, &master).unwrap();
-        {
-            let dev = LoopDev::writable(&master, start, size);
-            let vol = s.mkdir(&format!("{name}-rw"));
-            ok(Command::new("ntfs-3g").arg(&dev.0).arg(&vol));
-            let m = RwMount(vol);
-            let p = m.0.join(DB_PATHS[0]);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, &db).unwrap();
-            std::fs::write(format!("{}-wal", p.display()), wal).unwrap();
-        }
+        let wal_path = format!("{}-wal", DB_PATHS[0]);
+        write_files(
+            &s,
+            &master,
+            start,
+            size,
+            &[(DB_PATHS[0], &db), (&wal_path, wal)],
+        );
         let out = run(sidfs().arg("inspect").arg(&master).arg("--json"));
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let stores = report["windows"]["stores"].as_array().unwrap();

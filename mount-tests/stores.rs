@@ -255,17 +255,7 @@ fn windows_master_with(
     let master = s.path(name);
     std::fs::copy(&built, &master).unwrap();
     let (start, size) = windows_partition(&manifest);
-    let dev = LoopDev::writable(&master, start, size);
-    let vol = s.mkdir(&format!("{name}-rw"));
-    ok(Command::new("ntfs-3g").arg(&dev.0).arg(&vol));
-    let m = RwMount(vol);
-    for (path, bytes) in files {
-        let p = m.0.join(path);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(&p, bytes).unwrap();
-    }
-    drop(m);
-    drop(dev);
+    write_files(s, &master, start, size, files);
     (master, manifest)
 }
 

@@ -301,14 +301,19 @@ impl Structure for EvtxStructure {
                 );
                 (out.bytes, summary)
             }
-            Err(e) => {
+            // A file without the `ElfFile` signature is no event log and has no CRCs: the plain
+            // replacement is faithful for it.
+            Err(e @ super::evtx::EvtxError::NotEvtx { .. }) => {
                 let mut bytes = original.clone();
                 let n = map.replace_all(&mut bytes);
                 (
                     bytes,
-                    format!("not a readable event log ({e}): {n} SID occurrences replaced, no CRC"),
+                    format!("not an event log ({e}): {n} SID occurrences replaced"),
                 )
             }
+            // An event log whose header cannot be followed: fail closed (the read fails and the
+            // log says why) rather than replace SIDs under CRCs that would go stale.
+            Err(e) => return Err(format!("event log {}: {e}", self.path)),
         };
         Ok(StructureOutput {
             owned_edits: runs_to_disk(diff_runs(&original, &bytes), &self.extents),
