@@ -71,6 +71,7 @@ from .tools import (
     write_manifest,
 )
 
+LAYOUTS = ["gpt", "mbr"]
 VARIANTS = ["clean", "hibernated", "fast-startup", "dirty-ntfs", "unclean-logfile", "bitlocker",
             "dirty-hive", "domain-controller"]
 SIZE_PRESETS = {"small": 256 * MiB, "medium": 1024 * MiB}
@@ -134,6 +135,8 @@ class Options:
 def options(layout: str, variant: str, size: str, realdata: str | None,
             keep_work: bool) -> Options:
     """Options from command-line values; ValueError says what is wrong with them."""
+    if layout not in LAYOUTS or variant not in VARIANTS:
+        raise ValueError(f"no layout {layout!r} or no variant {variant!r}")
     student_pc8 = os.path.join(realdata, "winreg-kb-STUDENT-PC8") if realdata else STUDENT_PC8
     for f in REAL_HIVES:
         if not os.path.isfile(os.path.join(student_pc8, f)):
@@ -333,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                     "for sidfs tests and demos, and a JSON manifest describing it.",
         epilog="Needs root (FUSE mounts of ntfs-3g) and the packages from scripts/setup-deps. "
                "See docs/TEST-MASTERS.md.")
-    ap.add_argument("--layout", choices=["gpt", "mbr"], default="gpt",
+    ap.add_argument("--layout", choices=LAYOUTS, default="gpt",
                     help="partition table: gpt = ESP (FAT32) + MSR + Windows NTFS; "
                          "mbr = System Reserved NTFS + Windows NTFS (default: gpt)")
     ap.add_argument("--variant", choices=VARIANTS, default="clean",
