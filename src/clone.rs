@@ -23,7 +23,7 @@ use crate::overlay::{
     DEFAULT_BLOCK_SIZE,
 };
 use crate::rewrite;
-use crate::rewrite::plan::{build_stage_with_identity, choose_sid, SidChoice, SidSource};
+use crate::rewrite::stage_builder::{build_stage_with_identity, choose_sid, SidChoice, SidSource};
 use crate::sid::MachineSid;
 
 /// Key of the clone's identifiers in state.json.

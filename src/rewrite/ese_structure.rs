@@ -5,14 +5,14 @@ use std::ops::Range;
 
 use super::ese::rewrite_ese;
 use super::model::EseFile;
-use super::plan::{extent_ranges, read_stream, runs_to_disk};
 use super::stage::{diff_runs, Structure, StructureOutput};
+use super::stage_builder::{extent_ranges, read_stream, runs_to_disk};
 use super::SidMapping;
 use crate::image::Extent;
 use crate::overlay::MasterImage;
 
 /// One ESE database file: the SID is replaced in the whole file and the checksums of every page
-/// that changed are recomputed. It is registered only after `plan::structures_with_identity`
+/// that changed are recomputed. It is registered only after `stage_builder::structures_with_identity`
 /// checked that the master's file can be rewritten so; the transform fails (the read gets EIO)
 /// only if the master changed under the clone.
 pub struct EseStructure {

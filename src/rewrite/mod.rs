@@ -14,10 +14,10 @@ pub mod hive;
 pub mod junction;
 pub mod mapping;
 pub mod model;
-pub mod plan;
 pub mod secure;
 pub mod sqlite_wal;
 pub mod stage;
+pub mod stage_builder;
 pub mod structures;
 pub mod wal_structure;
 

@@ -4,15 +4,15 @@
 use std::ops::Range;
 
 use super::model::EseFile;
-use super::plan::{extent_ranges, read_stream, runs_to_disk};
 use super::sqlite_wal::rewrite_wal;
 use super::stage::{diff_runs, Structure, StructureOutput};
+use super::stage_builder::{extent_ranges, read_stream, runs_to_disk};
 use super::SidMapping;
 use crate::image::Extent;
 use crate::overlay::MasterImage;
 
 /// One `*-wal` file: the SID is replaced in the whole file and the checksums of the frames SQLite
-/// replays are recomputed in order. Registered only after `plan::structures_with_identity`
+/// replays are recomputed in order. Registered only after `stage_builder::structures_with_identity`
 /// checked that the master's log can be rewritten so.
 pub struct WalStructure {
     path: String,

@@ -1,4 +1,5 @@
-//! Turning a surveyed master and a seed into the clone's SID and its patch stage.
+//! Building the clone's patch stage from a surveyed master: the SID choice (recorded, explicit or
+//! from the seed), the whole structures it registers (each checked to fail closed), and the stage.
 
 use crate::rewrite::derive::{check_explicit_sid, derive_new_sid};
 use crate::rewrite::ese::{rewrite_ese, EseError};
