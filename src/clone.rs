@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::identity::{FoundIdentifier, IdentityChoice, IdentityMapping, IdentityRequest};
 use crate::mount::MountError;
 use crate::overlay::{
-    state, AttachRequest, CloneDisk, CloneState, IdentityPatch, MasterImage, PatchStage,
+    state, AttachRequest, CloneDisk, CloneState, MasterPassthrough, MasterImage, PatchStage,
     DEFAULT_BLOCK_SIZE,
 };
 use crate::rewrite;
@@ -374,7 +374,7 @@ pub fn open_clone(
                 "{}: a plain copy (--keep-sid): the clone is the master",
                 master_path.display()
             );
-            (Box::new(IdentityPatch), None)
+            (Box::new(MasterPassthrough), None)
         }
         Some(survey) => {
             let meta = state.meta();

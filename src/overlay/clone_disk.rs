@@ -325,7 +325,7 @@ impl CloneDisk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::overlay::patch::IdentityPatch;
+    use crate::overlay::patch::MasterPassthrough;
     use std::os::unix::fs::FileExt;
     use std::path::PathBuf;
 
@@ -373,7 +373,7 @@ mod tests {
         } else {
             DeltaStore::open(dir, g).unwrap()
         };
-        CloneDisk::new(master, delta, Box::new(IdentityPatch), false)
+        CloneDisk::new(master, delta, Box::new(MasterPassthrough), false)
     }
 
     /// Prove that unaligned random writes, a sync and a reopen give exactly the reference model,

@@ -38,12 +38,12 @@ pub trait PatchStage: Send + Sync {
     ) -> Result<()>;
 }
 
-/// The clone is the master: no transformation.
-pub struct IdentityPatch;
+/// The plain copy (`--keep-sid`): the master's bytes pass through unchanged.
+pub struct MasterPassthrough;
 
-impl PatchStage for IdentityPatch {
+impl PatchStage for MasterPassthrough {
     fn name(&self) -> &'static str {
-        "identity"
+        "passthrough"
     }
 
     fn read_pristine(
