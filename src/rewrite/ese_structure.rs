@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 
+use super::error::RewriteError;
 use super::ese::rewrite_ese;
 use super::model::EseFile;
 use super::stage::{diff_runs, Structure, StructureOutput};
@@ -48,9 +49,13 @@ impl Structure for EseStructure {
         extent_ranges(&self.extents)
     }
 
-    fn transform(&self, master: &MasterImage, map: &SidMapping) -> Result<StructureOutput, String> {
+    fn transform(
+        &self,
+        master: &MasterImage,
+        map: &SidMapping,
+    ) -> Result<StructureOutput, RewriteError> {
         let original = read_stream(master, &self.extents, self.size)?;
-        let out = rewrite_ese(&original, map).map_err(|e| e.to_string())?;
+        let out = rewrite_ese(&original, map)?;
         let r = &out.report;
         let summary = format!(
             "{} SID occurrences, {} of {} pages changed with their checksums recomputed ({} header, {} old-format, {} ECC, {} large), {}-byte pages, revision {:#x}",

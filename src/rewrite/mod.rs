@@ -7,6 +7,7 @@
 //! multi-sector records) build on it.
 
 pub mod derive;
+pub mod error;
 pub mod ese;
 pub mod ese_structure;
 pub mod evtx;
@@ -22,4 +23,5 @@ pub mod structures;
 pub mod wal_structure;
 
 pub use derive::{check_explicit_sid, derive_new_sid, DeriveError, OrderConstraints};
+pub use error::RewriteError;
 pub use mapping::{Form, Occurrence, SidMapping};

@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 
+use super::error::RewriteError;
 use super::model::EseFile;
 use super::sqlite_wal::rewrite_wal;
 use super::stage::{diff_runs, Structure, StructureOutput};
@@ -50,9 +51,13 @@ impl Structure for WalStructure {
         extent_ranges(&self.extents)
     }
 
-    fn transform(&self, master: &MasterImage, map: &SidMapping) -> Result<StructureOutput, String> {
+    fn transform(
+        &self,
+        master: &MasterImage,
+        map: &SidMapping,
+    ) -> Result<StructureOutput, RewriteError> {
         let original = read_stream(master, &self.extents, self.size)?;
-        let out = rewrite_wal(&original, map).map_err(|e| e.to_string())?;
+        let out = rewrite_wal(&original, map)?;
         let r = &out.report;
         let summary = format!(
             "{} SID occurrences, {} of {} replayed frames changed, checksums of the {} replayed frames recomputed ({} frames in all, {}-byte pages, header checksum {})",
