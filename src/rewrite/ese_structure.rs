@@ -7,7 +7,7 @@ use super::error::RewriteError;
 use super::ese::rewrite_ese;
 use super::model::EseFile;
 use super::stage::{diff_runs, Structure, StructureOutput};
-use super::stage_builder::{extent_ranges, read_stream, runs_to_disk};
+use super::stream::{extent_ranges, read_stream, runs_to_disk};
 use super::SidMapping;
 use crate::image::Extent;
 use crate::overlay::MasterImage;

@@ -19,6 +19,7 @@ pub mod secure;
 pub mod sqlite_wal;
 pub mod stage;
 pub mod stage_builder;
+pub mod stream;
 pub mod structures;
 pub mod wal_structure;
 

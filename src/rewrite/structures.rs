@@ -12,7 +12,7 @@ use super::hive::{rewrite_hive, TaskHashes};
 use super::model::{EventLogFile, NtfsPart, TaskFile};
 use super::secure::{rewrite_secure, verify_secure, ResidentValue, SecureLayout, SecureParts};
 use super::stage::{diff_runs, Structure, StructureOutput};
-use super::stage_builder::{edits_in_holes, extent_ranges, read_stream, runs_to_disk};
+use super::stream::{edits_in_holes, extent_ranges, read_stream, runs_to_disk};
 use super::SidMapping;
 use crate::image::ntfs_volume::multi_sector::record_at;
 use crate::image::{Extent, HiveLocation};

@@ -7,7 +7,7 @@ use super::error::RewriteError;
 use super::model::EseFile;
 use super::sqlite_wal::rewrite_wal;
 use super::stage::{diff_runs, Structure, StructureOutput};
-use super::stage_builder::{extent_ranges, read_stream, runs_to_disk};
+use super::stream::{extent_ranges, read_stream, runs_to_disk};
 use super::SidMapping;
 use crate::image::Extent;
 use crate::overlay::MasterImage;
