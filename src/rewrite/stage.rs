@@ -2,8 +2,9 @@
 //! not hold is computed here from the master, lazily, on read.
 //!
 //! For a read of `[offset, offset + len)` the stage:
-//! 1. runs, once, every whole-structure transform (a hive, `$Secure`) whose trigger ranges meet the
-//!    window around the read, and keeps its output (the changed bytes only) in memory;
+//! 1. runs every whole-structure transform (a hive, `$Secure`) whose trigger ranges meet the
+//!    window around the read, unless an earlier read did, and keeps its output (the changed bytes
+//!    only) in memory;
 //! 2. reads a window of master bytes wide enough to hold every multi-sector record overlapping the
 //!    read and the context for SID strings straddling the read's edges;
 //! 3. undoes the fixups of the FILE/INDX records in the window, replaces the machine SID in
@@ -18,7 +19,8 @@
 //! result. A permanent result is kept for the life of the stage: the output, or the error of a
 //! structure the master's bytes make impossible to rewrite (every later read of it fails the
 //! same way, without running the transform again). A transient error (an I/O error reading the
-//! master) fails only the reads waiting for it; the next read runs the transform again. A
+//! master) fails only the read that ran the transform; the next read (also one that was
+//! waiting) runs it again. A
 //! transform that panics is a bug: the panic is contained, logged with the structure, and kept
 //! as a permanent error, so that the guest's retries are answered EIO at once instead of
 //! running (and panicking in) the transform again and again; a remount tries again.
