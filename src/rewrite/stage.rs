@@ -213,17 +213,6 @@ impl SidPatchStage {
         Err(err)
     }
 
-    /// Runs every structure transform now (for `export` and `verify`, and to fail early).
-    pub fn transform_all(
-        &self,
-        master: &MasterImage,
-    ) -> std::result::Result<Vec<(String, Arc<StructureOutput>)>, Arc<RewriteError>> {
-        self.structures
-            .iter()
-            .map(|r| Ok((r.structure.name(), self.output_of(r, master)?)))
-            .collect()
-    }
-
     /// The clone's bytes for `[offset, offset + buf.len())`.
     pub fn patch(&self, master: &MasterImage, offset: u64, buf: &mut [u8]) -> Result<()> {
         let len = buf.len() as u64;
