@@ -11,6 +11,7 @@ use super::error::{OverlayError, Result};
 use super::master::MasterImage;
 use super::patch::PatchStage;
 use super::units::{BlockIndex, Geometry};
+use crate::panics::panic_message;
 
 pub struct CloneDisk {
     master: Arc<MasterImage>,
@@ -40,15 +41,6 @@ fn later_than(previous: SystemTime, now: SystemTime) -> SystemTime {
 enum Source {
     Delta,
     Pristine,
-}
-
-/// The text of a panic's payload (a `&str` or a `String`, as `panic!` makes them).
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 impl CloneDisk {

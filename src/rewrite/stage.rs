@@ -36,6 +36,7 @@ use super::error::RewriteError;
 use super::mapping::{SidMapping, SEARCH_CONTEXT};
 use crate::image::ntfs_volume::multi_sector::{find_records, MAX_RECORD};
 use crate::overlay::{MasterImage, OverlayError, PatchStage, Result};
+use crate::panics::panic_message;
 
 /// The changed bytes a structure transform produced.
 #[derive(Debug, Default)]
@@ -311,15 +312,6 @@ impl PatchStage for SidPatchStage {
     fn read_pristine(&self, master: &MasterImage, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.patch(master, offset, buf)
     }
-}
-
-/// The text of a panic's payload (a `&str` or a `String`, as `panic!` makes them).
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 /// Compares `old` and `new` (same length) and returns the changed runs as edits at
