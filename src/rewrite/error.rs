@@ -322,3 +322,37 @@ impl From<DeriveError> for RewriteError {
 }
 
 pub type Result<T, E = RewriteError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prove that an I/O error reading the master is transient also under a structure's
+    /// context, and that what follows from the master's bytes is not.
+    #[test]
+    fn only_read_errors_are_transient() {
+        let io = || {
+            OverlayError::io(
+                "read at 0x1000 of master",
+                "/m.img",
+                std::io::Error::from_raw_os_error(libc::EIO),
+            )
+        };
+        assert!(RewriteError::Master(io()).is_transient());
+        let nested = RewriteError::Master(io()).in_structure("hive X".into(), 0x1000);
+        assert!(nested.is_transient());
+        assert!(nested
+            .to_string()
+            .starts_with("hive X (at disk offset 0x1000): read at"));
+        let invalid = RewriteError::Invalid {
+            offset: 0x1000,
+            what: "MFT record 9 has invalid fixups",
+        };
+        assert!(!invalid.in_structure("$Secure".into(), 0).is_transient());
+        assert!(!RewriteError::Panicked {
+            message: "bug".into()
+        }
+        .is_transient());
+        assert!(!RewriteError::TooLarge { size: 2, limit: 1 }.is_transient());
+    }
+}
