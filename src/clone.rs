@@ -19,11 +19,11 @@ use sha2::{Digest, Sha256};
 use crate::identity::{FoundIdentifier, IdentityChoice, IdentityMapping, IdentityRequest};
 use crate::mount::MountError;
 use crate::overlay::{
-    state, AttachRequest, CloneDisk, CloneState, IdentityPatch, MasterImage, PatchStage,
+    state, AttachRequest, CloneDisk, CloneState, MasterImage, MasterPassthrough, PatchStage,
     DEFAULT_BLOCK_SIZE,
 };
 use crate::rewrite;
-use crate::rewrite::plan::{build_stage_with_identity, choose_sid, SidChoice, SidSource};
+use crate::rewrite::stage_builder::{build_stage_with_identity, choose_sid, SidChoice, SidSource};
 use crate::sid::MachineSid;
 
 /// Key of the clone's identifiers in state.json.
@@ -374,7 +374,7 @@ pub fn open_clone(
                 "{}: a plain copy (--keep-sid): the clone is the master",
                 master_path.display()
             );
-            (Box::new(IdentityPatch), None)
+            (Box::new(MasterPassthrough), None)
         }
         Some(survey) => {
             let meta = state.meta();
@@ -389,7 +389,7 @@ pub fn open_clone(
                 (_, _, Some(explicit)) => SidSource::Explicit(explicit),
                 _ => SidSource::Seed(meta.seed),
             };
-            let choice = choose_sid(survey, source).map_err(MountError)?;
+            let choice = choose_sid(survey, source).map_err(|e| MountError(e.to_string()))?;
             let fresh = meta.new_sid.is_none();
             let recorded_identity = meta.extra.get(IDENTITY_STATE_KEY).cloned();
             let seed = meta.seed;
@@ -423,7 +423,7 @@ pub fn open_clone(
                 _ => None,
             };
             let stage = build_stage_with_identity(survey, &choice, mapping, master.size())
-                .map_err(MountError)?;
+                .map_err(|e| MountError(e.to_string()))?;
             info!("machine SID {} becomes {}", choice.old, choice.new);
             for c in chosen.iter().flat_map(|c| &c.changes) {
                 info!("{} {} becomes {}", c.kind, c.old, c.new);

@@ -7,6 +7,7 @@
 //! multi-sector records) build on it.
 
 pub mod derive;
+pub mod error;
 pub mod ese;
 pub mod ese_structure;
 pub mod evtx;
@@ -14,12 +15,14 @@ pub mod hive;
 pub mod junction;
 pub mod mapping;
 pub mod model;
-pub mod plan;
 pub mod secure;
 pub mod sqlite_wal;
 pub mod stage;
+pub mod stage_builder;
+pub mod stream;
 pub mod structures;
 pub mod wal_structure;
 
 pub use derive::{check_explicit_sid, derive_new_sid, DeriveError, OrderConstraints};
+pub use error::RewriteError;
 pub use mapping::{Form, Occurrence, SidMapping};
