@@ -350,12 +350,12 @@ pub fn open_clone(
     let found = match (&survey, is_new) {
         (Some(s), true) => {
             let found = discover_identifiers(s);
-            IdentityChoice::decide(&found, identity_req, seed.unwrap_or(0)).map_err(MountError)?;
+            IdentityChoice::decide(&found, identity_req, seed.unwrap_or(0))?;
             found
         }
         _ => {
             if let Some(h) = &identity_req.hostname {
-                crate::identity::check_hostname(h).map_err(MountError)?;
+                crate::identity::check_hostname(h)?;
             }
             Vec::new()
         }
@@ -405,8 +405,7 @@ pub fn open_clone(
                     Some(c)
                 }
                 None if fresh => {
-                    let c =
-                        IdentityChoice::decide(&found, identity_req, seed).map_err(MountError)?;
+                    let c = IdentityChoice::decide(&found, identity_req, seed)?;
                     state.record_extra(
                         IDENTITY_STATE_KEY,
                         serde_json::to_value(&c).expect("identifiers serialize"),
@@ -417,9 +416,7 @@ pub fn open_clone(
                 None => None,
             };
             let mapping = match &chosen {
-                Some(c) if !c.changes.is_empty() => {
-                    Some(Arc::new(IdentityMapping::new(c).map_err(MountError)?))
-                }
+                Some(c) if !c.changes.is_empty() => Some(Arc::new(IdentityMapping::new(c)?)),
                 _ => None,
             };
             let stage = build_stage_with_identity(survey, &choice, mapping, master.size())

@@ -236,7 +236,9 @@ impl CloneArgs {
 struct KeepList(Vec<sidfs::identity::IdentifierKind>);
 
 fn parse_keep(s: &str) -> Result<KeepList, String> {
-    sidfs::identity::parse_keep_list(s).map(KeepList)
+    sidfs::identity::parse_keep_list(s)
+        .map(KeepList)
+        .map_err(|e| e.to_string())
 }
 
 impl MountArgs {
