@@ -258,6 +258,44 @@ pub fn discover_identifiers(survey: &rewrite::model::WindowsSurvey) -> Vec<Found
     )
 }
 
+/// A computer name of another length gives values new data, and one that grows needs free
+/// cells: refuse before any state exists (not at the guest's first read of the hive) when a hive
+/// has none large enough. Each hive is rewritten from the master as the clone's will be (the SID
+/// rewrite before it never moves a cell), so the check and the clone agree.
+fn check_identity_fits(
+    survey: &rewrite::model::WindowsSurvey,
+    choice: &IdentityChoice,
+    master_path: &Path,
+) -> Result<(), MountError> {
+    let Some(name) = choice.changes.iter().find(|c| {
+        c.kind == crate::identity::IdentifierKind::Hostname && c.old.len() != c.new.len()
+    }) else {
+        return Ok(());
+    };
+    let (Some(windows), mapping) = (survey.windows(), IdentityMapping::new(choice)?) else {
+        return Ok(());
+    };
+    for hive in &survey.hives {
+        let Ok(bytes) = windows
+            .volume
+            .read_file(&hive.path, "", rewrite::model::HIVE_LIMIT)
+        else {
+            continue;
+        };
+        if let Err(e) = crate::identity::hive::rewrite_identifiers(&bytes, &mapping) {
+            return Err(MountError(format!(
+                "cannot clone {} with the computer name {}: hive {}: {e}; choose a --hostname of at most {} characters (the master's {} has that many) or keep the master's name",
+                master_path.display(),
+                name.new,
+                hive.path,
+                name.old.len(),
+                name.old
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The machine SID a state records as replaced (its `old_sid`), if any.
 fn recorded_old_sid(meta: &state::StateMeta, dir: &Path) -> Result<Option<MachineSid>, MountError> {
     match &meta.old_sid {
@@ -350,7 +388,8 @@ pub fn open_clone(
     let found = match (&survey, is_new) {
         (Some(s), true) => {
             let found = discover_identifiers(s);
-            IdentityChoice::decide(&found, identity_req, seed.unwrap_or(0))?;
+            let first = IdentityChoice::decide(&found, identity_req, seed.unwrap_or(0))?;
+            check_identity_fits(s, &first, master_path)?;
             found
         }
         _ => {

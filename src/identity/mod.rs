@@ -12,6 +12,7 @@
 pub mod error;
 pub mod hive;
 pub mod unchanged;
+pub mod value_data;
 
 pub use error::IdentityError;
 
