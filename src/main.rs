@@ -180,8 +180,8 @@ struct CloneArgs {
     /// any image. Not with --sid, --old-sid, --hostname or --keep.
     #[arg(long)]
     keep_sid: bool,
-    /// The clone's computer name (NetBIOS and DNS: at most 15 letters, digits and hyphens,
-    /// as long as the master's). Default: one derived from the seed.
+    /// The clone's computer name: 1-15 letters, digits and hyphens, of any length (the NetBIOS
+    /// name upper case, the DNS host name as given). Default: one derived from the seed.
     #[arg(long, value_name = "NAME")]
     hostname: Option<String>,
     /// Identifiers to keep as in the master, comma-separated: hostname, machine-guid, wsus,
