@@ -222,3 +222,87 @@ fn invalid_names_are_refused_in_one_line() {
         assert!(!img.exists());
     }
 }
+
+/// Marks every free cell of every copy of the SYSTEM hive in a raw image allocated (an orphan
+/// allocated cell is valid; the base block, and so its checksum, is untouched): a hive with no
+/// free cell at all. Returns how many cells it marked.
+fn fill_free_cells_of_system_hives(image: &Path) -> usize {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = read_all(image);
+    let le32 = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let mut marked = 0;
+    let mut at = 0;
+    while at + 4096 <= bytes.len() {
+        let name: Vec<u16> = bytes[at + 0x30..at + 0x70]
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .take_while(|u| *u != 0)
+            .collect();
+        let is_system = &bytes[at..at + 4] == b"regf"
+            && String::from_utf16_lossy(&name)
+                .to_ascii_uppercase()
+                .ends_with("\\CONFIG\\SYSTEM");
+        if !is_system {
+            at += 512;
+            continue;
+        }
+        let end = (at + 4096 + le32(&bytes, at + 0x28) as usize).min(bytes.len());
+        let mut bin = at + 4096;
+        while bin + 0x20 <= end && &bytes[bin..bin + 4] == b"hbin" {
+            let bin_end = bin + le32(&bytes, bin + 8) as usize;
+            let mut cell = bin + 0x20;
+            while cell + 4 <= bin_end.min(end) {
+                let size = i32::from_le_bytes(bytes[cell..cell + 4].try_into().unwrap());
+                if size == 0 {
+                    break;
+                }
+                if size > 0 {
+                    bytes[cell..cell + 4].copy_from_slice(&(-size).to_le_bytes());
+                    marked += 1;
+                }
+                cell += size.unsigned_abs() as usize;
+            }
+            bin = bin_end;
+        }
+        at = end.max(at + 512);
+    }
+    let f = std::fs::OpenOptions::new().write(true).open(image).unwrap();
+    f.write_all_at(&bytes, 0).unwrap();
+    marked
+}
+
+/// Prove that a name longer than the master's is refused in one line, before any state exists,
+/// naming the SYSTEM hive and the size it needs, when that hive has no free cell (crafted here:
+/// every free cell marked allocated), in mount and export; a shorter name, which shrinks values
+/// in their cells, still makes a clone of that master that `sidfs verify` accepts.
+#[test]
+fn a_longer_name_without_a_free_cell_is_refused_naming_the_hive() {
+    let s = Scratch::new("hostname-full");
+    let (master, _) = build_master(&s, "master.img", &[]);
+    assert!(fill_free_cells_of_system_hives(&master) > 0);
+    let mp = s.mkdir("mp");
+    let state = s.path("st");
+    let out = mount_cmd(&master, &mp, 7, &state, &["--hostname", "WKS-A-0042-XYZ1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = one_line_error(&out);
+    assert!(
+        err.contains("no free cell of")
+            && err.contains(r"Windows\System32\config\SYSTEM")
+            && err.contains("WKS-A-0042-XYZ1")
+            && err.contains("at most 11 characters"),
+        "{err}"
+    );
+    assert!(!state.exists(), "a refused mount left its state");
+    let img = s.path("out.img");
+    let err = one_line_error(&run(sidfs().arg("export").arg(&master).arg(&img).args([
+        "--seed",
+        "7",
+        "--hostname",
+        "WKS-A-0042-XYZ1",
+    ])));
+    assert!(err.contains("no free cell of"), "{err}");
+    assert!(!img.exists());
+    let m = Mounted::new(&master, &mp, 7, &state, &["--hostname", "LAB1"]);
+    ok(sidfs().arg("verify").arg(m.disk()));
+    m.unmount();
+}
