@@ -415,7 +415,7 @@ pub fn rewrite_identifiers(
         for cell in check.cells() {
             cell.map_err(|e| bug(format!("cells do not tile the bins: {e}")))?;
         }
-        report.name_left = map.find_name(&out).len();
+        report.name_left = map.count_old_name(&out);
     }
     for &p in &parents {
         check_list(&check, keys[p].offset, &keys[p].path)?;

@@ -704,6 +704,8 @@ pub struct IdentityMapping {
     /// The old computer name as UTF-16LE text (upper, lower, as found), delimited, each with
     /// its new NetBIOS form: what [`NameChange`] rewrites inside string values.
     name_patterns: Vec<Pattern>,
+    /// The old computer name as ASCII text: only counted ([`IdentityMapping::count_old_name`]).
+    name_ascii: Vec<Pattern>,
 }
 
 /// The computer name when it is applied value by value.
@@ -761,6 +763,7 @@ impl IdentityMapping {
         let mut raw: Vec<RawPattern> = Vec::new();
         let mut name = None;
         let mut name_raw: Vec<RawPattern> = Vec::new();
+        let mut ascii_raw: Vec<RawPattern> = Vec::new();
         for c in &choice.changes {
             let not_in_place = || IdentityError::NotInPlace {
                 kind: c.kind,
@@ -781,6 +784,13 @@ impl IdentityMapping {
                     });
                     for (o, n) in case_variants(&c.old, &c.new) {
                         name_raw.push((c.kind, utf16(&o), utf16(&n), Width::Utf16, Boundary::Word));
+                        ascii_raw.push((
+                            c.kind,
+                            o.into_bytes(),
+                            n.into_bytes(),
+                            Width::Byte,
+                            Boundary::Word,
+                        ));
                     }
                 }
                 if resized {
@@ -832,6 +842,7 @@ impl IdentityMapping {
             patterns: build_patterns(raw),
             name,
             name_patterns: build_patterns(name_raw),
+            name_ascii: build_patterns(ascii_raw),
         })
     }
 
@@ -858,6 +869,13 @@ impl IdentityMapping {
         let mut v = Self::find_in(&self.name_patterns, buf, true);
         v.retain(|o| o.offset % 2 == 0);
         v
+    }
+
+    /// Occurrences of the old computer name (UTF-16LE at any offset, and ASCII) in `buf`, when
+    /// the name is applied value by value: what stays where a new length cannot go.
+    pub fn count_old_name(&self, buf: &[u8]) -> usize {
+        Self::find_in(&self.name_patterns, buf, true).len()
+            + Self::find_in(&self.name_ascii, buf, true).len()
     }
 
     /// The new bytes for an occurrence found by [`IdentityMapping::find_name`].

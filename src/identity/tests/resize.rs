@@ -258,3 +258,40 @@ fn free_cells_split_and_release_keep_tiling() {
     );
     assert_eq!(free.allocated, 2);
 }
+
+/// Prove on real Windows hives (STUDENT-PC8's NTUSER.DAT and SECURITY) that a shorter and a
+/// longer name are written into their string values and PolAcDmN, cells still tile, the hives
+/// validate and walk, and the old name is left only outside string values (counted).
+#[test]
+fn real_hives_take_a_shorter_and_a_longer_name() {
+    let (Some(security), Some(ntuser)) = (real_hive("SECURITY"), real_hive("NTUSER.DAT")) else {
+        println!("SKIPPED: the STUDENT-PC8 realdata is absent");
+        return;
+    };
+    for (given, netbios) in [("Lab1", "LAB1"), ("WKS-A-0042-XYZ1", "WKS-A-0042-XYZ1")] {
+        let map = IdentityMapping::new(&change(given)).unwrap();
+        let (sec, _) = hive::rewrite_identifiers(&security, &map).unwrap();
+        assert_tiled(&sec);
+        let h = Hive::parse(&sec).unwrap();
+        assert_eq!(policy_account_domain_name(&h).as_deref(), Some(netbios));
+        let (nt, report) = hive::rewrite_identifiers(&ntuser, &map).unwrap();
+        assert_eq!(nt.len(), ntuser.len());
+        assert_tiled(&nt);
+        assert!(report.values_resized >= 1, "{report:?}");
+        let h = Hive::parse(&nt).unwrap();
+        assert_eq!(
+            string_value(
+                &h,
+                r"Software\Microsoft\Windows Media\WMSDK\General",
+                "ComputerName"
+            )
+            .as_deref(),
+            Some(netbios)
+        );
+        assert_eq!(hive::name_residual(&h, &map).unwrap(), 0, "{given}");
+        // The lower-case name in shell-link blobs (binary data) cannot change length.
+        assert_eq!(report.name_left, count(&nt, b"student-pc8"), "{report:?}");
+        assert!(report.name_left > 0);
+        println!("{given}: {report:?}");
+    }
+}
