@@ -7,7 +7,7 @@
 //!   smaller size inside the same cell is valid; the cell keeps its size);
 //! * data that does not fit gets a free cell of an existing hbin (the first one large enough, in
 //!   file order); the cell is split so that the cells still tile the bin (the rest stays a free
-//!   cell), and the old data cell is freed (not merged with its neighbours).
+//!   cell), and the old data cell is freed and merged with free neighbours.
 //!
 //! A freed cell's data is zeroed, so that no copy of an old identifier stays in the hive. No hbin
 //! is added: when no free cell is large enough the rewrite is refused ([`IdentityError::NoFreeCell`]).
@@ -81,15 +81,36 @@ impl FreeCells {
         Some(at)
     }
 
-    /// Frees the allocated cell at `at`: positive size, zeroed data; it joins the free list.
+    /// Frees the allocated cell at `at`: zeroed data, merged with a free cell right before
+    /// and right after it (adjacent cells in the list are in one bin: a bin's first cell follows
+    /// its header), positive size; it joins the free list.
     fn release(&mut self, at: usize, out: &mut [u8]) -> Option<()> {
         let raw = i32::from_le_bytes(out.get(at..at.checked_add(4)?)?.try_into().ok()?);
         let size = usize::try_from(raw.checked_neg()?).ok()?;
         let end = at.checked_add(size)?;
         out.get_mut(at.checked_add(CELL_SIZE_FIELD)?..end)?.fill(0);
-        write_size(out, at, raw.checked_neg()?)?;
-        let pos = self.cells.partition_point(|c| c.0 < at);
-        self.cells.insert(pos, (at, size));
+        let mut pos = self.cells.partition_point(|c| c.0 < at);
+        let (mut start, mut total) = (at, size);
+        if let Some(&(next, next_size)) = self.cells.get(pos) {
+            if next == end {
+                out.get_mut(next..next.checked_add(CELL_SIZE_FIELD)?)?
+                    .fill(0);
+                total = total.checked_add(next_size)?;
+                self.cells.remove(pos);
+            }
+        }
+        if pos > 0 {
+            let (prev, prev_size) = self.cells[pos - 1];
+            if prev.checked_add(prev_size)? == at {
+                out.get_mut(at..at.checked_add(CELL_SIZE_FIELD)?)?.fill(0);
+                start = prev;
+                total = total.checked_add(prev_size)?;
+                pos -= 1;
+                self.cells.remove(pos);
+            }
+        }
+        write_size(out, start, i32::try_from(total).ok()?)?;
+        self.cells.insert(pos, (start, total));
         Some(())
     }
 }

@@ -193,8 +193,8 @@ fn growing_without_a_free_cell_large_enough_is_refused() {
 }
 
 /// Prove that taking a cell splits the first free cell large enough so that the rest stays a
-/// free cell right after it, that an exact fit takes the whole cell, and that a released cell
-/// is zeroed, positive again and reused.
+/// free cell right after it, that a released cell is zeroed and merged with the free cells
+/// before and after it, and that an exact fit takes the whole cell.
 #[test]
 fn free_cells_split_and_release_keep_tiling() {
     let bins = BASE_BLOCK_SIZE + 0x20;
@@ -240,21 +240,25 @@ fn free_cells_split_and_release_keep_tiling() {
         ..slot.clone()
     };
     super::super::value_data::set_value_data(&mut out, &mut free, &grown, b"A\0\0\0").unwrap();
+    // Merged with the free 0x20 cell before it and the free 0x10 rest after it: one 0x60 cell.
     assert_eq!(
-        i32::from_le_bytes(out[at..at + 4].try_into().unwrap()),
-        0x30
+        i32::from_le_bytes(out[bins..bins + 4].try_into().unwrap()),
+        0x60
     );
-    assert!(out[at + 4..at + 0x30].iter().all(|b| *b == 0));
+    assert!(
+        out[at..at + 0x34].iter().all(|b| *b == 0),
+        "the freed cell and the merged header"
+    );
     assert_eq!(
         u32::from_le_bytes(out[4..8].try_into().unwrap()),
         0x8000_0004
     );
     assert_eq!(&out[8..12], b"A\0\0\0");
-    // An exact fit (0x20 for 28 bytes) takes the whole first cell.
-    super::super::value_data::set_value_data(&mut out, &mut free, &slot, &[1u8; 28]).unwrap();
+    // 0x60 for 88 bytes: an exact fit takes the whole merged cell.
+    super::super::value_data::set_value_data(&mut out, &mut free, &slot, &[1u8; 88]).unwrap();
     assert_eq!(
         i32::from_le_bytes(out[bins..bins + 4].try_into().unwrap()),
-        -0x20
+        -0x60
     );
     assert_eq!(free.allocated, 2);
 }
