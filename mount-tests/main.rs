@@ -9,6 +9,7 @@ mod deploy;
 mod durability;
 mod evtx;
 mod fail_closed;
+mod hostname;
 mod identity;
 mod inspect;
 mod overlay;

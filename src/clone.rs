@@ -258,6 +258,44 @@ pub fn discover_identifiers(survey: &rewrite::model::WindowsSurvey) -> Vec<Found
     )
 }
 
+/// A computer name of another length gives values new data, and one that grows needs free
+/// cells: refuse before any state exists (not at the guest's first read of the hive) when a hive
+/// has none large enough. Each hive is rewritten from the master as the clone's will be (the SID
+/// rewrite before it never moves a cell), so the check and the clone agree.
+fn check_identity_fits(
+    survey: &rewrite::model::WindowsSurvey,
+    choice: &IdentityChoice,
+    master_path: &Path,
+) -> Result<(), MountError> {
+    let Some(name) = choice.changes.iter().find(|c| {
+        c.kind == crate::identity::IdentifierKind::Hostname && c.old.len() != c.new.len()
+    }) else {
+        return Ok(());
+    };
+    let (Some(windows), mapping) = (survey.windows(), IdentityMapping::new(choice)?) else {
+        return Ok(());
+    };
+    for hive in &survey.hives {
+        let Ok(bytes) = windows
+            .volume
+            .read_file(&hive.path, "", rewrite::model::HIVE_LIMIT)
+        else {
+            continue;
+        };
+        if let Err(e) = crate::identity::hive::rewrite_identifiers(&bytes, &mapping) {
+            return Err(MountError(format!(
+                "cannot clone {} with the computer name {}: hive {}: {e}; choose a --hostname of at most {} characters (the master's {} has that many) or keep the master's name",
+                master_path.display(),
+                name.new,
+                hive.path,
+                name.old.len(),
+                name.old
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The machine SID a state records as replaced (its `old_sid`), if any.
 fn recorded_old_sid(meta: &state::StateMeta, dir: &Path) -> Result<Option<MachineSid>, MountError> {
     match &meta.old_sid {
@@ -350,12 +388,13 @@ pub fn open_clone(
     let found = match (&survey, is_new) {
         (Some(s), true) => {
             let found = discover_identifiers(s);
-            IdentityChoice::decide(&found, identity_req, seed.unwrap_or(0)).map_err(MountError)?;
+            let first = IdentityChoice::decide(&found, identity_req, seed.unwrap_or(0))?;
+            check_identity_fits(s, &first, master_path)?;
             found
         }
         _ => {
             if let Some(h) = &identity_req.hostname {
-                crate::identity::check_hostname(h).map_err(MountError)?;
+                crate::identity::check_hostname(h)?;
             }
             Vec::new()
         }
@@ -405,8 +444,7 @@ pub fn open_clone(
                     Some(c)
                 }
                 None if fresh => {
-                    let c =
-                        IdentityChoice::decide(&found, identity_req, seed).map_err(MountError)?;
+                    let c = IdentityChoice::decide(&found, identity_req, seed)?;
                     state.record_extra(
                         IDENTITY_STATE_KEY,
                         serde_json::to_value(&c).expect("identifiers serialize"),
@@ -417,9 +455,7 @@ pub fn open_clone(
                 None => None,
             };
             let mapping = match &chosen {
-                Some(c) if !c.changes.is_empty() => {
-                    Some(Arc::new(IdentityMapping::new(c).map_err(MountError)?))
-                }
+                Some(c) if !c.changes.is_empty() => Some(Arc::new(IdentityMapping::new(c)?)),
                 _ => None,
             };
             let stage = build_stage_with_identity(survey, &choice, mapping, master.size())

@@ -180,8 +180,8 @@ struct CloneArgs {
     /// any image. Not with --sid, --old-sid, --hostname or --keep.
     #[arg(long)]
     keep_sid: bool,
-    /// The clone's computer name (NetBIOS and DNS: at most 15 letters, digits and hyphens,
-    /// as long as the master's). Default: one derived from the seed.
+    /// The clone's computer name: 1-15 letters, digits and hyphens, of any length (the NetBIOS
+    /// name upper case, the DNS host name as given). Default: one derived from the seed.
     #[arg(long, value_name = "NAME")]
     hostname: Option<String>,
     /// Identifiers to keep as in the master, comma-separated: hostname, machine-guid, wsus,
@@ -236,7 +236,9 @@ impl CloneArgs {
 struct KeepList(Vec<sidfs::identity::IdentifierKind>);
 
 fn parse_keep(s: &str) -> Result<KeepList, String> {
-    sidfs::identity::parse_keep_list(s).map(KeepList)
+    sidfs::identity::parse_keep_list(s)
+        .map(KeepList)
+        .map_err(|e| e.to_string())
 }
 
 impl MountArgs {

@@ -150,6 +150,15 @@ pub fn verify_with_identity(
                 for occ in mapping.find_all(&bytes, true) {
                     *per_kind.entry(occ.kind.to_string()).or_insert(0usize) += 1;
                 }
+                // A computer name of another length is replaced in string values only.
+                if let Ok(n) = Hive::parse(&bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|h| Ok(crate::identity::hive::name_residual(&h, mapping)?))
+                {
+                    if n > 0 {
+                        *per_kind.entry("hostname".into()).or_insert(0usize) += n;
+                    }
+                }
                 for (kind, n) in per_kind {
                     residual_identifiers.push((kind, h.path.clone(), n));
                 }

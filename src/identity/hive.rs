@@ -5,6 +5,14 @@
 //! 2. replace every delimited occurrence in the whole file (allocated cells, free cells), then
 //!    again in each structure logically, with its end as the end of the string (a name whose
 //!    cell slack begins with a letter is still found);
+//!    Then, when the computer name changes length (or its DNS form differs from the NetBIOS one,
+//!    see [`super::NameChange`]): every string value (REG_SZ, REG_EXPAND_SZ, REG_MULTI_SZ) that
+//!    holds the old name as delimited UTF-16LE text gets the new one, Tcpip `Hostname` and
+//!    `NV Hostname` the DNS host name, SECURITY `Policy\PolAcDmN` a rebuilt UNICODE_STRING;
+//!    data that changes length is written by [`super::value_data::set_value_data`] (inline,
+//!    in its cell, or in a free cell split off an existing hbin). Other occurrences (binary
+//!    data, names, free cells) cannot change length and keep the old name (counted in
+//!    [`IdentityHiveReport::name_left`]);
 //! 3. for every key whose name changed (an MSDTC `{CID}` key), recompute its lh hash / lf hint,
 //!    and re-sort its parent's subkey list: the list's elements are permuted in place (across
 //!    the leaves of an ri in order), so sizes never change;
@@ -18,10 +26,25 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::{IdentifierKind, IdentityMapping};
+use super::value_data::{set_value_data, FreeCells, ValueSlot};
+use super::{utf16, IdentifierKind, IdentityError, IdentityMapping, NameChange};
 use crate::hive::{
-    compare_names, compute_checksum, lf_hint, lh_hash, CellOffset, Hive, LeafTag, BASE_BLOCK_SIZE,
+    compare_names, compute_checksum, lf_hint, lh_hash, value_type, CellOffset, DataStorage, Hive,
+    LeafTag, ValueKey, BASE_BLOCK_SIZE,
 };
+
+type Result<T> = std::result::Result<T, IdentityError>;
+
+/// SECURITY key whose default value holds the account domain's (the computer's) name.
+const POLICY_ACCOUNT_DOMAIN_NAME: &str = r"Policy\PolAcDmN";
+/// The Tcpip parameters key (below a control set) and its DNS host name values.
+const TCPIP_PARAMETERS: &str = r"\Services\Tcpip\Parameters";
+const DNS_HOST_VALUES: [&str; 2] = ["Hostname", "NV Hostname"];
+/// PolAcDmN's self-relative UNICODE_STRING: Length (bytes), MaximumLength, buffer offset.
+const POLICY_NAME_LENGTH: usize = 0;
+const POLICY_NAME_MAX_LENGTH: usize = 2;
+const POLICY_NAME_OFFSET: usize = 4;
+const POLICY_NAME_HEADER: usize = 8;
 
 /// Base-block checksum field and the end of the range it covers [Suhanov "Base block"].
 const BASE_CHECKSUM: usize = 0x1FC;
@@ -35,6 +58,13 @@ pub struct IdentityHiveReport {
     pub keys_renamed: Vec<String>,
     pub lists_resorted: usize,
     pub checksum_updated: bool,
+    /// Values given data of another length (the computer name applied value by value).
+    pub values_resized: usize,
+    /// Free cells taken for data that grew.
+    pub cells_allocated: usize,
+    /// Occurrences of the old computer name left where a new length cannot go (binary data,
+    /// names, free cells, big data): only when the name changes length.
+    pub name_left: usize,
 }
 
 impl IdentityHiveReport {
@@ -49,21 +79,187 @@ struct KeyRecord {
     name: (usize, usize),
 }
 
-fn to_usize(v: u64) -> Result<usize, String> {
-    usize::try_from(v).map_err(|_| "offset out of range".to_string())
+fn to_usize(v: u64) -> Result<usize> {
+    usize::try_from(v).map_err(|_| IdentityError::OutsideHive {
+        offset: v,
+        what: "structure",
+    })
+}
+
+/// How a string value takes the new computer name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NameForm {
+    /// Each delimited occurrence becomes the NetBIOS name in the case of the occurrence.
+    Text,
+    /// Tcpip `Hostname` / `NV Hostname`: a value that is the old name becomes the DNS name.
+    DnsHost,
+    /// SECURITY `PolAcDmN`: a UNICODE_STRING whose text is the old name.
+    PolicyName,
+}
+
+fn name_form(key: &str, value: &ValueKey<'_>) -> Option<NameForm> {
+    let name = value.name().to_string_lossy();
+    if key.eq_ignore_ascii_case(POLICY_ACCOUNT_DOMAIN_NAME) && name.is_empty() {
+        return Some(NameForm::PolicyName);
+    }
+    if !matches!(
+        value.data_type(),
+        value_type::REG_SZ | value_type::REG_EXPAND_SZ | value_type::REG_MULTI_SZ
+    ) {
+        return None;
+    }
+    let tcpip = key.len() >= TCPIP_PARAMETERS.len()
+        && key.is_char_boundary(key.len() - TCPIP_PARAMETERS.len())
+        && key[key.len() - TCPIP_PARAMETERS.len()..].eq_ignore_ascii_case(TCPIP_PARAMETERS);
+    if tcpip
+        && DNS_HOST_VALUES
+            .iter()
+            .any(|v| v.eq_ignore_ascii_case(&name))
+    {
+        return Some(NameForm::DnsHost);
+    }
+    Some(NameForm::Text)
+}
+
+fn units_of(bytes: &[u8]) -> Vec<u16> {
+    bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect()
+}
+
+/// `data` with every delimited occurrence of the old name replaced; `None` when there is none.
+fn substitute(map: &IdentityMapping, data: &[u8]) -> Option<Vec<u8>> {
+    let occs = map.find_name(data);
+    if occs.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(data.len() + 64);
+    let mut at = 0;
+    for o in &occs {
+        out.extend_from_slice(&data[at..o.offset]);
+        out.extend_from_slice(map.name_replacement(o));
+        at = o.offset + o.len;
+    }
+    out.extend_from_slice(&data[at..]);
+    Some(out)
+}
+
+/// The new data of a value of `form` holding `data`, or `None` when it stays.
+fn renamed_data(
+    map: &IdentityMapping,
+    name: &NameChange,
+    form: NameForm,
+    data: &[u8],
+) -> Option<Vec<u8>> {
+    let is_old_name =
+        |units: &[u16]| String::from_utf16(units).is_ok_and(|t| t.eq_ignore_ascii_case(&name.old));
+    match form {
+        NameForm::DnsHost => {
+            let units = units_of(data);
+            let text_end = units.iter().position(|&u| u == 0).unwrap_or(units.len());
+            let text = &units[..text_end];
+            let is_new =
+                String::from_utf16(text).is_ok_and(|t| t.eq_ignore_ascii_case(&name.netbios));
+            if is_old_name(text) || (is_new && !name.resized) {
+                let mut out = utf16(&name.dns);
+                out.extend_from_slice(&data[text_end * 2..]);
+                return (out != data).then_some(out);
+            }
+            if name.resized {
+                substitute(map, data)
+            } else {
+                None
+            }
+        }
+        NameForm::Text if name.resized => substitute(map, data),
+        NameForm::Text => None,
+        NameForm::PolicyName if name.resized => {
+            let len = usize::from(u16::from_le_bytes(
+                data.get(POLICY_NAME_LENGTH..POLICY_NAME_LENGTH + 2)?
+                    .try_into()
+                    .ok()?,
+            ));
+            let max = usize::from(u16::from_le_bytes(
+                data.get(POLICY_NAME_MAX_LENGTH..POLICY_NAME_MAX_LENGTH + 2)?
+                    .try_into()
+                    .ok()?,
+            ));
+            let off = u32::from_le_bytes(
+                data.get(POLICY_NAME_OFFSET..POLICY_NAME_OFFSET + 4)?
+                    .try_into()
+                    .ok()?,
+            ) as usize;
+            if off < POLICY_NAME_HEADER {
+                return None;
+            }
+            let text = data.get(off..off.checked_add(len)?)?;
+            if !is_old_name(&units_of(text)) {
+                return None;
+            }
+            let new_text = utf16(&name.netbios);
+            let new_len = u16::try_from(new_text.len()).ok()?;
+            let new_max = u16::try_from(max.checked_sub(len)?.checked_add(new_text.len())?).ok()?;
+            let mut out = data[..off].to_vec();
+            out[POLICY_NAME_LENGTH..POLICY_NAME_LENGTH + 2].copy_from_slice(&new_len.to_le_bytes());
+            out[POLICY_NAME_MAX_LENGTH..POLICY_NAME_MAX_LENGTH + 2]
+                .copy_from_slice(&new_max.to_le_bytes());
+            out.extend_from_slice(&new_text);
+            out.extend_from_slice(&data[off + len..]);
+            Some(out)
+        }
+        NameForm::PolicyName => None,
+    }
+}
+
+/// Occurrences of the old computer name (a name that changes length) still in the string values
+/// of `hive`, where the rewrite would have replaced them: what `sidfs verify` counts for it.
+pub fn name_residual(hive: &Hive<'_>, map: &IdentityMapping) -> Result<usize> {
+    let Some(name) = map.name_change().filter(|n| n.resized) else {
+        return Ok(0);
+    };
+    let mut n = 0;
+    let mut seen = HashSet::new();
+    for walked in hive.walk() {
+        let walked = walked.map_err(IdentityError::hive("walking the hive"))?;
+        for value in walked
+            .key
+            .values()
+            .map_err(IdentityError::hive("reading a value list"))?
+        {
+            if !seen.insert(value.cell().offset().0) {
+                continue;
+            }
+            let Some(form) = name_form(&walked.path, &value) else {
+                continue;
+            };
+            let data = value
+                .data()
+                .map_err(IdentityError::hive("reading value data"))?
+                .to_vec();
+            if form == NameForm::PolicyName {
+                n += usize::from(renamed_data(map, name, form, &data).is_some());
+            } else {
+                n += map.find_name(&data).len();
+            }
+        }
+    }
+    Ok(n)
 }
 
 /// Rewrites the identifiers in a (clean, valid) hive file; the result has the same length.
 pub fn rewrite_identifiers(
     input: &[u8],
     map: &IdentityMapping,
-) -> Result<(Vec<u8>, IdentityHiveReport), String> {
+) -> Result<(Vec<u8>, IdentityHiveReport)> {
     let mut report = IdentityHiveReport::default();
     let mut out = input.to_vec();
     if map.is_empty() {
         return Ok((out, report));
     }
-    let hive = Hive::parse(input).map_err(|e| e.to_string())?;
+    let hive = Hive::parse(input).map_err(IdentityError::hive("the hive"))?;
+    let name_change = map.name_change();
+    let mut slots: Vec<(ValueSlot, NameForm)> = Vec::new();
 
     // Step 1.
     let mut keys = Vec::new();
@@ -71,7 +267,7 @@ pub fn rewrite_identifiers(
     let mut regions: Vec<(usize, usize)> = Vec::new();
     let mut seen_values = HashSet::new();
     for walked in hive.walk() {
-        let walked = walked.map_err(|e| e.to_string())?;
+        let walked = walked.map_err(IdentityError::hive("walking the hive"))?;
         let key = walked.key;
         let name = key.name();
         let span = (to_usize(name.file_offset().0)?, name.byte_len());
@@ -82,20 +278,46 @@ pub fn rewrite_identifiers(
             name: span,
         });
         regions.push(span);
-        if let Some((at, bytes)) = key.class().map_err(|e| e.to_string())? {
+        if let Some((at, bytes)) = key.class().map_err(IdentityError::hive("a class name"))? {
             regions.push((to_usize(at.0)?, bytes.len()));
         }
-        for child in key.subkeys().map_err(|e| e.to_string())? {
+        for child in key
+            .subkeys()
+            .map_err(IdentityError::hive("a subkey list"))?
+        {
             parent_of.insert(child.offset().0, index);
         }
-        for value in key.values().map_err(|e| e.to_string())? {
+        for value in key.values().map_err(IdentityError::hive("a value list"))? {
             if !seen_values.insert(value.cell().offset().0) {
                 continue;
             }
             let vn = value.name();
             regions.push((to_usize(vn.file_offset().0)?, vn.byte_len()));
-            for seg in value.data().map_err(|e| e.to_string())?.segments {
+            let data = value.data().map_err(IdentityError::hive("value data"))?;
+            for seg in &data.segments {
                 regions.push((to_usize(seg.file_offset.0)?, seg.bytes.len()));
+            }
+            let form = name_change.and_then(|_| name_form(&walked.path, &value));
+            if let (Some(form), Some(seg)) = (form, data.segments.first()) {
+                if matches!(data.storage, DataStorage::Inline | DataStorage::Cell) {
+                    slots.push((
+                        ValueSlot {
+                            key: walked.path.clone(),
+                            name: vn.to_string_lossy(),
+                            vk: to_usize(value.file_offset().0)?,
+                            storage: data.storage,
+                            cell: match data.storage {
+                                DataStorage::Cell => {
+                                    Some(to_usize(value.data_offset().to_file().0)?)
+                                }
+                                _ => None,
+                            },
+                            data_at: to_usize(seg.file_offset.0)?,
+                            len: data.len(),
+                        },
+                        form,
+                    ));
+                }
             }
         }
     }
@@ -108,7 +330,10 @@ pub fn rewrite_identifiers(
     }
     for &(start, len) in &regions {
         let Some(bytes) = input.get(start..start + len) else {
-            return Err(format!("structure at {start:#x} outside the hive"));
+            return Err(IdentityError::OutsideHive {
+                offset: start as u64,
+                what: "a name or value",
+            });
         };
         for occ in map.find_all(bytes, true) {
             let at = start + occ.offset;
@@ -121,6 +346,29 @@ pub fn rewrite_identifiers(
         if n > 0 {
             report.replaced.push((kind, n));
         }
+    }
+
+    // Step 2b: the computer name, value by value.
+    if let Some(name) = name_change {
+        let mut free = FreeCells::new(
+            hive.cells()
+                .filter_map(|c| c.ok())
+                .filter(|c| !c.is_allocated())
+                .filter_map(|c| Some((usize::try_from(c.file_offset().0).ok()?, c.size() as usize)))
+                .collect(),
+        );
+        for (slot, form) in &slots {
+            let Some(current) = out.get(slot.data_at..slot.data_at + slot.len) else {
+                continue;
+            };
+            let Some(data) = renamed_data(map, name, *form, current) else {
+                continue;
+            };
+            set_value_data(&mut out, &mut free, slot, &data)?;
+            report.values_resized += usize::from(data.len() != slot.len);
+            *report_count(&mut report.replaced, IdentifierKind::Hostname) += 1;
+        }
+        report.cells_allocated = free.allocated;
     }
 
     // Step 3: renamed keys → their parents' lists re-sorted with fresh tags.
@@ -139,7 +387,7 @@ pub fn rewrite_identifiers(
     }
     if !parents.is_empty() {
         let snapshot = out.clone();
-        let renamed = Hive::parse(&snapshot).map_err(|e| format!("after renaming keys: {e}"))?;
+        let renamed = Hive::parse(&snapshot).map_err(IdentityError::hive("after renaming keys"))?;
         for &p in &parents {
             resort(&renamed, keys[p].offset, &keys[p].path, &mut out)?;
             report.lists_resorted += 1;
@@ -154,10 +402,20 @@ pub fn rewrite_identifiers(
     }
 
     // Step 5.
-    let check = Hive::parse(&out)
-        .map_err(|e| format!("the rewritten hive does not validate (a sidfs bug): {e}"))?;
+    let bug = |what: String| IdentityError::Bug {
+        path: "the rewritten hive".into(),
+        what,
+    };
+    let check = Hive::parse(&out).map_err(|e| bug(format!("does not validate: {e}")))?;
     for walked in check.walk() {
-        walked.map_err(|e| format!("the rewritten hive does not walk (a sidfs bug): {e}"))?;
+        walked.map_err(|e| bug(format!("does not walk: {e}")))?;
+    }
+    if name_change.is_some_and(|n| n.resized) {
+        // Cell tiling: every bin is cut into cells exactly.
+        for cell in check.cells() {
+            cell.map_err(|e| bug(format!("cells do not tile the bins: {e}")))?;
+        }
+        report.name_left = map.count_old_name(&out);
     }
     for &p in &parents {
         check_list(&check, keys[p].offset, &keys[p].path)?;
@@ -167,24 +425,31 @@ pub fn rewrite_identifiers(
 
 /// Writes the subkey list of `parent` (read from `hive`, whose key names are the new ones) back
 /// into `out` in sorted order, each element with the tag of its new name.
-fn resort(hive: &Hive<'_>, parent: CellOffset, path: &str, out: &mut [u8]) -> Result<(), String> {
-    let key = hive.key(parent).map_err(|e| e.to_string())?;
-    let Some(list) = key.subkey_list().map_err(|e| e.to_string())? else {
+fn resort(hive: &Hive<'_>, parent: CellOffset, path: &str, out: &mut [u8]) -> Result<()> {
+    let key = hive
+        .key(parent)
+        .map_err(IdentityError::hive("a renamed key's parent"))?;
+    let Some(list) = key
+        .subkey_list()
+        .map_err(IdentityError::hive("a subkey list"))?
+    else {
         return Ok(());
     };
-    let entries = list.leaf_entries().map_err(|e| e.to_string())?;
+    let entries = list
+        .leaf_entries()
+        .map_err(IdentityError::hive("a subkey list"))?;
     let mut children = Vec::with_capacity(entries.len());
     for e in &entries {
-        let child = hive.key(e.key).map_err(|e| e.to_string())?;
+        let child = hive.key(e.key).map_err(IdentityError::hive("a subkey"))?;
         children.push((e.key, child.name().units()));
     }
     children.sort_by(|a, b| compare_names(&a.1, &b.1));
     for pair in children.windows(2) {
         if compare_names(&pair[0].1, &pair[1].1).is_eq() {
-            return Err(format!(
-                "{path}: two subkeys would be named {:?} after the change",
-                String::from_utf16_lossy(&pair[0].1)
-            ));
+            return Err(IdentityError::DuplicateSubkey {
+                path: path.into(),
+                name: String::from_utf16_lossy(&pair[0].1),
+            });
         }
     }
     for (slot, (child, units)) in entries.iter().zip(&children) {
@@ -200,33 +465,59 @@ fn resort(hive: &Hive<'_>, parent: CellOffset, path: &str, out: &mut [u8]) -> Re
 }
 
 /// The list of `parent` is sorted and every tag matches its key's name.
-fn check_list(hive: &Hive<'_>, parent: CellOffset, path: &str) -> Result<(), String> {
-    let key = hive.key(parent).map_err(|e| e.to_string())?;
-    let Some(list) = key.subkey_list().map_err(|e| e.to_string())? else {
+fn check_list(hive: &Hive<'_>, parent: CellOffset, path: &str) -> Result<()> {
+    let key = hive
+        .key(parent)
+        .map_err(IdentityError::hive("a resorted key"))?;
+    let Some(list) = key
+        .subkey_list()
+        .map_err(IdentityError::hive("a subkey list"))?
+    else {
         return Ok(());
     };
     let mut previous: Option<Vec<u16>> = None;
-    for e in list.leaf_entries().map_err(|e| e.to_string())? {
-        let units = hive.key(e.key).map_err(|e| e.to_string())?.name().units();
+    for e in list
+        .leaf_entries()
+        .map_err(IdentityError::hive("a subkey list"))?
+    {
+        let units = hive
+            .key(e.key)
+            .map_err(IdentityError::hive("a subkey"))?
+            .name()
+            .units();
         let ok = match e.tag {
             LeafTag::Hash(h) => h == lh_hash(&units),
             LeafTag::Hint(h) => h == lf_hint(&units),
             LeafTag::None => true,
         };
         if !ok {
-            return Err(format!(
-                "{path}: a list tag does not match its key (a sidfs bug)"
-            ));
+            return Err(IdentityError::Bug {
+                path: path.into(),
+                what: "a list tag does not match its key".into(),
+            });
         }
         if previous
             .as_ref()
             .is_some_and(|p| compare_names(p, &units).is_ge())
         {
-            return Err(format!(
-                "{path}: subkey list unsorted after the change (a sidfs bug)"
-            ));
+            return Err(IdentityError::Bug {
+                path: path.into(),
+                what: "subkey list unsorted after the change".into(),
+            });
         }
         previous = Some(units);
     }
     Ok(())
+}
+
+fn report_count(counts: &mut Vec<(IdentifierKind, usize)>, kind: IdentifierKind) -> &mut usize {
+    let i = match counts.iter().position(|(k, _)| *k == kind) {
+        Some(i) => i,
+        None => {
+            counts.push((kind, 0));
+            counts.sort_by_key(|(k, _)| *k);
+            counts.iter().position(|(k, _)| *k == kind).unwrap_or(0)
+        }
+    };
+    &mut counts[i].1
 }

@@ -9,8 +9,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod error;
 pub mod hive;
 pub mod unchanged;
+pub mod value_data;
+
+pub use error::IdentityError;
 
 use std::fmt;
 use std::str::FromStr;
@@ -63,19 +67,17 @@ impl fmt::Display for IdentifierKind {
 }
 
 impl FromStr for IdentifierKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = IdentityError;
+    fn from_str(s: &str) -> Result<Self, IdentityError> {
         IdentifierKind::ALL
             .into_iter()
             .find(|k| k.word().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| {
-                format!("unknown identifier {s:?}: expected hostname, machine-guid, wsus or msdtc")
-            })
+            .ok_or_else(|| IdentityError::UnknownIdentifier { word: s.into() })
     }
 }
 
 /// Parses `--keep hostname,machine-guid` into its kinds.
-pub fn parse_keep_list(s: &str) -> Result<Vec<IdentifierKind>, String> {
+pub fn parse_keep_list(s: &str) -> Result<Vec<IdentifierKind>, IdentityError> {
     let mut out = Vec::new();
     for word in s.split(',').filter(|w| !w.trim().is_empty()) {
         let kind: IdentifierKind = word.parse()?;
@@ -484,8 +486,13 @@ pub fn derive_guid(kind: IdentifierKind, old: &str, seed: u64) -> String {
 /// Checks a computer name given with `--hostname`: a NetBIOS name of at most 15 characters that
 /// is also a DNS label: ASCII letters, digits and hyphens, not starting or ending with a hyphen,
 /// not only digits.
-pub fn check_hostname(name: &str) -> Result<(), String> {
-    let bad = |why: &str| Err(format!("invalid --hostname {name:?}: {why}"));
+pub fn check_hostname(name: &str) -> Result<(), IdentityError> {
+    let bad = |why: &str| {
+        Err(IdentityError::InvalidHostname {
+            name: name.into(),
+            reason: why.into(),
+        })
+    };
     if name.is_empty() {
         return bad("it is empty");
     }
@@ -520,6 +527,18 @@ pub struct Change {
     pub label: Option<String>,
     pub old: String,
     pub new: String,
+    /// For the computer name: the DNS host name (Tcpip `Hostname`, `NV Hostname`) when it is
+    /// not `new` itself: a `--hostname` as the user gave it, where `new` is its upper-case
+    /// NetBIOS form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<String>,
+}
+
+impl Change {
+    /// The DNS host name this change writes: [`Change::dns`], else the new value.
+    pub fn dns_name(&self) -> &str {
+        self.dns.as_deref().unwrap_or(&self.new)
+    }
 }
 
 /// The clone's identifiers: recorded in state.json (key `identity`) on first mount, shown in
@@ -573,11 +592,11 @@ impl IdentityChoice {
         found: &[FoundIdentifier],
         req: &IdentityRequest,
         seed: u64,
-    ) -> Result<IdentityChoice, String> {
+    ) -> Result<IdentityChoice, IdentityError> {
         if let Some(h) = &req.hostname {
             check_hostname(h)?;
             if req.keep.contains(&IdentifierKind::Hostname) {
-                return Err("--hostname and --keep hostname contradict each other".into());
+                return Err(IdentityError::HostnameKept);
             }
         }
         let mut changes = Vec::new();
@@ -590,21 +609,21 @@ impl IdentityChoice {
                 held.push(h);
                 continue;
             }
+            let mut dns = None;
             let new = match f.kind {
+                // Any valid length: a name that grows or shrinks is written value by value
+                // (hive::rewrite_identifiers). Windows stores the NetBIOS name upper case and
+                // the DNS host name as given.
                 IdentifierKind::Hostname => match &req.hostname {
                     Some(h) => {
-                        if h.chars().count() != f.value.chars().count() {
-                            return Err(format!(
-                                "--hostname {h} has {} characters but the master's computer name {} has {}: sidfs changes the name in place and needs one of the same length",
-                                h.chars().count(),
-                                f.value,
-                                f.value.chars().count()
-                            ));
-                        }
-                        if h.eq_ignore_ascii_case(&f.value) {
+                        if *h == f.value {
                             continue;
                         }
-                        h.to_ascii_uppercase()
+                        let upper = h.to_ascii_uppercase();
+                        if upper != *h {
+                            dns = Some(h.clone());
+                        }
+                        upper
                     }
                     None => derive_hostname(&f.value, seed),
                 },
@@ -615,10 +634,11 @@ impl IdentityChoice {
                 label: f.label.clone(),
                 old: f.value.clone(),
                 new,
+                dns,
             });
         }
         if req.hostname.is_some() && !found.iter().any(|f| f.kind == IdentifierKind::Hostname) {
-            return Err("--hostname was given but the master has no computer name (SYSTEM ControlSet00N\\Control\\ComputerName)".into());
+            return Err(IdentityError::NoComputerName);
         }
         Ok(IdentityChoice {
             changes,
@@ -674,11 +694,60 @@ pub struct IdOccurrence {
 /// Replaces old identifiers by new ones of the same length, in every form: ASCII and UTF-16LE
 /// text in upper and lower case (the case of each occurrence is kept), and GUIDs also as the
 /// 16-byte binary `GUID`.
+///
+/// A computer name of another length, or whose DNS host name differs from its NetBIOS form, is
+/// not a byte-for-byte pattern: it is kept as a [`NameChange`] that the hive rewrite applies
+/// value by value (string values and `PolAcDmN` may grow or shrink there).
 pub struct IdentityMapping {
     patterns: Vec<Pattern>,
+    name: Option<NameChange>,
+    /// The old computer name as UTF-16LE text (upper, lower, as found), delimited, each with
+    /// its new NetBIOS form: what [`NameChange`] rewrites inside string values.
+    name_patterns: Vec<Pattern>,
+    /// The old computer name as ASCII text: only counted ([`IdentityMapping::count_old_name`]).
+    name_ascii: Vec<Pattern>,
 }
 
-fn utf16(s: &str) -> Vec<u8> {
+/// The computer name when it is applied value by value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameChange {
+    pub old: String,
+    /// The NetBIOS name (upper case).
+    pub netbios: String,
+    /// The DNS host name, as given.
+    pub dns: String,
+    /// The NetBIOS name has another length than the old one: the flat byte replacement is off
+    /// and string values are resized.
+    pub resized: bool,
+}
+
+/// The case forms of an identifier: upper to upper, lower to lower, and the form found (when it
+/// is neither) to upper.
+fn case_variants(old: &str, new: &str) -> Vec<(String, String)> {
+    let mut variants = vec![
+        (old.to_ascii_uppercase(), new.to_ascii_uppercase()),
+        (old.to_ascii_lowercase(), new.to_ascii_lowercase()),
+    ];
+    if !variants.iter().any(|(o, _)| o == old) {
+        variants.push((old.to_string(), new.to_ascii_uppercase()));
+    }
+    variants
+}
+
+fn build_patterns(raw: Vec<RawPattern>) -> Vec<Pattern> {
+    raw.into_iter()
+        .map(|(kind, old, new, width, boundary)| Pattern {
+            finder: Finder::new(&old).into_owned(),
+            kind,
+            old,
+            new,
+            width,
+            boundary,
+        })
+        .collect()
+}
+
+pub(crate) fn utf16(s: &str) -> Vec<u8> {
     s.encode_utf16().flat_map(u16::to_le_bytes).collect()
 }
 
@@ -690,14 +759,45 @@ fn is_word_unit(u: u16) -> bool {
 }
 
 impl IdentityMapping {
-    pub fn new(choice: &IdentityChoice) -> Result<IdentityMapping, String> {
+    pub fn new(choice: &IdentityChoice) -> Result<IdentityMapping, IdentityError> {
         let mut raw: Vec<RawPattern> = Vec::new();
+        let mut name = None;
+        let mut name_raw: Vec<RawPattern> = Vec::new();
+        let mut ascii_raw: Vec<RawPattern> = Vec::new();
         for c in &choice.changes {
-            if c.old.len() != c.new.len() || !c.old.is_ascii() || !c.new.is_ascii() {
-                return Err(format!(
-                    "{}: {:?} cannot replace {:?} in place (length or characters differ)",
-                    c.kind, c.new, c.old
-                ));
+            let not_in_place = || IdentityError::NotInPlace {
+                kind: c.kind,
+                old: c.old.clone(),
+                new: c.new.clone(),
+            };
+            if !c.old.is_ascii() || !c.new.is_ascii() || !c.dns_name().is_ascii() {
+                return Err(not_in_place());
+            }
+            if c.kind == IdentifierKind::Hostname {
+                let resized = c.old.len() != c.new.len();
+                if resized || c.dns_name() != c.new {
+                    name = Some(NameChange {
+                        old: c.old.clone(),
+                        netbios: c.new.clone(),
+                        dns: c.dns_name().to_string(),
+                        resized,
+                    });
+                    for (o, n) in case_variants(&c.old, &c.new) {
+                        name_raw.push((c.kind, utf16(&o), utf16(&n), Width::Utf16, Boundary::Word));
+                        ascii_raw.push((
+                            c.kind,
+                            o.into_bytes(),
+                            n.into_bytes(),
+                            Width::Byte,
+                            Boundary::Word,
+                        ));
+                    }
+                }
+                if resized {
+                    continue;
+                }
+            } else if c.old.len() != c.new.len() {
+                return Err(not_in_place());
             }
             let (old, new) = match c.kind {
                 IdentifierKind::Hostname => (c.old.clone(), c.new.clone()),
@@ -712,14 +812,7 @@ impl IdentityMapping {
                         .to_string(),
                 ),
             };
-            let mut variants = vec![
-                (old.to_ascii_uppercase(), new.to_ascii_uppercase()),
-                (old.to_ascii_lowercase(), new.to_ascii_lowercase()),
-            ];
-            if !variants.iter().any(|(o, _)| *o == old) {
-                variants.push((old.clone(), new.to_ascii_uppercase()));
-            }
-            for (o, n) in variants {
+            for (o, n) in case_variants(&old, &new) {
                 raw.push((
                     c.kind,
                     o.clone().into_bytes(),
@@ -731,7 +824,10 @@ impl IdentityMapping {
             }
             if c.kind != IdentifierKind::Hostname {
                 let (Some(o), Some(n)) = (parse_guid(&old), parse_guid(&new)) else {
-                    return Err(format!("{}: {:?} is not a GUID", c.kind, c.old));
+                    return Err(IdentityError::NotAGuid {
+                        kind: c.kind,
+                        value: c.old.clone(),
+                    });
                 };
                 raw.push((
                     c.kind,
@@ -742,31 +838,56 @@ impl IdentityMapping {
                 ));
             }
         }
-        let patterns = raw
-            .into_iter()
-            .map(|(kind, old, new, width, boundary)| Pattern {
-                finder: Finder::new(&old).into_owned(),
-                kind,
-                old,
-                new,
-                width,
-                boundary,
-            })
-            .collect();
-        Ok(IdentityMapping { patterns })
+        Ok(IdentityMapping {
+            patterns: build_patterns(raw),
+            name,
+            name_patterns: build_patterns(name_raw),
+            name_ascii: build_patterns(ascii_raw),
+        })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.patterns.is_empty()
+        self.patterns.is_empty() && self.name.is_none()
     }
 
-    /// Every occurrence in `buf`, sorted, non-overlapping (the first found wins). A text match
-    /// at the end of `buf` counts only if `end_is_final`.
+    /// The computer name when it is applied value by value (see [`NameChange`]).
+    pub fn name_change(&self) -> Option<&NameChange> {
+        self.name.as_ref()
+    }
+
+    /// Every occurrence in `buf` of an identifier replaced byte for byte, sorted,
+    /// non-overlapping (the first found wins). A text match at the end of `buf` counts only if
+    /// `end_is_final`.
     pub fn find_all(&self, buf: &[u8], end_is_final: bool) -> Vec<IdOccurrence> {
+        Self::find_in(&self.patterns, buf, end_is_final)
+    }
+
+    /// Every occurrence of the old computer name as UTF-16LE text at an even offset of `buf`
+    /// (a string value's data), when the name is applied value by value; replace them with
+    /// [`IdentityMapping::name_replacement`].
+    pub fn find_name(&self, buf: &[u8]) -> Vec<IdOccurrence> {
+        let mut v = Self::find_in(&self.name_patterns, buf, true);
+        v.retain(|o| o.offset % 2 == 0);
+        v
+    }
+
+    /// Occurrences of the old computer name (UTF-16LE at any offset, and ASCII) in `buf`, when
+    /// the name is applied value by value: what stays where a new length cannot go.
+    pub fn count_old_name(&self, buf: &[u8]) -> usize {
+        Self::find_in(&self.name_patterns, buf, true).len()
+            + Self::find_in(&self.name_ascii, buf, true).len()
+    }
+
+    /// The new bytes for an occurrence found by [`IdentityMapping::find_name`].
+    pub fn name_replacement(&self, occ: &IdOccurrence) -> &[u8] {
+        &self.name_patterns[occ.pattern].new
+    }
+
+    fn find_in(patterns: &[Pattern], buf: &[u8], end_is_final: bool) -> Vec<IdOccurrence> {
         let mut found = Vec::new();
-        for (i, p) in self.patterns.iter().enumerate() {
+        for (i, p) in patterns.iter().enumerate() {
             for at in p.finder.find_iter(buf) {
-                if p.boundary == Boundary::Word && !self.delimited(p, buf, at, end_is_final) {
+                if p.boundary == Boundary::Word && !delimited(p, buf, at, end_is_final) {
                     continue;
                 }
                 found.push(IdOccurrence {
@@ -787,30 +908,31 @@ impl IdentityMapping {
         }
         out
     }
+}
 
-    fn delimited(&self, p: &Pattern, buf: &[u8], at: usize, end_is_final: bool) -> bool {
-        let after = at + p.old.len();
-        match p.width {
-            Width::Byte => {
-                let before_ok = at == 0 || !is_word_unit(u16::from(buf[at - 1]));
-                let after_ok = match buf.get(after) {
-                    Some(&b) => !is_word_unit(u16::from(b)),
-                    None => end_is_final,
-                };
-                before_ok && after_ok
-            }
-            Width::Utf16 => {
-                let before_ok =
-                    at < 2 || !is_word_unit(u16::from_le_bytes([buf[at - 2], buf[at - 1]]));
-                let after_ok = match (buf.get(after), buf.get(after + 1)) {
-                    (Some(&lo), Some(&hi)) => !is_word_unit(u16::from_le_bytes([lo, hi])),
-                    _ => end_is_final,
-                };
-                before_ok && after_ok
-            }
+fn delimited(p: &Pattern, buf: &[u8], at: usize, end_is_final: bool) -> bool {
+    let after = at + p.old.len();
+    match p.width {
+        Width::Byte => {
+            let before_ok = at == 0 || !is_word_unit(u16::from(buf[at - 1]));
+            let after_ok = match buf.get(after) {
+                Some(&b) => !is_word_unit(u16::from(b)),
+                None => end_is_final,
+            };
+            before_ok && after_ok
+        }
+        Width::Utf16 => {
+            let before_ok = at < 2 || !is_word_unit(u16::from_le_bytes([buf[at - 2], buf[at - 1]]));
+            let after_ok = match (buf.get(after), buf.get(after + 1)) {
+                (Some(&lo), Some(&hi)) => !is_word_unit(u16::from_le_bytes([lo, hi])),
+                _ => end_is_final,
+            };
+            before_ok && after_ok
         }
     }
+}
 
+impl IdentityMapping {
     /// The new bytes for an occurrence.
     pub fn replacement(&self, occ: &IdOccurrence) -> &[u8] {
         &self.patterns[occ.pattern].new

@@ -77,7 +77,7 @@ fn hostname_validation_gives_reasons() {
         ("12345", "digits"),
         ("PC.lan", "not allowed"),
     ] {
-        let e = check_hostname(bad).unwrap_err();
+        let e = check_hostname(bad).unwrap_err().to_string();
         assert!(
             e.contains(why) && e.starts_with("invalid --hostname"),
             "{bad}: {e}"
@@ -94,6 +94,7 @@ fn keep_list_parses_and_rejects_unknown_words() {
     );
     assert!(parse_keep_list("hostname,sid")
         .unwrap_err()
+        .to_string()
         .contains("unknown identifier"));
 }
 
@@ -119,7 +120,7 @@ fn found() -> Vec<FoundIdentifier> {
 }
 
 #[test]
-fn decide_honours_keep_and_hostname_and_refuses_other_lengths() {
+fn decide_honours_keep_and_hostname_of_any_length() {
     let all = IdentityChoice::decide(&found(), &IdentityRequest::default(), 7).unwrap();
     assert_eq!(all.changes.len(), 3);
     let kept = IdentityChoice::decide(
@@ -149,16 +150,44 @@ fn decide_honours_keep_and_hostname_and_refuses_other_lengths() {
         named.new_value(IdentifierKind::Hostname),
         Some("LAB-PC-0007")
     );
-    let e = IdentityChoice::decide(
-        &found(),
-        &IdentityRequest {
-            hostname: Some("LAB-PC-007".into()),
-            keep: vec![],
-        },
-        7,
-    )
-    .unwrap_err();
-    assert!(e.contains("same length"), "{e}");
+    // Shorter and longer than the master's 11 characters: the NetBIOS name upper case, the
+    // DNS host name as given.
+    for (given, netbios) in [
+        ("Lab1", "LAB1"),
+        ("LAB-PC-007", "LAB-PC-007"),
+        ("wks-a-0042-xyz", "WKS-A-0042-XYZ"),
+    ] {
+        let c = IdentityChoice::decide(
+            &found(),
+            &IdentityRequest {
+                hostname: Some(given.into()),
+                keep: vec![],
+            },
+            7,
+        )
+        .unwrap();
+        let change = c
+            .changes
+            .iter()
+            .find(|c| c.kind == IdentifierKind::Hostname)
+            .unwrap();
+        assert_eq!(change.new, netbios);
+        assert_eq!(change.dns_name(), given);
+        assert_eq!(change.dns.is_some(), given != netbios);
+        assert!(IdentityMapping::new(&c).is_ok());
+    }
+    for bad in ["ABCDEFGHIJKLMNOP", "LAB_1", "LAB.1"] {
+        let e = IdentityChoice::decide(
+            &found(),
+            &IdentityRequest {
+                hostname: Some(bad.into()),
+                keep: vec![],
+            },
+            7,
+        )
+        .unwrap_err();
+        assert!(matches!(e, IdentityError::InvalidHostname { .. }), "{e}");
+    }
 }
 
 #[test]
@@ -170,12 +199,14 @@ fn mapping_replaces_every_form_keeps_case_and_respects_word_boundaries() {
                 label: None,
                 old: "STUDENT-PC8".into(),
                 new: "K3F9Q2ZB7XA".into(),
+                dns: None,
             },
             Change {
                 kind: IdentifierKind::Msdtc,
                 label: None,
                 old: "{00112233-4455-6677-8899-AABBCCDDEEFF}".into(),
                 new: "{FFEEDDCC-BBAA-4988-B766-554433221100}".into(),
+                dns: None,
             },
         ],
         kept: vec![],
@@ -223,6 +254,7 @@ fn computer_name_change(new: &str) -> IdentityChoice {
             label: None,
             old: "STUDENT-PC8".into(),
             new: new.into(),
+            dns: None,
         }],
         kept: vec![],
         held: vec![],
@@ -297,6 +329,7 @@ fn a_renamed_key_is_resorted_in_its_parents_list() {
             label: None,
             old: old.clone(),
             new: new.clone(),
+            dns: None,
         }],
         kept: vec![],
         held: vec![],
@@ -517,3 +550,5 @@ fn unchanged_identifiers_are_listed_with_place_and_reason() {
     assert!(unchanged::discover_unchanged(&|_| None).is_empty());
     assert!(unchanged::discover_unchanged(&|_| Some(vec![0x72; 4096])).is_empty());
 }
+
+mod resize;

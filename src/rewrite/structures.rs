@@ -107,10 +107,13 @@ impl Structure for HiveStructure {
             out.bytes = bytes;
             if report.total() > 0 {
                 identity_summary = format!(
-                    ", {} identifier occurrences {:?}, {} keys renamed for identifiers",
+                    ", {} identifier occurrences {:?}, {} keys renamed for identifiers, {} values resized ({} free cells taken, {} old names left in binary data)",
                     report.total(),
                     report.replaced,
-                    report.keys_renamed.len()
+                    report.keys_renamed.len(),
+                    report.values_resized,
+                    report.cells_allocated,
+                    report.name_left
                 );
             }
         }
