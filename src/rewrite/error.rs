@@ -51,7 +51,7 @@ pub enum RewriteError {
     Evtx(EvtxError),
     Wal(WalError),
     /// The clone's other identifiers (computer name, GUIDs) could not be replaced in a hive.
-    Identifiers(String),
+    Identifiers(crate::identity::IdentityError),
     /// The SID a clone's state records cannot be parsed.
     RecordedSid {
         recorded: String,
@@ -270,6 +270,7 @@ impl std::error::Error for RewriteError {
             RewriteError::Wal(e) => Some(e),
             RewriteError::RecordedSid { source, .. } => Some(source),
             RewriteError::Derive(e) => Some(e),
+            RewriteError::Identifiers(e) => Some(e),
             RewriteError::Structure { cause, .. }
             | RewriteError::HiveNotRewritable { cause, .. }
             | RewriteError::SecureNotRewritable { cause, .. }
