@@ -238,13 +238,13 @@ pub struct OpenClone {
 }
 
 /// The identifiers of the survey's Windows installation.
-pub fn discover_identifiers(survey: &rewrite::model::WindowsSurvey) -> Vec<FoundIdentifier> {
+pub fn discover_identifiers(survey: &rewrite::survey::WindowsSurvey) -> Vec<FoundIdentifier> {
     let Some(windows) = survey.windows() else {
         return Vec::new();
     };
     let volume = &windows.volume;
     crate::identity::discover_on(
-        &|path: &str| volume.read_file(path, "", rewrite::model::HIVE_LIMIT).ok(),
+        &|path: &str| volume.read_file(path, "", rewrite::survey::HIVE_LIMIT).ok(),
         &|dir: &str| {
             let entries = volume.list_dir(dir).ok()?;
             Some(
@@ -280,10 +280,10 @@ pub fn survey_image(
     with_constraints: bool,
     given: Option<MachineSid>,
     fallback: Option<MachineSid>,
-) -> Result<Option<rewrite::model::WindowsSurvey>, String> {
-    let survey = rewrite::model::survey(image, with_constraints, given)?;
+) -> Result<Option<rewrite::survey::WindowsSurvey>, String> {
+    let survey = rewrite::survey::survey(image, with_constraints, given)?;
     match (survey, given, fallback) {
-        (None, None, Some(old)) => rewrite::model::survey(image, with_constraints, Some(old)),
+        (None, None, Some(old)) => rewrite::survey::survey(image, with_constraints, Some(old)),
         (survey, _, _) => Ok(survey),
     }
 }

@@ -13,8 +13,8 @@ use crate::identity::{IdentityChoice, IdentityMapping};
 use crate::image::ntfs_volume::multi_sector::{find_records, MAX_RECORD};
 use crate::overlay::MasterImage;
 use crate::rewrite::mapping::SEARCH_CONTEXT;
-use crate::rewrite::model::HIVE_LIMIT;
 use crate::rewrite::secure::{verify_secure, SecureParts};
+use crate::rewrite::survey::HIVE_LIMIT;
 use crate::rewrite::{derive_new_sid, Form, OrderConstraints, SidMapping};
 use crate::sid::MachineSid;
 

@@ -4,9 +4,9 @@
 use std::ops::Range;
 
 use super::ese::rewrite_ese;
-use super::model::EseFile;
 use super::plan::{extent_ranges, read_stream, runs_to_disk};
 use super::stage::{diff_runs, Structure, StructureOutput};
+use super::survey::EseFile;
 use super::SidMapping;
 use crate::image::Extent;
 use crate::overlay::MasterImage;

@@ -7,7 +7,7 @@
 //! master and the SID mapping, like everything the stage serves.
 
 use super::mapping::{SidMapping, SEARCH_CONTEXT};
-use super::model::NtfsPart;
+use super::survey::NtfsPart;
 use crate::image::ntfs_volume::mft_scan::{self, StreamRuns};
 use crate::image::ntfs_volume::record::{TYPE_DATA, TYPE_LOGGED_UTILITY_STREAM};
 use crate::image::{ImageFile, ImageOffset};

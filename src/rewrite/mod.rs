@@ -13,12 +13,12 @@ pub mod evtx;
 pub mod hive;
 pub mod junction;
 pub mod mapping;
-pub mod model;
 pub mod plan;
 pub mod secure;
 pub mod sqlite_wal;
 pub mod stage;
 pub mod structures;
+pub mod survey;
 pub mod wal_structure;
 
 pub use derive::{check_explicit_sid, derive_new_sid, DeriveError, OrderConstraints};

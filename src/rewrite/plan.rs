@@ -3,10 +3,10 @@
 use crate::rewrite::derive::{check_explicit_sid, derive_new_sid};
 use crate::rewrite::ese::{rewrite_ese, EseError};
 use crate::rewrite::ese_structure::EseStructure;
-use crate::rewrite::model::WindowsSurvey;
 use crate::rewrite::sqlite_wal::rewrite_wal;
 use crate::rewrite::stage::{SidPatchStage, Structure};
 use crate::rewrite::structures::{EvtxStructure, HiveStructure, SecureStructure};
+use crate::rewrite::survey::WindowsSurvey;
 use crate::rewrite::wal_structure::WalStructure;
 use crate::rewrite::SidMapping;
 use crate::sid::MachineSid;

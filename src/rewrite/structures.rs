@@ -8,10 +8,10 @@ use sha2::{Digest, Sha256};
 
 use super::evtx::rewrite_evtx;
 use super::hive::{rewrite_hive, TaskHashes};
-use super::model::{EventLogFile, NtfsPart, TaskFile};
 use super::plan::{edits_in_holes, extent_ranges, read_stream, runs_to_disk};
 use super::secure::{rewrite_secure, verify_secure, ResidentValue, SecureLayout, SecureParts};
 use super::stage::{diff_runs, Structure, StructureOutput};
+use super::survey::{EventLogFile, NtfsPart, TaskFile};
 use super::SidMapping;
 use crate::image::ntfs_volume::multi_sector::record_at;
 use crate::image::{Extent, HiveLocation};

@@ -3,10 +3,10 @@
 
 use std::ops::Range;
 
-use super::model::EseFile;
 use super::plan::{extent_ranges, read_stream, runs_to_disk};
 use super::sqlite_wal::rewrite_wal;
 use super::stage::{diff_runs, Structure, StructureOutput};
+use super::survey::EseFile;
 use super::SidMapping;
 use crate::image::Extent;
 use crate::overlay::MasterImage;
