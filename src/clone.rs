@@ -280,7 +280,7 @@ pub fn survey_image(
     with_constraints: bool,
     given: Option<MachineSid>,
     fallback: Option<MachineSid>,
-) -> Result<Option<rewrite::survey::WindowsSurvey>, String> {
+) -> Result<Option<rewrite::survey::WindowsSurvey>, rewrite::survey::SurveyError> {
     let survey = rewrite::survey::survey(image, with_constraints, given)?;
     match (survey, given, fallback) {
         (None, None, Some(old)) => rewrite::survey::survey(image, with_constraints, Some(old)),

@@ -13,13 +13,89 @@
 use std::ops::Range;
 use std::path::Path;
 
-use crate::hive::{windows, Hive};
+use crate::hive::{windows, Hive, HiveError};
 use crate::image::{
-    FileSystemKind, HiveFileKind, HiveLocation, ImageFile, NtfsVolume, Partition, PartitionTable,
-    StreamLayout, StreamLocation,
+    FileSystemKind, HiveFileKind, HiveLocation, ImageError, ImageFile, NtfsVolume, Partition,
+    PartitionTable, StreamLayout, StreamLocation,
 };
 use crate::rewrite::OrderConstraints;
 use crate::sid::MachineSid;
+
+/// Why a master cannot be surveyed. Each message is one sentence part that callers prefix with
+/// "cannot clone MASTER: ".
+#[derive(Debug)]
+pub enum SurveyError {
+    /// The image, its partition map or a volume's metadata cannot be read.
+    Image(ImageError),
+    /// An NTFS partition does not open as a volume.
+    Partition { index: u32, source: ImageError },
+    /// A hive of the Windows volume cannot be read from the volume.
+    ReadHive {
+        hive: &'static str,
+        source: ImageError,
+    },
+    /// A hive's bytes are not a sound hive.
+    Hive {
+        hive: &'static str,
+        source: HiveError,
+    },
+    /// SECURITY has no `Policy\PolAcDmS`.
+    NoMachineSid,
+    /// SAM and SECURITY name different machine SIDs.
+    Inconsistent {
+        sam: MachineSid,
+        security: MachineSid,
+    },
+    /// `--old-sid` names another SID than the Windows installation's.
+    NotTheGivenSid {
+        found: MachineSid,
+        given: MachineSid,
+    },
+}
+
+impl std::fmt::Display for SurveyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SurveyError::Image(e) => write!(f, "{e}"),
+            SurveyError::Partition { index, source } => {
+                write!(f, "NTFS partition {index}: {source}")
+            }
+            SurveyError::ReadHive { hive, source } => {
+                write!(f, "cannot read the {hive} hive: {source}")
+            }
+            SurveyError::Hive { hive, source } => write!(f, "{hive} hive: {source}"),
+            SurveyError::NoMachineSid => {
+                write!(f, "the SECURITY hive has no machine SID (Policy\\PolAcDmS)")
+            }
+            SurveyError::Inconsistent { sam, security } => write!(
+                f,
+                "SAM says the machine SID is {sam} but SECURITY says {security}: the image is inconsistent"
+            ),
+            SurveyError::NotTheGivenSid { found, given } => write!(
+                f,
+                "the master's machine SID is {found}, not {given}; leave out --old-sid for a Windows master"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SurveyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SurveyError::Image(e)
+            | SurveyError::Partition { source: e, .. }
+            | SurveyError::ReadHive { source: e, .. } => Some(e),
+            SurveyError::Hive { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<ImageError> for SurveyError {
+    fn from(e: ImageError) -> Self {
+        SurveyError::Image(e)
+    }
+}
 
 /// Largest hive read into memory; real SOFTWARE hives are ~100 MiB.
 pub const HIVE_LIMIT: u64 = 1 << 30;
@@ -140,24 +216,26 @@ impl WindowsSurvey {
 }
 
 /// The machine SID recorded in the Windows volume's SECURITY (and SAM, which must agree).
-fn machine_sid_of(volume: &NtfsVolume) -> Result<MachineSid, String> {
+fn machine_sid_of(volume: &NtfsVolume) -> Result<MachineSid, SurveyError> {
+    let hive_error = |hive| move |source| SurveyError::Hive { hive, source };
     let security = volume
         .read_file(r"Windows\System32\config\SECURITY", "", HIVE_LIMIT)
-        .map_err(|e| format!("cannot read the SECURITY hive: {e}"))?;
-    let security = Hive::parse(&security).map_err(|e| format!("SECURITY hive: {e}"))?;
+        .map_err(|source| SurveyError::ReadHive {
+            hive: "SECURITY",
+            source,
+        })?;
+    let security = Hive::parse(&security).map_err(hive_error("SECURITY"))?;
     let from_security = windows::machine_sid_from_security(&security)
-        .map_err(|e| format!("SECURITY hive: {e}"))?
-        .ok_or("the SECURITY hive has no machine SID (Policy\\PolAcDmS)")?;
+        .map_err(hive_error("SECURITY"))?
+        .ok_or(SurveyError::NoMachineSid)?;
     if let Ok(sam) = volume.read_file(r"Windows\System32\config\SAM", "", HIVE_LIMIT) {
-        let sam = Hive::parse(&sam).map_err(|e| format!("SAM hive: {e}"))?;
-        if let Some(from_sam) =
-            windows::machine_sid_from_sam(&sam).map_err(|e| format!("SAM hive: {e}"))?
-        {
+        let sam = Hive::parse(&sam).map_err(hive_error("SAM"))?;
+        if let Some(from_sam) = windows::machine_sid_from_sam(&sam).map_err(hive_error("SAM"))? {
             if from_sam.sid != from_security.sid {
-                return Err(format!(
-                    "SAM says the machine SID is {} but SECURITY says {}: the image is inconsistent",
-                    from_sam.sid, from_security.sid
-                ));
+                return Err(SurveyError::Inconsistent {
+                    sam: from_sam.sid,
+                    security: from_security.sid,
+                });
             }
         }
     }
@@ -414,21 +492,23 @@ pub fn survey(
     master: &Path,
     with_constraints: bool,
     old_sid: Option<MachineSid>,
-) -> Result<Option<WindowsSurvey>, String> {
-    let image = ImageFile::open(master).map_err(|e| e.to_string())?;
+) -> Result<Option<WindowsSurvey>, SurveyError> {
+    let image = ImageFile::open(master)?;
     // Neither a partitioned disk nor an NTFS volume: nothing sidfs can understand, so nothing
     // it may clone with a new SID (fail closed; `--keep-sid` copies it without a survey).
-    let table = PartitionTable::read(&image).map_err(|e| e.to_string())?;
+    let table = PartitionTable::read(&image)?;
     let mut volumes = Vec::new();
     for partition in table.partitions {
         if partition.file_system != FileSystemKind::Ntfs {
             continue;
         }
-        let volume = NtfsVolume::open(&image, &partition)
-            .map_err(|e| format!("NTFS partition {}: {e}", partition.index))?;
+        let volume =
+            NtfsVolume::open(&image, &partition).map_err(|source| SurveyError::Partition {
+                index: partition.index,
+                source,
+            })?;
         let is_windows = volume
-            .try_lookup(r"Windows\System32\config\SYSTEM")
-            .map_err(|e| e.to_string())?
+            .try_lookup(r"Windows\System32\config\SYSTEM")?
             .is_some();
         volumes.push(NtfsPart {
             partition,
@@ -442,10 +522,8 @@ pub fn survey(
         None => None,
     };
     let old_sid = match (found, old_sid) {
-        (Some(f), Some(given)) if f != given => {
-            return Err(format!(
-                "the master's machine SID is {f}, not {given}; leave out --old-sid for a Windows master"
-            ))
+        (Some(found), Some(given)) if found != given => {
+            return Err(SurveyError::NotTheGivenSid { found, given })
         }
         (Some(f), _) => f,
         (None, Some(given)) => given,
@@ -455,18 +533,10 @@ pub fn survey(
     let mut excluded = Vec::new();
     for part in &volumes {
         for (name, _) in EXCLUDED_FILES {
-            if part
-                .volume
-                .try_lookup(name)
-                .map_err(|e| e.to_string())?
-                .is_none()
-            {
+            if part.volume.try_lookup(name)?.is_none() {
                 continue;
             }
-            let layout = part
-                .volume
-                .stream_layout(name, "")
-                .map_err(|e| e.to_string())?;
+            let layout = part.volume.stream_layout(name, "")?;
             if let StreamLocation::NonResident { extents } = &layout.location {
                 for e in extents {
                     if let Some(at) = e.image_offset {
@@ -484,8 +554,7 @@ pub fn survey(
     if let Some(w) = volumes.iter().find(|v| v.is_windows) {
         let volume = &w.volume;
         hives = volume
-            .locate_hives()
-            .map_err(|e| e.to_string())?
+            .locate_hives()?
             .into_iter()
             .filter(|h| h.kind == HiveFileKind::Primary)
             .collect();
@@ -554,4 +623,44 @@ pub fn survey(
         ese_databases,
         sqlite_wals,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prove that a disk sidfs cannot read is a typed image error naming the cause, not a string.
+    #[test]
+    fn unreadable_disk_is_an_image_error() {
+        let dir = std::env::temp_dir().join(format!("sidfs-survey-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("zeros.img");
+        std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
+        let err = survey(&path, false, None).err().expect("no partition map");
+        assert!(matches!(err, SurveyError::Image(_)), "{err:?}");
+        assert!(!err.to_string().is_empty());
+        let gone = survey(&dir.join("missing.img"), false, None)
+            .err()
+            .expect("no file");
+        assert!(
+            matches!(gone, SurveyError::Image(ImageError::Open { .. })),
+            "{gone:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn messages_keep_their_wording() {
+        let a: MachineSid = "S-1-5-21-1-2-3".parse().unwrap();
+        let b: MachineSid = "S-1-5-21-4-5-6".parse().unwrap();
+        let e = SurveyError::NotTheGivenSid { found: a, given: b };
+        assert_eq!(
+            e.to_string(),
+            "the master's machine SID is S-1-5-21-1-2-3, not S-1-5-21-4-5-6; leave out --old-sid for a Windows master"
+        );
+        assert_eq!(
+            SurveyError::NoMachineSid.to_string(),
+            r"the SECURITY hive has no machine SID (Policy\PolAcDmS)"
+        );
+    }
 }
