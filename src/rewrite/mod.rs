@@ -19,6 +19,7 @@ pub mod sqlite_wal;
 pub mod stage;
 pub mod structures;
 pub mod survey;
+pub mod survey_cache;
 pub mod wal_structure;
 
 pub use derive::{check_explicit_sid, derive_new_sid, DeriveError, OrderConstraints};
