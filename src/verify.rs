@@ -68,8 +68,14 @@ pub fn verify_with_identity(
     let finder = SidMapping::new(old, dummy)?;
     // A clone's own SID is not `old`: survey it as it is; a disk without Windows is surveyed as
     // a data disk of the machine whose SID is `old`.
-    let win = crate::clone::survey_image(image, false, None, Some(old))
-        .map_err(|e| format!("cannot read the Windows installation: {e}"))?;
+    let win = crate::clone::survey_image(
+        image,
+        false,
+        None,
+        Some(old),
+        &mut crate::rewrite::survey_cache::SurveyFacts::default(),
+    )
+    .map_err(|e| format!("cannot read the Windows installation: {e}"))?;
 
     let mut regions: Vec<(Range<u64>, String, bool)> = Vec::new();
     let mut problems = Vec::new();

@@ -15,6 +15,7 @@ pub mod junction;
 pub mod mapping;
 pub mod plan;
 pub mod secure;
+pub mod sid_ranges;
 pub mod sqlite_wal;
 pub mod stage;
 pub mod structures;

@@ -125,6 +125,11 @@ impl SidPatchStage {
         &self.map
     }
 
+    /// The disk bytes decided up front ([`SidPatchStage::with_fixed_edits`]).
+    pub fn fixed_edits(&self) -> &[(u64, Vec<u8>)] {
+        &self.fixed_edits
+    }
+
     pub fn excluded(&self) -> &[Range<u64>] {
         &self.excluded
     }

@@ -18,6 +18,7 @@ use crate::image::{
     FileSystemKind, HiveFileKind, HiveLocation, ImageError, ImageFile, NtfsVolume, Partition,
     PartitionTable, StreamLayout, StreamLocation,
 };
+use crate::rewrite::survey_cache::{SurveyFacts, VolumeStores};
 use crate::rewrite::OrderConstraints;
 use crate::sid::MachineSid;
 
@@ -417,13 +418,35 @@ pub fn store_paths_with_wals(
 fn stores_of(
     image: &ImageFile,
     volumes: &[NtfsPart],
+    facts: &mut SurveyFacts,
 ) -> (Vec<EseFile>, Vec<EventLogFile>, Vec<EseFile>) {
+    // The walk for candidates is most of the survey's time on a volume with many files: its
+    // paths come from the cache when it has them for as many volumes (their signatures and
+    // layouts are checked again below).
+    let cached = facts
+        .stores
+        .take()
+        .filter(|s| s.len() == volumes.len())
+        .unwrap_or_else(|| {
+            volumes
+                .iter()
+                .map(|part| {
+                    let (ese, logs, wals) = store_paths_with_wals(&part.volume, part.is_windows);
+                    VolumeStores { ese, logs, wals }
+                })
+                .collect()
+        });
+    facts.stores = Some(cached.clone());
     let mut ese = Vec::new();
     let mut logs = Vec::new();
     let mut wals = Vec::new();
-    for (index, part) in volumes.iter().enumerate() {
+    for ((index, part), paths) in volumes.iter().enumerate().zip(cached) {
         let volume = &part.volume;
-        let (ese_paths, log_paths, wal_paths) = store_paths_with_wals(volume, part.is_windows);
+        let VolumeStores {
+            ese: ese_paths,
+            logs: log_paths,
+            wals: wal_paths,
+        } = paths;
         for path in wal_paths {
             match volume.stream_layout(&path, "") {
                 Ok(layout) if layout.is_plain() => {
@@ -484,6 +507,58 @@ fn stores_of(
     (ese, logs, wals)
 }
 
+/// The names on the volumes that may sort next to the machine SID's (SID-named hive keys and
+/// entries of [`SID_NAMED_DIRS`] and the profiles' key folders), upper case, those that start
+/// with `S-1-5-21-` only (the others never constrain the order).
+fn constraint_names(volumes: &[NtfsPart], hives: &[HiveLocation]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut add = |name: &str| {
+        let upper = name.to_ascii_uppercase();
+        if upper.starts_with("S-1-5-21-") && !names.contains(&upper) {
+            names.push(upper);
+        }
+    };
+    for part in volumes {
+        let volume = &part.volume;
+        if part.is_windows {
+            for h in hives {
+                let Ok(bytes) = volume.read_file(&h.path, "", HIVE_LIMIT) else {
+                    continue;
+                };
+                let Ok(hive) = Hive::parse_unvalidated(&bytes) else {
+                    continue;
+                };
+                for key in hive.walk().flatten() {
+                    add(&key.key.name().to_string_lossy());
+                }
+            }
+        }
+        let mut dirs: Vec<String> = SID_NAMED_DIRS.iter().map(|s| s.to_string()).collect();
+        for profile_root in ["Users", "Documents and Settings"] {
+            if let Ok(entries) = volume.list_dir(profile_root) {
+                for e in entries.iter().filter(|e| e.is_directory) {
+                    dirs.push(format!(
+                        r"{profile_root}\{}\AppData\Roaming\Microsoft\Protect",
+                        e.name
+                    ));
+                    dirs.push(format!(
+                        r"{profile_root}\{}\AppData\Roaming\Microsoft\Crypto\RSA",
+                        e.name
+                    ));
+                }
+            }
+        }
+        for d in dirs {
+            if let Ok(entries) = volume.list_dir(&d) {
+                for e in entries {
+                    add(&e.name);
+                }
+            }
+        }
+    }
+    names
+}
+
 /// Surveys the master. `Ok(None)`: a readable disk without a Windows installation, and no
 /// `old_sid` given (which a new clone refuses: [`crate::clone::open_clone`]); an image whose
 /// partition map cannot be read is an error. With `old_sid`, a disk without Windows (a data disk of the same machine) is
@@ -492,6 +567,22 @@ pub fn survey(
     master: &Path,
     with_constraints: bool,
     old_sid: Option<MachineSid>,
+) -> Result<Option<WindowsSurvey>, SurveyError> {
+    survey_with(
+        master,
+        with_constraints,
+        old_sid,
+        &mut SurveyFacts::default(),
+    )
+}
+
+/// [`survey`], taking what `facts` (the master's survey cache) knows instead of computing it,
+/// and adding to `facts` what it computes.
+pub fn survey_with(
+    master: &Path,
+    with_constraints: bool,
+    old_sid: Option<MachineSid>,
+    facts: &mut SurveyFacts,
 ) -> Result<Option<WindowsSurvey>, SurveyError> {
     let image = ImageFile::open(master)?;
     // Neither a partitioned disk nor an NTFS volume: nothing sidfs can understand, so nothing
@@ -569,47 +660,17 @@ pub fn survey(
         }
         event_logs = event_logs_of(volume);
     }
-    let (ese_databases, more_logs, sqlite_wals) = stores_of(&image, &volumes);
+    let (ese_databases, more_logs, sqlite_wals) = stores_of(&image, &volumes, facts);
     event_logs.extend(more_logs);
     if with_constraints {
-        for part in &volumes {
-            let volume = &part.volume;
-            if part.is_windows {
-                for h in &hives {
-                    let Ok(bytes) = volume.read_file(&h.path, "", HIVE_LIMIT) else {
-                        continue;
-                    };
-                    let Ok(hive) = Hive::parse_unvalidated(&bytes) else {
-                        continue;
-                    };
-                    for key in hive.walk().flatten() {
-                        constraints.add_name(&key.key.name().to_string_lossy());
-                    }
-                }
-            }
-            let mut dirs: Vec<String> = SID_NAMED_DIRS.iter().map(|s| s.to_string()).collect();
-            for profile_root in ["Users", "Documents and Settings"] {
-                if let Ok(entries) = volume.list_dir(profile_root) {
-                    for e in entries.iter().filter(|e| e.is_directory) {
-                        dirs.push(format!(
-                            r"{profile_root}\{}\AppData\Roaming\Microsoft\Protect",
-                            e.name
-                        ));
-                        dirs.push(format!(
-                            r"{profile_root}\{}\AppData\Roaming\Microsoft\Crypto\RSA",
-                            e.name
-                        ));
-                    }
-                }
-            }
-            for d in dirs {
-                if let Ok(entries) = volume.list_dir(&d) {
-                    for e in entries {
-                        constraints.add_name(&e.name);
-                    }
-                }
-            }
+        let names = match facts.constraint_names.take() {
+            Some(names) => names,
+            None => constraint_names(&volumes, &hives),
+        };
+        for name in &names {
+            constraints.add_name(name);
         }
+        facts.constraint_names = Some(names);
     }
     Ok(Some(WindowsSurvey {
         image,
