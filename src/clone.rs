@@ -23,7 +23,7 @@ use crate::overlay::{
     DEFAULT_BLOCK_SIZE,
 };
 use crate::rewrite;
-use crate::rewrite::plan::{build_stage_with_identity, choose_sid, SidChoice, SidSource};
+use crate::rewrite::plan::{build_stage_cached, choose_sid, SidChoice, SidSource};
 use crate::rewrite::survey_cache::{SurveyCache, SurveyFacts};
 use crate::sid::MachineSid;
 
@@ -369,7 +369,6 @@ pub fn open_clone(
         )
         .map_err(|e| MountError(format!("cannot clone {}: {e}", master_path.display())))?
     };
-    survey_cache.store();
     if survey.is_none() && !keep_sid {
         // Only a plain copy is served unchanged (inspect accepted the disk, so this is a survey
         // that disagrees with it: fail closed).
@@ -456,8 +455,14 @@ pub fn open_clone(
                 }
                 _ => None,
             };
-            let stage = build_stage_with_identity(survey, &choice, mapping, master.size())
-                .map_err(MountError)?;
+            let stage = build_stage_cached(
+                survey,
+                &choice,
+                mapping,
+                master.size(),
+                &mut survey_cache.facts,
+            )
+            .map_err(MountError)?;
             info!("machine SID {} becomes {}", choice.old, choice.new);
             for c in chosen.iter().flat_map(|c| &c.changes) {
                 info!("{} {} becomes {}", c.kind, c.old, c.new);
@@ -468,6 +473,7 @@ pub fn open_clone(
             (Box::new(stage), Some(choice))
         }
     };
+    survey_cache.store();
     let disk = Arc::new(CloneDisk::new(master, delta, stage, read_only));
     Ok(OpenClone {
         state,

@@ -284,11 +284,30 @@ pub fn build_stage_with_identity(
     identity: Option<std::sync::Arc<crate::identity::IdentityMapping>>,
     disk_size: u64,
 ) -> Result<SidPatchStage, String> {
+    let mut facts = super::survey_cache::SurveyFacts::default();
+    build_stage_cached(survey, choice, identity, disk_size, &mut facts)
+}
+
+/// [`build_stage_with_identity`], taking the fragment-junction pass's findings from the survey
+/// cache's `facts` when they are for this old SID, and adding them otherwise.
+pub fn build_stage_cached(
+    survey: &WindowsSurvey,
+    choice: &SidChoice,
+    identity: Option<std::sync::Arc<crate::identity::IdentityMapping>>,
+    disk_size: u64,
+    facts: &mut super::survey_cache::SurveyFacts,
+) -> Result<SidPatchStage, String> {
     let map = SidMapping::new(choice.old, choice.new)?;
     let excluded = survey.excluded.iter().map(|(r, _)| r.clone()).collect();
     let structures = structures_with_identity(survey, &map, identity)?;
     let started = std::time::Instant::now();
-    let junctions = super::junction::junction_edits(&survey.image, &survey.volumes, &map)?;
+    let old_sid = map.old().to_string();
+    let scan = match facts.junctions.take() {
+        Some(cached) if cached.old_sid == old_sid => cached,
+        _ => super::junction::junction_scan(&survey.image, &survey.volumes, &map)?,
+    };
+    let junctions = super::junction::edits_from(&scan, &map);
+    facts.junctions = Some(scan);
     log::info!(
         "fragment junctions: {} fragmented streams, {} junctions, {} SIDs across them ({} compressed or encrypted streams skipped) in {:?}",
         junctions.streams,

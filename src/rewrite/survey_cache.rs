@@ -124,6 +124,24 @@ pub struct SidRanges {
     pub ranges: Vec<(u64, u64)>,
 }
 
+/// One SID across a fragment junction (`super::junction`): its bytes in the master and the disk
+/// offset of each of them (`None` inside a hole).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JunctionSid {
+    pub old: Vec<u8>,
+    pub at: Vec<Option<u64>>,
+}
+
+/// What the fragment-junction pass found on the master for one old SID.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JunctionScan {
+    pub old_sid: String,
+    pub streams: usize,
+    pub junctions: usize,
+    pub not_plain: usize,
+    pub sids: Vec<JunctionSid>,
+}
+
 /// What the cache knows about a master; each fact is `None`/`false` until computed once.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SurveyFacts {
@@ -137,6 +155,8 @@ pub struct SurveyFacts {
     pub constraint_names: Option<Vec<String>>,
     /// Where the master holds the old SID (for the qcow2 export of a later clone).
     pub sid_ranges: Option<SidRanges>,
+    /// The fragment-junction pass's findings (for every later clone's stage).
+    pub junctions: Option<JunctionScan>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -393,6 +413,16 @@ mod tests {
             sid_ranges: Some(SidRanges {
                 old_sid: "S-1-5-21-1-2-3".into(),
                 ranges: vec![(0, 65536), (1 << 20, (1 << 20) + 4096)],
+            }),
+            junctions: Some(JunctionScan {
+                old_sid: "S-1-5-21-1-2-3".into(),
+                streams: 1,
+                junctions: 2,
+                not_plain: 0,
+                sids: vec![JunctionSid {
+                    old: vec![1, 2, 3],
+                    at: vec![Some(4096), None, Some(8192)],
+                }],
             }),
         }
     }
