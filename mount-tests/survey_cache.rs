@@ -209,3 +209,76 @@ fn later_qcow2_export_uses_the_cache_and_is_the_same_overlay() {
         .arg(s.path("first.qcow2")));
     assert!(out.contains("No errors were found"), "{out}");
 }
+
+/// An ntfs-3g read-write mount of a loop device; unmounted on drop (before the loop device).
+struct NtfsRw(PathBuf);
+
+impl Drop for NtfsRw {
+    fn drop(&mut self) {
+        let _ = Command::new("fusermount3").arg("-u").arg(&self.0).output();
+    }
+}
+
+/// Writes `first`, a one-cluster spacer, fills the volume, frees the spacer and appends
+/// `second`: the second part lands far from the first, so the SID split between them lies
+/// across a fragment junction (as in clone_check.rs).
+fn write_split_file(vol: &Path, name: &str, first: &[u8], second: &[u8]) {
+    use std::io::Write;
+    std::fs::write(vol.join(name), first).unwrap();
+    std::fs::write(vol.join("spacer"), vec![b's'; 4096]).unwrap();
+    let mut blocker = std::fs::File::create(vol.join("blocker")).unwrap();
+    for chunk in [1usize << 20, 4096] {
+        while blocker.write_all(&vec![b'Z'; chunk]).is_ok() {}
+    }
+    drop(blocker);
+    std::fs::remove_file(vol.join("spacer")).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(vol.join(name))
+        .unwrap();
+    f.write_all(second).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// Prove that the fragment-junction findings taken from the cache give the same clone: on a
+/// master with a SID across a fragment junction, the later clone's log reports the same SID
+/// across the junction, and its disk is `cmp`-identical to the cache-less clone's.
+#[test]
+fn cached_junctions_give_the_same_clone() {
+    if !have_tool("ntfs-3g") || !have_tool("losetup") {
+        return;
+    }
+    let s = Scratch::new("survey-cache-junction");
+    let (built, manifest) = build_master(&s, "built.img", &[]);
+    let old = manifest["machine_sid"].as_str().unwrap().to_string();
+    let (start, size) = windows_partition(&manifest);
+    let master = s.path("fragmented.img");
+    std::fs::copy(&built, &master).unwrap();
+    let (_, _, triple) = sid_forms(&old);
+    let mut first = vec![b'b'; 4096 * 2 - 5];
+    first.extend_from_slice(&triple[..5]);
+    let mut second = triple[5..].to_vec();
+    second.extend(vec![b'B'; 3000]);
+    {
+        let dev = LoopDev::writable(&master, start, size);
+        let vol = s.mkdir("rw");
+        ok(Command::new("ntfs-3g").arg(&dev.0).arg(&vol));
+        let mounted = NtfsRw(vol.clone());
+        write_split_file(&vol, "split.bin", &first, &second);
+        drop(mounted);
+    }
+    let dir = s.path("cache");
+    let across = "1 SIDs across them";
+    let one = CacheMount::new(&s, &master, "j1", 1, Cache::In(&dir));
+    assert!(one.log().contains(across), "{}", one.log());
+    drop(one);
+    let cached = CacheMount::new(&s, &master, "j2", 2, Cache::In(&dir));
+    let log = cached.log();
+    assert!(
+        log.contains("survey cache: using") && log.contains(across),
+        "{log}"
+    );
+    let plain = CacheMount::new(&s, &master, "j2-off", 2, Cache::Off);
+    assert!(plain.log().contains(across), "{}", plain.log());
+    same_bytes(&cached.disk(), &plain.disk());
+}
