@@ -9,6 +9,9 @@
 //! [`EVENT_LOG_WALK_BUDGET`] directory entries per volume for event logs (and `*-wal` files)
 //! elsewhere; no scan of the disk's data. The chosen SID is stored in the clone's state, so a remount does not depend on this being repeated
 //! identically.
+//!
+//! What of this depends on the master only (inspect's verdict, the store candidates, the
+//! order-constraint names) is kept across clones by [`super::survey_cache`].
 
 use std::ops::Range;
 use std::path::Path;

@@ -491,6 +491,24 @@ mod tests {
         }
     }
 
+    /// Prove that a cache that cannot be written (its directory is under a regular file) is no
+    /// failure: `store` returns, nothing is written, and the facts stay usable.
+    #[test]
+    fn unwritable_cache_is_only_a_warning() {
+        let dir = std::env::temp_dir().join(format!("sidfs-cache-ro-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let master = dir.join("master.img");
+        std::fs::write(&master, vec![1u8; 4096]).unwrap();
+        let blocked = master.join("cache");
+        let mut cache = SurveyCache::open_in(&blocked, &master);
+        cache.facts = facts();
+        cache.store();
+        assert!(!blocked.exists());
+        assert_eq!(cache.facts, facts());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// Prove that the cache of a real file is written privately, read back, and that a
     /// corrupted file is ignored and replaced.
     #[test]
