@@ -12,7 +12,10 @@
 //! 4. puts back the master's bytes in excluded ranges (`$LogFile`, `pagefile.sys`, …) and the
 //!    structures' final bytes in the ranges they own.
 //!
-//! The result is a pure function of the master and the SID mapping.
+//! The result is a pure function of the master and the SID mapping. A master byte changes only
+//! at an occurrence of the old SID (and in the record around it) or at a structure's or fixed
+//! edit: `super::sid_ranges` relies on this to tell a later clone's qcow2 export where to look,
+//! so a new kind of change here must be added there too.
 
 use std::ops::Range;
 use std::sync::{Arc, OnceLock};
