@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 const QEMU: &str = "qemu-system-x86_64";
-/// Every line the guest means for the host starts with this (scripts/bootmaster/init).
+/// Every line the guest means for the host starts with this (scripts/testmaster/guest-init).
 const GUEST: &str = "SIDFS-GUEST ";
 /// What the guest writes into the Windows volume, with its boot token and the SID it saw.
 const WROTE: &str = "guest-wrote.txt";

@@ -18,3 +18,4 @@ mod rewrite;
 mod sqlite_wal;
 mod stores;
 mod survey_cache;
+mod testmaster;

@@ -127,7 +127,7 @@ fn mount_and_export_refuse_what_inspect_refuses() {
 
         // A plain copy is what the user may ask for instead.
         let m = Mounted::new(&image, &mp, 1, &state, &["--keep-sid"]);
-        assert_eq!(info(&m)["patch_stage"], "identity", "{what}");
+        assert_eq!(info(&m)["patch_stage"], "passthrough", "{what}");
         ok(Command::new("cmp").arg(m.disk()).arg(&image));
         m.unmount();
         std::fs::remove_dir_all(&state).unwrap();
@@ -148,7 +148,7 @@ fn mount_and_export_refuse_what_inspect_refuses() {
     let m = Mounted::new(&data, &mp, 1, &s.path("sd"), &["--old-sid", DATA_SID]);
     let i = info(&m);
     assert_eq!(i["old_sid"], DATA_SID);
-    assert_ne!(i["patch_stage"], "identity");
+    assert_ne!(i["patch_stage"], "passthrough");
     m.unmount();
 }
 
@@ -278,7 +278,7 @@ fn block_device_master_is_cloned_like_its_file() {
     let i = info(&m);
     assert_eq!(i["old_sid"], old_sid);
     assert_eq!(i["disk_size"], size);
-    assert_ne!(i["patch_stage"], "identity");
+    assert_ne!(i["patch_stage"], "passthrough");
     ok(Command::new("cmp").arg(m.disk()).arg(&from_file));
     m.unmount();
 
@@ -370,7 +370,7 @@ fn data_disk_clone_is_defined_by_its_state() {
     let m = Mounted::new(&disk, &mp, 5, &state, &["--old-sid", DATA_SID]);
     let first = info(&m);
     assert_eq!(first["old_sid"], DATA_SID);
-    assert_ne!(first["patch_stage"], "identity");
+    assert_ne!(first["patch_stage"], "passthrough");
     let clone_sha = sha256(&m.disk());
     assert_eq!(
         count(&read_all(&m.disk()), DATA_SID.as_bytes()),

@@ -426,7 +426,7 @@ fn keep_sid_is_a_plain_copy_and_status_shows_sids() {
     let state = s.path("plain");
     let m = Mounted::new(&master, &mp, 3, &state, &["--keep-sid"]);
     ok(Command::new("cmp").arg(m.disk()).arg(&master));
-    assert_eq!(clone_info(&m)["patch_stage"], "identity");
+    assert_eq!(clone_info(&m)["patch_stage"], "passthrough");
     m.unmount();
     let err = one_line_error(&mount_cmd(&master, &mp, 3, &state, &[]));
     assert!(err.contains("--keep-sid"), "{err}");

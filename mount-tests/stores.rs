@@ -30,10 +30,11 @@ fn srudb() -> Vec<u8> {
 /// The test master's Security.evtx (scripts/testmaster/evtx.py) written for `sid` instead of the
 /// built master's SID: SidType values, UTF-16 strings and a template literal carry it.
 fn event_log_for(sid: &str) -> Vec<u8> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testmaster");
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts");
     let script = format!(
-        "import sys; sys.path.insert(0, {dir:?}); import spec; spec.MACHINE_SID = {sid:?}; \
-         spec.STUDENT = spec.msid(1001); import evtx; sys.stdout.buffer.write(evtx.security_log())"
+        "import sys; sys.path.insert(0, {dir:?}); from testmaster import spec; \
+         spec.MACHINE_SID = {sid:?}; spec.STUDENT = spec.msid(1001); from testmaster import evtx; \
+         sys.stdout.buffer.write(evtx.security_log())"
     );
     let out = run(Command::new("/usr/bin/python3").args(["-c", &script]));
     assert!(

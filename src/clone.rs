@@ -19,11 +19,11 @@ use sha2::{Digest, Sha256};
 use crate::identity::{FoundIdentifier, IdentityChoice, IdentityMapping, IdentityRequest};
 use crate::mount::MountError;
 use crate::overlay::{
-    state, AttachRequest, CloneDisk, CloneState, IdentityPatch, MasterImage, PatchStage,
+    state, AttachRequest, CloneDisk, CloneState, MasterImage, MasterPassthrough, PatchStage,
     DEFAULT_BLOCK_SIZE,
 };
 use crate::rewrite;
-use crate::rewrite::plan::{build_stage_cached, choose_sid, SidChoice, SidSource};
+use crate::rewrite::stage_builder::{build_stage_cached, choose_sid, SidChoice, SidSource};
 use crate::rewrite::survey_cache::{SurveyCache, SurveyFacts};
 use crate::sid::MachineSid;
 
@@ -407,7 +407,7 @@ pub fn open_clone(
                 "{}: a plain copy (--keep-sid): the clone is the master",
                 master_path.display()
             );
-            (Box::new(IdentityPatch), None)
+            (Box::new(MasterPassthrough), None)
         }
         Some(survey) => {
             let meta = state.meta();
@@ -422,7 +422,7 @@ pub fn open_clone(
                 (_, _, Some(explicit)) => SidSource::Explicit(explicit),
                 _ => SidSource::Seed(meta.seed),
             };
-            let choice = choose_sid(survey, source).map_err(MountError)?;
+            let choice = choose_sid(survey, source).map_err(|e| MountError(e.to_string()))?;
             let fresh = meta.new_sid.is_none();
             let recorded_identity = meta.extra.get(IDENTITY_STATE_KEY).cloned();
             let seed = meta.seed;
@@ -462,7 +462,7 @@ pub fn open_clone(
                 master.size(),
                 &mut survey_cache.facts,
             )
-            .map_err(MountError)?;
+            .map_err(|e| MountError(e.to_string()))?;
             info!("machine SID {} becomes {}", choice.old, choice.new);
             for c in chosen.iter().flat_map(|c| &c.changes) {
                 info!("{} {} becomes {}", c.kind, c.old, c.new);

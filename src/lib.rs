@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod mount;
 pub mod mountinfo;
 pub mod overlay;
+pub mod panics;
 pub mod qcow2;
 pub mod rewrite;
 pub mod sid;

@@ -65,7 +65,7 @@ pub fn verify_with_identity(
 ) -> Result<VerifyReport, String> {
     let master = MasterImage::open(image).map_err(|e| e.to_string())?;
     let dummy = derive_new_sid(&old, 0, &OrderConstraints::new()).map_err(|e| e.to_string())?;
-    let finder = SidMapping::new(old, dummy)?;
+    let finder = SidMapping::new(old, dummy).map_err(|e| e.to_string())?;
     // A clone's own SID is not `old`: survey it as it is; a disk without Windows is surveyed as
     // a data disk of the machine whose SID is `old`.
     let win = crate::clone::survey_image(

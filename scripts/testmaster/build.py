@@ -1,29 +1,77 @@
-"""Build a synthetic Windows test master disk image for sidfs (see docs/TEST-MASTERS.md)."""
+"""Build a synthetic Windows test master disk image for sidfs (see docs/TEST-MASTERS.md).
+
+Entry point: `python3 -m testmaster build-test-master` (scripts/build-test-master); the boot
+master (boot.py) calls build_test_master() for its Windows disk.
+"""
 import argparse
 import hashlib
-import json
 import os
 import shutil
-import signal
 import struct
-import subprocess
-import sys
-import tempfile
-import time
+from dataclasses import dataclass
+from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from . import evtx, hives, ntfs, regf, sids
+from .disk import (
+    SECTOR,
+    MiB,
+    Partition,
+    create_sparse,
+    mkfs_fat,
+    mtools_env,
+    put_partition,
+    write_partition_table,
+)
+from .mount import NtfsMount
+from .spec import (
+    COMPUTER_NAME,
+    CONFIG,
+    DEFENDER_SENSE_GUID,
+    DHCPV6_DUID,
+    DOMAIN_ACCOUNTS,
+    DOMAIN_NAME,
+    DOMAIN_SID,
+    LOCAL_ACCOUNTS,
+    MACHINE_GUID,
+    MACHINE_KEY_CONTAINERS,
+    MACHINE_SID,
+    MASTERKEY_GUID,
+    MSDTC_CIDS,
+    PRODUCTS,
+    PROFILES,
+    RECYCLE_DESKTOP_INI,
+    SD_ASSIGNMENTS,
+    SDS,
+    SID_NAMED_DIRS,
+    SMS_UNIQUE_ID,
+    SQM_MACHINE_ID,
+    STUDENT,
+    STUDENT_PC8,
+    SUS_CLIENT_ID,
+    SUS_CLIENT_ID_VALIDATION,
+    TASK_GUID,
+    TASK_NAME,
+    TASK_PATH,
+    WIN10_BUILD_SID,
+    dsid,
+    msid,
+    occurrences,
+    sid_text_files,
+    smscfg_ini,
+    task_hash,
+    task_xml,
+)
+from .tools import (
+    make_progress,
+    package_versions,
+    remove_stale,
+    run,
+    sha256_file,
+    work_directory,
+    write_manifest,
+)
 
-import evtx  # noqa: E402
-import hives  # noqa: E402
-import ntfs  # noqa: E402
-import regf  # noqa: E402
-import sids  # noqa: E402
-from mount import NtfsMount, faketime_env  # noqa: E402
-from spec import *  # noqa: E402,F401,F403
-from tools import make_progress, run  # noqa: E402
-
-MiB = 1 << 20
-SECTOR = 512
+LAYOUTS = ["gpt", "mbr"]
 VARIANTS = ["clean", "hibernated", "fast-startup", "dirty-ntfs", "unclean-logfile", "bitlocker",
             "dirty-hive", "domain-controller"]
 SIZE_PRESETS = {"small": 256 * MiB, "medium": 1024 * MiB}
@@ -45,7 +93,12 @@ HIBERFIL_SIZE = 4 * MiB
 HIBERFIL_FAST_SIZE = 2 * MiB     # Fast Startup writes a "reduced" hiberfile (kernel session only)
 PAGEFILE_SIZE = 2 * MiB
 
-REFUSALS = {
+# Debian packages whose output lands in the image: the image is byte-identical for the same
+# arguments and the same versions of these.
+TOOL_PACKAGES = ["ntfs-3g", "dosfstools", "mtools", "fdisk", "libhivex0", "libfaketime"]
+REAL_HIVES = ("SAM", "SECURITY", "NTUSER.DAT", "UsrClass.dat")
+
+REFUSALS: dict[str, list[dict[str, str]]] = {
     "clean": [],
     "hibernated": [{"code": "hibernated", "detail": "hiberfil.sys starts with HIBR (hibernated)"}],
     "fast-startup": [{"code": "hibernated",
@@ -63,7 +116,41 @@ REFUSALS = {
 progress = make_progress("build-test-master")
 
 
-def parse_size(s):
+@dataclass(frozen=True)
+class Options:
+    """What to build: partition layout, variant, disk size in bytes, and the directory holding
+    the real STUDENT-PC8 hives (winreg-kb-STUDENT-PC8)."""
+
+    layout: str = "gpt"
+    variant: str = "clean"
+    size: int = SIZE_PRESETS["small"]
+    student_pc8: str = STUDENT_PC8
+    keep_work: bool = False
+
+    @property
+    def gpt(self) -> bool:
+        return self.layout == "gpt"
+
+
+def options(layout: str, variant: str, size: str, realdata: str | None,
+            keep_work: bool) -> Options:
+    """Options from command-line values; ValueError says what is wrong with them."""
+    if layout not in LAYOUTS or variant not in VARIANTS:
+        raise ValueError(f"no layout {layout!r} or no variant {variant!r}")
+    student_pc8 = os.path.join(realdata, "winreg-kb-STUDENT-PC8") if realdata else STUDENT_PC8
+    for f in REAL_HIVES:
+        if not os.path.isfile(os.path.join(student_pc8, f)):
+            raise ValueError(f"real hive {f} not found in {student_pc8} (use --realdata)")
+    try:
+        size_bytes = parse_size(size)
+    except ValueError:
+        raise ValueError(f"bad --size {size!r}") from None
+    if size_bytes < MIN_SIZE:
+        raise ValueError("--size must be at least 128M")
+    return Options(layout, variant, size_bytes, student_pc8, keep_work)
+
+
+def parse_size(s: str) -> int:
     if s in SIZE_PRESETS:
         return SIZE_PRESETS[s]
     units = {"K": 1 << 10, "M": MiB, "G": 1 << 30}
@@ -72,55 +159,26 @@ def parse_size(s):
     return int(s)
 
 
-def layout(kind, size):
-    """Partition list: dicts with index, start/size in bytes, type, name, role, fs."""
+def layout(gpt: bool, size: int) -> list[Partition]:
+    """The partitions of a disk of `size` bytes, 1 MiB-aligned."""
     end = (size // MiB) * MiB
-    if kind == "gpt":
-        parts = [
-            dict(role="esp", type=GUID_ESP, name="EFI system partition", start=1 * MiB,
-                 size=36 * MiB, filesystem="vfat"),
-            dict(role="msr", type=GUID_MSR, name="Microsoft reserved partition", start=37 * MiB,
-                 size=4 * MiB, filesystem=None),
-            dict(role="windows", type=GUID_BASIC, name="Basic data partition", start=41 * MiB,
-                 size=end - MiB - 41 * MiB, filesystem="ntfs"),
+    if gpt:
+        return [
+            Partition(1, "esp", GUID_ESP, 1 * MiB, 36 * MiB, "vfat", name="EFI system partition",
+                      uuid=PART_GUIDS[0]),
+            Partition(2, "msr", GUID_MSR, 37 * MiB, 4 * MiB, None,
+                      name="Microsoft reserved partition", uuid=PART_GUIDS[1]),
+            Partition(3, "windows", GUID_BASIC, 41 * MiB, end - MiB - 41 * MiB, "ntfs",
+                      name="Basic data partition", uuid=PART_GUIDS[2]),
         ]
-        for i, p in enumerate(parts):
-            p["uuid"] = PART_GUIDS[i]
-    else:
-        parts = [
-            dict(role="system-reserved", type="7", name=None, start=1 * MiB, size=16 * MiB,
-                 filesystem="ntfs", bootable=True),
-            dict(role="windows", type="7", name=None, start=17 * MiB, size=end - 17 * MiB,
-                 filesystem="ntfs", bootable=False),
-        ]
-    for i, p in enumerate(parts, 1):
-        p["index"] = i
-    return parts
+    return [
+        Partition(1, "system-reserved", "7", 1 * MiB, 16 * MiB, "ntfs", bootable=True),
+        Partition(2, "windows", "7", 17 * MiB, end - 17 * MiB, "ntfs", bootable=False),
+    ]
 
 
-def sfdisk_script(kind, parts):
-    lines = ["unit: sectors"]
-    if kind == "gpt":
-        lines += ["label: gpt", f"label-id: {DISK_GUID}"]
-        for p in parts:
-            lines.append(f"start={p['start'] // SECTOR}, size={p['size'] // SECTOR}, "
-                         f"type={p['type']}, uuid={p['uuid']}, name=\"{p['name']}\"")
-    else:
-        lines += ["label: dos", f"label-id: {MBR_DISK_ID}"]
-        for p in parts:
-            lines.append(f"start={p['start'] // SECTOR}, size={p['size'] // SECTOR}, "
-                         f"type={p['type']}" + (", bootable" if p.get("bootable") else ""))
-    return "\n".join(lines) + "\n"
-
-
-def put_partition(img, part_file, start):
-    run(["dd", f"if={part_file}", f"of={img}", "bs=1M", f"seek={start // MiB}",
-         "conv=notrunc,sparse", "status=none"])
-
-
-def mkntfs(path, size, start, label, serial):
-    with open(path, "wb") as f:
-        f.truncate(size)
+def mkntfs(path: str, size: int, start: int, label: str, serial: int) -> None:
+    create_sparse(path, size)
     # -T: zero time and a fixed random seed, so mkntfs output is deterministic.
     run(["mkntfs", "-q", "-F", "-Q", "-T", "-c", "4096", "-s", "512", "-p", str(start // SECTOR),
          "-H", "255", "-S", "63", "-L", label, path])
@@ -128,15 +186,12 @@ def mkntfs(path, size, start, label, serial):
     vol.patch_boot_both(0x48, struct.pack("<Q", serial))
 
 
-def build_esp(path, size, start, work):
-    with open(path, "wb") as f:
-        f.truncate(size)
-    run(["mkfs.fat", "-F", "32", "-s", "1", "-n", "SYSTEM", "-i", ESP_VOLID, "--invariant",
-         "-h", str(start // SECTOR), path])
+def build_esp(path: str, size: int, start: int, work: str) -> list[str]:
+    mkfs_fat(path, size, start, 32, "SYSTEM", ESP_VOLID, sectors_per_cluster=1)
     bcd = os.path.join(work, "BCD")
     hives.write_hive(hives.bcd(), bcd, r"\Device\HarddiskVolume1\EFI\Microsoft\Boot\BCD",
                      "NewStoreRoot")
-    env = dict(faketime_env(), MTOOLS_SKIP_CHECK="1")
+    env = mtools_env()
     for d in ("::EFI", "::EFI/Microsoft", "::EFI/Microsoft/Boot", "::EFI/Boot"):
         run(["mmd", "-i", path, d], env=env)
     run(["mcopy", "-i", path, bcd, "::EFI/Microsoft/Boot/BCD"], env=env)
@@ -148,7 +203,7 @@ def build_esp(path, size, start, work):
     return ["EFI/Microsoft/Boot/BCD", "EFI/Boot/bootx64.efi", "EFI/Microsoft/Boot/bootmgfw.efi"]
 
 
-def build_system_reserved(path, size, start, work):
+def build_system_reserved(path: str, size: int, start: int, work: str) -> list[str]:
     mkntfs(path, size, start, "System Reserved", SERIAL_SYSRES)
     bcd = os.path.join(work, "BCD-sysres")
     hives.write_hive(hives.bcd(), bcd, r"\Device\HarddiskVolume1\Boot\BCD", "NewStoreRoot")
@@ -164,28 +219,31 @@ def build_system_reserved(path, size, start, work):
     return ["Boot/BCD", "bootmgr"]
 
 
-def synthesize_hives(variant, work):
-    """Return {volume path: local file} for every hive, plus manifest registry values."""
+def synthesize_hives(variant: str, student_pc8: str, work: str
+                     ) -> tuple[dict[str, str], list[dict[str, Any]], str, dict[str, str]]:
+    """{volume path: local file} for every hive, the manifest's registry values, the domain
+    SID and the product."""
     product = PRODUCTS["domain-controller" if variant == "domain-controller" else "workstation"]
     hiberboot = 1 if variant == "fast-startup" else 0
-    out, recorded = {}, []
+    out: dict[str, str] = {}
+    recorded: list[dict[str, Any]] = []
     specs = [("SOFTWARE", hives.software(product)), ("SYSTEM", hives.system(product, hiberboot)),
              ("DEFAULT", hives.default_hive())]
     for name, hs in specs:
         p = os.path.join(work, name)
         hives.write_hive(hs, p, "\\SystemRoot\\System32\\Config\\" + name,
-                         "CMI-CreateHive{5D1F5D1F-%04d-4000-8000-000000000000}" % len(name))
+                         f"CMI-CreateHive{{5D1F5D1F-{len(name):04d}-4000-8000-000000000000}}")
         out[f"{CONFIG}/{name}"] = p
         recorded += hs.recorded
     if variant == "dirty-hive":
         b = regf.read_base(out[CONFIG + "/SYSTEM"])
         regf.set_sequence_numbers(out[CONFIG + "/SYSTEM"], b["secondary"] + 1, b["secondary"])
-    sam = os.path.join(STUDENT_PC8, "SAM")
-    sec = os.path.join(STUDENT_PC8, "SECURITY")
+    sam = os.path.join(student_pc8, "SAM")
+    sec = os.path.join(student_pc8, "SECURITY")
     domain_sid = DOMAIN_SID
     if variant == "domain-controller":
         sec = os.path.join(work, "SECURITY-dc")
-        domain_sid = hives.make_dc_security(os.path.join(STUDENT_PC8, "SECURITY"), sec)
+        domain_sid = hives.make_dc_security(os.path.join(student_pc8, "SECURITY"), sec)
     out[CONFIG + "/SAM"] = sam
     out[CONFIG + "/SECURITY"] = sec
     out[CONFIG + "/RegBack/SAM"] = sam
@@ -194,25 +252,26 @@ def synthesize_hives(variant, work):
         p = os.path.join(work, "NTUSER-" + prof["sid"])
         hives.write_hive(hives.default_hive(), p, r"\??\C:\Windows\ntuser.dat", "ROOT")
         out[prof["hives"][0]] = p
-    ntuser = os.path.join(STUDENT_PC8, "NTUSER.DAT")
+    ntuser = os.path.join(student_pc8, "NTUSER.DAT")
     student = os.path.join(work, "NTUSER-student")
     recorded += hives.make_student_ntuser(ntuser, student, "Users/Student/NTUSER.DAT")
     out["Users/Student/NTUSER.DAT"] = student   # the real (bperry's) NTUSER.DAT, see hives.py
     out["Users/bperry/NTUSER.DAT"] = ntuser
     out["Users/bperry/AppData/Local/Microsoft/Windows/UsrClass.dat"] = os.path.join(
-        STUDENT_PC8, "UsrClass.dat")
+        student_pc8, "UsrClass.dat")
     return out, recorded, domain_sid, product
 
 
-def masterkey_placeholder():
+def masterkey_placeholder() -> bytes:
     """A DPAPI master-key file shape: version 2, GUID string (UTF-16), then zeroed blobs."""
     b = struct.pack("<II", 2, 0) + MASTERKEY_GUID.encode("utf-16-le").ljust(72, b"\0")
     b += struct.pack("<IIQQQQ", 0, 4, 0xB0, 0x90, 0x14, 0)
     return b.ljust(468, b"\0")
 
 
-def populate_windows(mnt, variant, hive_files, files_out):
-    def mk(path, data):
+def populate_windows(mnt: str, variant: str, hive_files: dict[str, str],
+                     files_out: list[dict[str, Any]]) -> dict[str, bytes]:
+    def mk(path: str, data: bytes) -> None:
         full = os.path.join(mnt, path)
         os.makedirs(os.path.dirname(full), exist_ok=True)
         with open(full, "wb") as f:
@@ -220,7 +279,7 @@ def populate_windows(mnt, variant, hive_files, files_out):
         files_out.append({"path": path, "size": len(data),
                           "sha256": hashlib.sha256(data).hexdigest()})
 
-    def mkdir(path):
+    def mkdir(path: str) -> None:
         os.makedirs(os.path.join(mnt, path), exist_ok=True)
 
     for d in ["$Recycle.Bin", "Program Files", "ProgramData", "Users", "Windows",
@@ -270,15 +329,14 @@ def populate_windows(mnt, variant, hive_files, files_out):
     return sds
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="build-test-master",
         description="Build a deterministic synthetic Windows disk image (a 'test master') "
                     "for sidfs tests and demos, and a JSON manifest describing it.",
         epilog="Needs root (FUSE mounts of ntfs-3g) and the packages from scripts/setup-deps. "
                "See docs/TEST-MASTERS.md.")
-    ap.add_argument("out", metavar="OUT.img", help="disk image to write (overwritten)")
-    ap.add_argument("--layout", choices=["gpt", "mbr"], default="gpt",
+    ap.add_argument("--layout", choices=LAYOUTS, default="gpt",
                     help="partition table: gpt = ESP (FAT32) + MSR + Windows NTFS; "
                          "mbr = System Reserved NTFS + Windows NTFS (default: gpt)")
     ap.add_argument("--variant", choices=VARIANTS, default="clean",
@@ -287,85 +345,77 @@ def main(argv=None):
     ap.add_argument("--size", default="small",
                     help="disk size: small (256 MiB), medium (1 GiB) or a number with K/M/G "
                          "suffix, at least 128M; the image is sparse (default: small)")
+    add_output_arguments(ap, "partition files, logs")
+    a = ap.parse_args(argv)
+    try:
+        o = options(a.layout, a.variant, a.size, a.realdata, a.keep_work)
+    except ValueError as e:
+        ap.error(str(e))
+    if os.geteuid() != 0:
+        ap.error("must run as root (ntfs-3g FUSE mounts, system.ntfs_acl)")
+    build_test_master(o, *output_paths(a))
+    return 0
+
+
+def add_output_arguments(ap: argparse.ArgumentParser, work_files: str) -> None:
+    """The arguments both builders take: OUT.img, --manifest, --realdata, --keep-work."""
+    ap.add_argument("out", metavar="OUT.img", help="disk image to write (overwritten)")
     ap.add_argument("--manifest", metavar="OUT.json",
                     help="where to write the manifest (default: OUT.img.json)")
     ap.add_argument("--realdata", metavar="DIR",
                     help="directory holding winreg-kb-STUDENT-PC8/ (default: $SIDFS_REALDATA, "
                          "else ../shared/realdata next to the project root)")
     ap.add_argument("--keep-work", action="store_true",
-                    help="keep the temporary work directory (partition files, logs) for debugging")
-    a = ap.parse_args(argv)
-    if a.realdata:
-        os.environ["SIDFS_REALDATA"] = a.realdata
-        global STUDENT_PC8
-        STUDENT_PC8 = os.path.join(a.realdata, "winreg-kb-STUDENT-PC8")
-    for f in ("SAM", "SECURITY", "NTUSER.DAT", "UsrClass.dat"):
-        if not os.path.isfile(os.path.join(STUDENT_PC8, f)):
-            ap.error(f"real hive {f} not found in {STUDENT_PC8} (use --realdata)")
-    try:
-        size = parse_size(a.size)
-    except ValueError:
-        ap.error(f"bad --size {a.size!r}")
-    if size < MIN_SIZE:
-        ap.error("--size must be at least 128M")
-    out = os.path.abspath(a.out)
-    manifest_path = os.path.abspath(a.manifest or a.out + ".json")
-    if os.geteuid() != 0:
-        ap.error("must run as root (ntfs-3g FUSE mounts, system.ntfs_acl)")
-
-    def on_signal(signum, _frame):
-        raise SystemExit(f"interrupted by signal {signum}")
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-
-    work = tempfile.mkdtemp(prefix=".build-test-master-", dir=os.path.dirname(out))
-    try:
-        return build(a, size, out, manifest_path, work)
-    finally:
-        if a.keep_work:
-            progress(f"work directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+                    help=f"keep the temporary work directory ({work_files}) for debugging")
 
 
-def build(a, size, out, manifest_path, work):
-    progress(f"{a.layout} {a.variant} {size // MiB} MiB -> {out}")
-    parts = layout(a.layout, size)
+def output_paths(a: argparse.Namespace) -> tuple[str, str]:
+    """Absolute paths of the image and its manifest (default: the image's + .json)."""
+    return os.path.abspath(a.out), os.path.abspath(a.manifest or a.out + ".json")
+
+
+def build_test_master(o: Options, out: str, manifest_path: str) -> dict[str, Any]:
+    """Builds the image `out` and its manifest; returns the manifest."""
+    with work_directory("build-test-master", out, o.keep_work, progress) as work:
+        return build(o, out, manifest_path, work)
+
+
+def build(o: Options, out: str, manifest_path: str, work: str) -> dict[str, Any]:
+    size = o.size
+    progress(f"{o.layout} {o.variant} {size // MiB} MiB -> {out}")
+    parts = layout(o.gpt, size)
     final_out, out = out, os.path.join(work, "disk.img")   # renamed into place when complete
-    for stale in (final_out, manifest_path):
-        if os.path.exists(stale):
-            os.unlink(stale)
-    with open(out, "wb") as f:
-        f.truncate(size)
-    run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", out],
-        input=sfdisk_script(a.layout, parts).encode())
+    remove_stale(final_out, manifest_path)
+    create_sparse(out, size)
+    write_partition_table(out, "gpt" if o.gpt else "dos", DISK_GUID if o.gpt else MBR_DISK_ID,
+                          [p.sfdisk_line(o.gpt) for p in parts])
     progress("partition table written")
     extra_files = {}
     for p in parts:
-        pf = os.path.join(work, f"part{p['index']}.img")
-        if p["role"] == "esp":
-            extra_files[p["index"]] = build_esp(pf, p["size"], p["start"], work)
-            put_partition(out, pf, p["start"])
+        pf = os.path.join(work, f"part{p.index}.img")
+        if p.role == "esp":
+            extra_files[p.index] = build_esp(pf, p.size, p.start, work)
+            put_partition(out, pf, p.start)
             progress("ESP (FAT32) built")
-        elif p["role"] == "system-reserved":
-            extra_files[p["index"]] = build_system_reserved(pf, p["size"], p["start"], work)
-            put_partition(out, pf, p["start"])
+        elif p.role == "system-reserved":
+            extra_files[p.index] = build_system_reserved(pf, p.size, p.start, work)
+            put_partition(out, pf, p.start)
             progress("System Reserved NTFS built")
-    win = next(p for p in parts if p["role"] == "windows")
+    win = next(p for p in parts if p.role == "windows")
     pf = os.path.join(work, "windows.img")
-    hive_files, reg_values, domain_sid, product = synthesize_hives(a.variant, work)
+    hive_files, reg_values, domain_sid, product = synthesize_hives(o.variant, o.student_pc8, work)
     progress("hives synthesized")
-    mkntfs(pf, win["size"], win["start"], "Windows", SERIAL_WINDOWS)
+    mkntfs(pf, win.size, win.start, "Windows", SERIAL_WINDOWS)
     progress("Windows NTFS formatted")
     mnt = os.path.join(work, "mnt")
     os.mkdir(mnt)
-    files = []
+    files: list[dict[str, Any]] = []
     with NtfsMount(pf, mnt, log=os.path.join(work, "ntfs-3g.log")):
-        sds = populate_windows(mnt, a.variant, hive_files, files)
+        sds = populate_windows(mnt, o.variant, hive_files, files)
     progress("Windows NTFS populated and unmounted")
     vol = ntfs.Volume(pf, 0)
-    ntfs.write_restart_pages(vol, clean=a.variant != "unclean-logfile")
-    if a.variant == "dirty-ntfs":
+    ntfs.write_restart_pages(vol, clean=o.variant != "unclean-logfile")
+    if o.variant == "dirty-ntfs":
         ntfs.set_volume_flags(vol, ntfs.VOLUME_IS_DIRTY)
     logfile_off, logfile_size = ntfs.logfile_extent(vol)
     volinfo = {"serial": f"{SERIAL_WINDOWS:#018x}", "label": "Windows",
@@ -373,32 +423,20 @@ def build(a, size, out, manifest_path, work):
                "mft_lcn": vol.mft_lcn, "mftmirr_lcn": vol.mftmirr_lcn,
                "logfile": {"offset": logfile_off, "size": logfile_size},
                "volume_flags": ntfs.volume_flags(vol)}
-    if a.variant == "bitlocker":
+    if o.variant == "bitlocker":
         vol.patch_boot_both(3, BITLOCKER_OEM)
-    put_partition(out, pf, win["start"])
+    put_partition(out, pf, win.start)
     progress("Windows partition written into the disk image")
 
-    manifest = make_manifest(a, size, parts, win, volinfo, hive_files, reg_values, domain_sid,
+    manifest = make_manifest(o, parts, win, volinfo, hive_files, reg_values, domain_sid,
                              product, sds, files, extra_files, out)
     os.replace(out, final_out)
-    with open(manifest_path + ".partial", "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(manifest_path + ".partial", manifest_path)
+    write_manifest(manifest, manifest_path)
     progress(f"done: {final_out} (manifest {manifest_path})")
-    return 0
+    return manifest
 
 
-def tool_versions():
-    """Debian package versions of the tools whose output lands in the image: the image is
-    byte-identical for the same arguments and the same versions."""
-    pkgs = ["ntfs-3g", "dosfstools", "mtools", "fdisk", "libhivex0", "libfaketime"]
-    r = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version}\\n"] + pkgs,
-                       capture_output=True, text=True)
-    return dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
-
-
-def event_log_manifest():
+def event_log_manifest() -> dict[str, Any]:
     """The .evtx of the Windows volume (scripts/testmaster/evtx.py): where its chunks are and
     which of them carry the machine SID."""
     data = evtx.security_log()
@@ -414,23 +452,15 @@ def event_log_manifest():
             "sha256": hashlib.sha256(data).hexdigest(), "chunks": chunks}
 
 
-def make_manifest(a, size, parts, win, volinfo, hive_files, reg_values, domain_sid, product,
-                  sds, files, extra_files, out):
-    h = hashlib.sha256()
-    with open(out, "rb") as f:
-        for chunk in iter(lambda: f.read(4 * MiB), b""):
-            h.update(chunk)
+def make_manifest(o: Options, parts: list[Partition], win: Partition, volinfo: dict[str, Any],
+                  hive_files: dict[str, str], reg_values: list[dict[str, Any]], domain_sid: str,
+                  product: dict[str, str], sds: dict[str, bytes], files: list[dict[str, Any]],
+                  extra_files: dict[int, list[str]], out: str) -> dict[str, Any]:
     mparts = []
     for p in parts:
-        e = {"index": p["index"], "start": p["start"], "size": p["size"],
-             "start_lba": p["start"] // SECTOR, "sectors": p["size"] // SECTOR,
-             "type": p["type"], "role": p["role"], "filesystem": p["filesystem"]}
-        if a.layout == "gpt":
-            e["uuid"], e["name"] = p["uuid"], p["name"]
-        else:
-            e["bootable"] = p["bootable"]
-        if p["index"] in extra_files:
-            e["files"] = extra_files[p["index"]]
+        e = p.manifest(o.gpt)
+        if p.index in extra_files:
+            e["files"] = extra_files[p.index]
         mparts.append(e)
     xml = task_xml()
     sd_entries = []
@@ -448,12 +478,12 @@ def make_manifest(a, size, parts, win, volinfo, hive_files, reg_values, domain_s
     return {
         "schema": 1,
         "generator": "scripts/build-test-master",
-        "variant": a.variant,
-        "layout": a.layout,
-        "disk": {"size": size, "sector_size": SECTOR, "sha256": h.hexdigest(),
-                 "label_id": DISK_GUID if a.layout == "gpt" else MBR_DISK_ID},
+        "variant": o.variant,
+        "layout": o.layout,
+        "disk": {"size": o.size, "sector_size": SECTOR, "sha256": sha256_file(out),
+                 "label_id": DISK_GUID if o.gpt else MBR_DISK_ID},
         "partitions": mparts,
-        "windows_partition": win["index"],
+        "windows_partition": win.index,
         "windows_volume": volinfo,
         "machine_sid": MACHINE_SID,
         "computer_name": COMPUTER_NAME,
@@ -488,15 +518,7 @@ def make_manifest(a, size, parts, win, volinfo, hive_files, reg_values, domain_s
         "event_log": event_log_manifest(),
         "files": files,
         "never_rewrite_sids": [DOMAIN_SID, WIN10_BUILD_SID],
-        "expected_refusals": REFUSALS[a.variant],
-        "tool_versions": tool_versions(),
+        "expected_refusals": REFUSALS[o.variant],
+        "tool_versions": package_versions(TOOL_PACKAGES),
         "deterministic": True,
     }
-
-
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except RuntimeError as e:
-        print(f"build-test-master: error: {e}", file=sys.stderr)
-        sys.exit(1)

@@ -15,21 +15,24 @@ import struct
 import subprocess
 import sys
 import tempfile
+from typing import Any
 
 import hivex
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mount import NtfsMount  # noqa: E402
-import sids  # noqa: E402  (SID/SD decoding only; the SDs are read back with getfattr)
+from . import sids  # SID/SD decoding only; the SDs are read back with getfattr
+from .disk import MiB
+from .mount import NtfsMount
+from .tools import sha256_file
 
-MiB = 1 << 20
+Manifest = dict[str, Any]
 
 
 class Checker:
-    def __init__(self, verbose):
-        self.failures, self.passes, self.verbose = [], 0, verbose
+    def __init__(self, verbose: bool) -> None:
+        self.failures: list[str] = []
+        self.passes, self.verbose = 0, verbose
 
-    def ok(self, cond, what, detail=""):
+    def ok(self, cond: bool, what: str, detail: str = "") -> bool:
         if cond:
             self.passes += 1
             if self.verbose:
@@ -40,11 +43,13 @@ class Checker:
         return cond
 
 
-def sh(cmd, **kw):
-    return subprocess.run(cmd, capture_output=True, **kw)
+def sh(cmd: list[str], input: bytes | None = None,
+       env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Runs a command whose failure is a check result, not an error."""
+    return subprocess.run(cmd, capture_output=True, input=input, env=env, check=False)
 
 
-def check_partitions(c, img, m):
+def check_partitions(c: Checker, img: str, m: Manifest) -> None:
     r = sh(["sfdisk", "--json", img])
     if not c.ok(r.returncode == 0, "sfdisk --json", r.stderr.decode()):
         return
@@ -54,7 +59,7 @@ def check_partitions(c, img, m):
     c.ok(pt.get("sectorsize", 512) == m["disk"]["sector_size"], "sector size")
     got = pt["partitions"]
     c.ok(len(got) == len(m["partitions"]), "partition count", f"{len(got)}")
-    for e, g in zip(m["partitions"], got):
+    for e, g in zip(m["partitions"], got, strict=False):
         n = e["index"]
         c.ok(g["start"] == e["start_lba"] and g["size"] == e["sectors"],
              f"partition {n} extent", f"sfdisk {g['start']}+{g['size']}, manifest "
@@ -71,12 +76,12 @@ def check_partitions(c, img, m):
         c.ok(int(pt["id"], 16) == int(m["disk"]["label_id"], 16), "disk id", pt["id"])
 
 
-def extract(img, part, out):
+def extract(img: str, part: dict[str, Any], out: str) -> None:
     subprocess.run(["dd", f"if={img}", f"of={out}", "bs=1M", f"skip={part['start'] // MiB}",
                     f"count={part['size'] // MiB}", "conv=sparse", "status=none"], check=True)
 
 
-def getfattr_sd(path):
+def getfattr_sd(path: str) -> bytes | None:
     r = sh(["getfattr", "--absolute-names", "-e", "hex", "-n", "system.ntfs_acl", path])
     for line in r.stdout.decode().splitlines():
         if line.startswith("system.ntfs_acl=0x"):
@@ -84,13 +89,13 @@ def getfattr_sd(path):
     return None
 
 
-def hive_value(path, key, value):
+def hive_value(path: str, key: str, value: str) -> tuple[int, bytes]:
     """hivexget for strings and numbers; python3-hivex for REG_BINARY."""
     r = sh(["hivexget", path, key, value or "@"])
     return r.returncode, r.stdout
 
 
-def check_windows_content(c, mnt, m):
+def check_windows_content(c: Checker, mnt: str, m: Manifest) -> None:
     for f in m["files"]:
         p = os.path.join(mnt, f["path"])
         if not c.ok(os.path.isfile(p), f"file {f['path']}", "missing"):
@@ -101,12 +106,13 @@ def check_windows_content(c, mnt, m):
              f"content {f['path']}", f"size {len(data)}")
     for e in m["sid_named_paths"]:
         c.ok(os.path.isdir(os.path.join(mnt, e["path"])), f"SID-named dir {e['path']}")
-    for p in m["profiles"]:
-        for h in p["hives"]:
+    for prof in m["profiles"]:
+        for h in prof["hives"]:
             c.ok(os.path.isfile(os.path.join(mnt, h)), f"profile hive {h}")
     for e in m["security_descriptors"]:
         sd = getfattr_sd(os.path.join(mnt, e["path"]))
-        if not c.ok(sd is not None, f"SD readable {e['path']}"):
+        c.ok(sd is not None, f"SD readable {e['path']}")
+        if sd is None:
             continue
         d = sids.parse_sd(sd)
         c.ok(d["owner"] == e["owner"] and d["group"] == e["group"]
@@ -116,10 +122,7 @@ def check_windows_content(c, mnt, m):
     for v in m["registry_values"]:
         hive = os.path.join(mnt, v.get("hive_path") or m["hives"][v["hive"]])
         rc, out = hive_value(hive, v["key"], v["value"])
-        if v["type"] == "REG_BINARY":
-            got = out.hex()
-        else:
-            got = out.decode("utf-8", "replace").rstrip("\n")
+        got = out.hex() if v["type"] == "REG_BINARY" else out.decode("utf-8", "replace").rstrip("\n")
         c.ok(rc == 0 and got == v["data"], f"registry {v['hive']}\\{v['key']}\\{v['value']}",
              f"got {got!r}, expected {v['data']!r}")
     for h in m["hive_files"]:
@@ -151,7 +154,7 @@ def check_windows_content(c, mnt, m):
     sec = hivex.Hivex(os.path.join(mnt, m["hives"]["SECURITY"]))
     pol = sec.node_get_child(sec.root(), "Policy")
 
-    def polsid(name):
+    def polsid(name: str) -> str:
         return sids.sid_from_bytes(sec.value_value(sec.node_values(
             sec.node_get_child(pol, name))[0])[1])[0]
     c.ok(polsid("PolAcDmS") == m["machine_sid"], "SECURITY PolAcDmS = machine SID")
@@ -179,13 +182,13 @@ def check_windows_content(c, mnt, m):
     c.ok((sig == b"HIBR") == hib, "hiberfil.sys signature", sig.hex())
 
 
-def check_secaudit(c, part_file):
+def check_secaudit(c: Checker, part_file: str) -> None:
     if not shutil.which("ntfssecaudit"):
         print("  note ntfssecaudit not installed; $Secure audit skipped", file=sys.stderr)
         return
     r = sh(["ntfssecaudit", "-a", part_file])
     out = r.stdout.decode() + r.stderr.decode()
-    counts = {}
+    counts: dict[str, int] = {}
     for line in out.splitlines():
         if " valid and " in line and " entries in $SDS-" in line:
             counts[line.split()[-1]] = int(line.split()[0])
@@ -199,7 +202,7 @@ def check_secaudit(c, part_file):
          "ntfssecaudit $SDS copies hold the same descriptors", str(counts))
 
 
-def check_volume_state(c, part_file, m, work):
+def check_volume_state(c: Checker, part_file: str, m: Manifest, work: str) -> None:
     codes = {r["code"] for r in m["expected_refusals"]}
     r = sh(["ntfsinfo", "-m", part_file])
     out = r.stdout.decode() + r.stderr.decode()
@@ -231,13 +234,14 @@ def check_volume_state(c, part_file, m, work):
             mounted = not os.statvfs(mnt).f_flag & os.ST_RDONLY
     except RuntimeError:
         mounted = False
-    log = open(os.path.join(work, "rw.log"), errors="replace").read()
+    with open(os.path.join(work, "rw.log"), errors="replace") as f:
+        log = f.read()
     msg = [ln for ln in log.splitlines() if ln.strip() and not ln.startswith("Version ")]
     c.ok(mounted != must_refuse, "ntfs-3g read-write mount " + ("refused" if must_refuse else "accepted"),
          " / ".join(msg[:3]))
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="check-test-master",
                                  description="Check a test master image against its manifest "
                                              "using independent tools; exit 1 on any mismatch.")
@@ -249,11 +253,7 @@ def main(argv=None):
         m = json.load(f)
     c = Checker(a.verbose)
     print(f"check-test-master: {a.image} ({m['layout']}, {m['variant']})", file=sys.stderr)
-    h = hashlib.sha256()
-    with open(a.image, "rb") as f:
-        for chunk in iter(lambda: f.read(4 * MiB), b""):
-            h.update(chunk)
-    c.ok(h.hexdigest() == m["disk"]["sha256"], "image sha256")
+    c.ok(sha256_file(a.image) == m["disk"]["sha256"], "image sha256")
     c.ok(os.path.getsize(a.image) == m["disk"]["size"], "image size")
     check_partitions(c, a.image, m)
     work = tempfile.mkdtemp(prefix=".check-test-master-", dir=os.path.dirname(os.path.abspath(a.image)))
@@ -261,16 +261,16 @@ def main(argv=None):
         win = next(p for p in m["partitions"] if p["index"] == m["windows_partition"])
         pf = os.path.join(work, "windows.img")
         extract(a.image, win, pf)
-        with open(pf, "r+b") as f:
-            f.seek(3)
-            oem = f.read(8)
+        with open(pf, "r+b") as part:
+            part.seek(3)
+            oem = part.read(8)
             bitlocker = any(r["code"] == "bitlocker" for r in m["expected_refusals"])
             c.ok((oem == b"-FVE-FS-") == bitlocker, "Windows partition OEM ID", repr(oem))
             if oem == b"-FVE-FS-":
                 # Check the rest of the content on the scratch copy with the OEM ID restored.
                 for off in (3, win["size"] - 512 + 3):
-                    f.seek(off)
-                    f.write(b"NTFS    ")
+                    part.seek(off)
+                    part.write(b"NTFS    ")
         mnt = os.path.join(work, "mnt")
         os.mkdir(mnt)
         try:
@@ -286,8 +286,8 @@ def main(argv=None):
                 smnt = os.path.join(work, "mnt-sysres")
                 os.mkdir(smnt)
                 with NtfsMount(sf, smnt, readonly=True, fake_time=False):
-                    for f in p["files"]:
-                        c.ok(os.path.isfile(os.path.join(smnt, f)), f"System Reserved {f}")
+                    for name in p["files"]:
+                        c.ok(os.path.isfile(os.path.join(smnt, name)), f"System Reserved {name}")
             elif p["role"] == "esp":
                 ef = os.path.join(work, "esp.img")
                 extract(a.image, p, ef)
@@ -303,6 +303,3 @@ def main(argv=None):
     print(f"check-test-master: {verdict} ({c.passes} checks passed)", file=sys.stderr)
     return 1 if c.failures else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

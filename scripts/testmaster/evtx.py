@@ -14,8 +14,10 @@ Layout of the log built by `security_log()`:
 """
 import struct
 import zlib
+from collections.abc import Sequence
+from typing import Literal
 
-from spec import BPERRY, DOMAIN_SID, MACHINE_SID, STUDENT, msid
+from .spec import BPERRY, DOMAIN_SID, MACHINE_SID, STUDENT, msid
 
 FILE_HEADER_BLOCK = 0x1000
 CHUNK_SIZE = 0x10000
@@ -27,17 +29,17 @@ FILETIME_BASE = 0x01DA000000000000   # fixed, so the log is deterministic
 PATH = "Windows/System32/winevt/Logs/Security.evtx"
 
 
-def utf16(s):
+def utf16(s: str) -> bytes:
     return s.encode("utf-16-le")
 
 
-def binary_sid(s):
+def binary_sid(s: str) -> bytes:
     parts = [int(p) for p in s.split("-")[3:]]
     return bytes([1, len(parts), 0, 0, 0, 0, 0, int(s.split("-")[2])]) + \
         b"".join(struct.pack("<I", p) for p in parts)
 
 
-def name_hash(name):
+def name_hash(name: str) -> int:
     """[libevtx: hash = hash * 65599 + code unit, the low 16 bits stored]"""
     h = 0
     for (unit,) in struct.iter_unpack("<H", utf16(name)):
@@ -45,23 +47,32 @@ def name_hash(name):
     return h & 0xFFFF
 
 
-# Content items: ("sub", index, type) | ("text", str) | ("el", name, [(attr, item)], [items])
-def el(name, attrs=(), children=()):
+# Content items: a substitution (index, value type), a text, an element (name, attributes,
+# children).
+Sub = tuple[Literal["sub"], int, int]
+Text = tuple[Literal["text"], str]
+Element = tuple[Literal["el"], str, list[tuple[str, "Item"]], list["Item"]]
+Item = Sub | Text | Element
+# A substitution value: (value type, bytes).
+Value = tuple[int, bytes]
+
+
+def el(name: str, attrs: Sequence[tuple[str, Item]] = (), children: Sequence[Item] = ()) -> Element:
     return ("el", name, list(attrs), list(children))
 
 
 class Chunk:
-    def __init__(self):
+    def __init__(self) -> None:
         self.c = bytearray(RECORDS_START)
-        self.names = {}
-        self.first = None
+        self.names: dict[str, int] = {}
+        self.first: int | None = None
         self.last = 0
         self.last_record = 0
 
-    def pos(self):
+    def pos(self) -> int:
         return len(self.c)
 
-    def name(self, name):
+    def name(self, name: str) -> None:
         if name in self.names:
             self.c += struct.pack("<I", self.names[name])
             return
@@ -74,15 +85,15 @@ class Chunk:
         struct.pack_into("<I", self.c, bucket, at)
         self.names[name] = at
 
-    def item(self, it):
+    def item(self, it: Item) -> None:
         if it[0] == "sub":
             self.c += struct.pack("<BHB", 0x0D, it[1], it[2])
         elif it[0] == "text":
             self.c += struct.pack("<BBH", 0x05, T_WSTRING, len(it[1])) + utf16(it[1])
         else:
-            self.element(*it[1:])
+            self.element(it[1], it[2], it[3])
 
-    def element(self, name, attrs, children):
+    def element(self, name: str, attrs: list[tuple[str, Item]], children: list[Item]) -> None:
         self.c += struct.pack("<BH", 0x41 if attrs else 0x01, 0xFFFF)
         size_at = self.pos()
         self.c += b"\0\0\0\0"
@@ -106,12 +117,15 @@ class Chunk:
             self.c.append(0x03)
         struct.pack_into("<I", self.c, size_at, self.pos() - size_at - 4)
 
-    def record(self, rid, values, body=None, definition=None):
+    def record(self, rid: int, values: list[Value], body: Element | None = None,
+               definition: int | None = None) -> int:
         """A record: a template defined inline (body) or referred to (definition offset)."""
         start = self.pos()
         self.c += b"\x2a\x2a\0\0" + struct.pack("<IQQ", 0, rid, FILETIME_BASE + rid)
         self.c += bytes([0x0F, 1, 1, 0, 0x0C, 1]) + struct.pack("<I", TEMPLATE_ID)
         if body is None:
+            if definition is None:
+                raise ValueError("a record needs a template body or a definition offset")
             self.c += struct.pack("<I", definition)
         else:
             definition = self.pos() + 4
@@ -139,7 +153,7 @@ class Chunk:
         self.last_record = start
         return definition
 
-    def finish(self):
+    def finish(self) -> bytes:
         free = self.pos()
         assert free <= CHUNK_SIZE
         c = self.c + bytes(CHUNK_SIZE - free)
@@ -151,8 +165,8 @@ class Chunk:
         return bytes(c)
 
 
-def template(literal):
-    def data(name, item):
+def template(literal: str) -> Element:
+    def data(name: str, item: Item) -> Element:
         return el("Data", [("Name", ("text", name))], [item])
     return el("Event", [], [
         el("System", [], [
@@ -169,13 +183,13 @@ def template(literal):
     ])
 
 
-def values(event, user, target, name, text):
+def values(event: int, user: str, target: str, name: str, text: str) -> list[Value]:
     return [(T_UINT16, struct.pack("<H", event)), (T_SID, binary_sid(user)),
             (T_SID, binary_sid(target)), (T_WSTRING, utf16(name)), (T_WSTRING, utf16(text)),
             (T_WSTRING, utf16("STUDENT-PC8"))]
 
 
-def file_bytes(chunks, unused_blocks, next_record):
+def file_bytes(chunks: list[bytes], unused_blocks: int, next_record: int) -> bytes:
     h = bytearray(FILE_HEADER_BLOCK)
     h[0:8] = b"ElfFile\0"
     struct.pack_into("<QQQIHHHH", h, 8, 0, len(chunks) - 1, next_record, 0x80, 1, 3,
@@ -184,7 +198,7 @@ def file_bytes(chunks, unused_blocks, next_record):
     return bytes(h) + b"".join(chunks) + bytes(CHUNK_SIZE * unused_blocks)
 
 
-def security_log():
+def security_log() -> bytes:
     """The Security.evtx of the test master (see the module docstring)."""
     c0 = Chunk()
     d = c0.record(1, values(4624, STUDENT, msid(500), "gold_administrator", STUDENT + ";"),

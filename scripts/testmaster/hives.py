@@ -5,12 +5,35 @@ files, the list of registry values the manifest records so that check.py can rea
 with hivexget.
 """
 import struct
+from typing import Any
 
 import hivex
 
-import regf
-import sids
-from spec import *  # noqa: F401,F403
+from . import regf, sids
+from .spec import (
+    ADMINISTRATORS,
+    BPERRY,
+    COMPUTER_NAME,
+    DEFENDER_SENSE_GUID,
+    DHCPV6_DUID,
+    DOMAIN_NAME,
+    FIREWALL_RULE_GUID,
+    FULL,
+    MACHINE_GUID,
+    MSDTC_CIDS,
+    PROFILES,
+    SQM_MACHINE_ID,
+    STUDENT,
+    SUS_CLIENT_ID,
+    SUS_CLIENT_ID_VALIDATION,
+    SYSTEM_SID,
+    TASK_GUID,
+    TASK_NAME,
+    USERS,
+    WIN10_BUILD_SID,
+    task_hash,
+    task_xml,
+)
 
 REG_NONE, REG_SZ, REG_EXPAND_SZ, REG_BINARY, REG_DWORD, REG_MULTI_SZ = 0, 1, 2, 3, 4, 7
 TYPE_NAMES = {0: "REG_NONE", 1: "REG_SZ", 2: "REG_EXPAND_SZ", 3: "REG_BINARY", 4: "REG_DWORD",
@@ -22,42 +45,45 @@ HIVE_ROOT_SD = sids.build_sd(ADMINISTRATORS, SYSTEM_SID, [
     ("allow", 0x02, 0x20019, USERS)])
 
 
-def sz(s):
+def sz(s: str) -> bytes:
     return (s + "\0").encode("utf-16-le")
 
 
-def dword(n):
+def dword(n: int) -> bytes:
     return struct.pack("<I", n)
 
 
 class HiveSpec:
     """Keys and values to create; `record` marks values to list in the manifest."""
 
-    def __init__(self, name):
-        self.name, self.keys, self.recorded = name, {}, []
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.keys: dict[str, list[tuple[str, int, bytes]]] = {}
+        self.recorded: list[dict[str, Any]] = []
 
-    def key(self, path):
+    def key(self, path: str) -> str:
         self.keys.setdefault(path, [])
         return path
 
-    def val(self, path, name, typ, data, record=False, expect=None):
+    def val(self, path: str, name: str, typ: int, data: bytes, record: bool = False,
+            expect: str | None = None) -> None:
         self.keys.setdefault(path, []).append((name, typ, data))
         if record:
             self.recorded.append({"hive": self.name, "key": path, "value": name,
                                   "type": TYPE_NAMES[typ], "data": expect})
 
 
-def write_hive(spec: HiveSpec, out: str, file_name: str, root_name: str):
+def write_hive(spec: HiveSpec, out: str, file_name: str, root_name: str) -> None:
     with open(out, "wb") as f:
         f.write(regf.new_empty_hive(file_name, root_name, HIVE_ROOT_SD))
     h = hivex.Hivex(out, write=True)
-    nodes = {"": h.root()}
+    nodes: dict[str, int] = {"": h.root()}
 
-    def node(path):
+    def node(path: str) -> int:
         if path in nodes:
             return nodes[path]
         parent, _, leaf = path.rpartition("\\")
-        n = h.node_add_child(node(parent), leaf)
+        n: int = h.node_add_child(node(parent), leaf)
         nodes[path] = n
         return n
 
@@ -69,7 +95,7 @@ def write_hive(spec: HiveSpec, out: str, file_name: str, root_name: str):
     h.commit(out)
 
 
-def software(product) -> HiveSpec:
+def software(product: dict[str, str]) -> HiveSpec:
     s = HiveSpec("SOFTWARE")
     cv = r"Microsoft\Windows NT\CurrentVersion"
     s.val(cv, "ProductName", REG_SZ, sz(product["name"]), True, product["name"])
@@ -123,7 +149,7 @@ def software(product) -> HiveSpec:
     return s
 
 
-def identifiers(s: HiveSpec, cv: str):
+def identifiers(s: HiveSpec, cv: str) -> None:
     """Per-machine identifiers of SOFTWARE besides the SID (docs/IDENTIFIERS.md)."""
     s.val(r"Microsoft\Cryptography", "MachineGuid", REG_SZ, sz(MACHINE_GUID), True, MACHINE_GUID)
     wu = r"Microsoft\Windows\CurrentVersion\WindowsUpdate"
@@ -146,7 +172,7 @@ def identifiers(s: HiveSpec, cv: str):
           COMPUTER_NAME)
 
 
-def system(product, hiberboot: int) -> HiveSpec:
+def system(product: dict[str, str], hiberboot: int) -> HiveSpec:
     s = HiveSpec("SYSTEM")
     for v in ("Current", "Default", "LastKnownGood"):
         s.val("Select", v, REG_DWORD, dword(1), True, "1")
@@ -206,7 +232,7 @@ def bcd() -> HiveSpec:
     return s
 
 
-def make_dc_security(src: str, out: str):
+def make_dc_security(src: str, out: str) -> str:
     """Copy SECURITY with PolPrDmS := PolAcDmS (what a domain controller looks like)."""
     h = hivex.Hivex(src, write=True)
     pol = h.node_get_child(h.root(), "Policy")
@@ -218,7 +244,7 @@ def make_dc_security(src: str, out: str):
     return sids.sid_from_bytes(sid)[0]
 
 
-def make_student_ntuser(src: str, out: str, hive_path: str):
+def make_student_ntuser(src: str, out: str, hive_path: str) -> list[dict[str, Any]]:
     """Copy the real NTUSER.DAT (bperry's) for the local user: the REG_SZ values that name
     bperry's SID (Windows Search ProcessedSearchRoots) are changed to name the local user's
     SID, so that this hive carries machine-SID strings next to bperry's binary SIDs in its
@@ -227,7 +253,7 @@ def make_student_ntuser(src: str, out: str, hive_path: str):
     h = hivex.Hivex(src, write=True)
     recorded = []
 
-    def walk(n, path):
+    def walk(n: int, path: str) -> None:
         for v in h.node_values(n):
             t, d = h.value_value(v)
             if t in (REG_SZ, REG_EXPAND_SZ) and old.encode("utf-16-le") in d:

@@ -4,6 +4,8 @@ Everything works on (image path, partition byte offset). Sources: FORMAT-FACTS.m
 (ntfs-3g layout.h, mst.c, logfile.h/logfile.c; libfsntfs).
 """
 import struct
+from collections.abc import Iterator
+from typing import Any
 
 NTFS_BLOCK = 512            # update-sequence stride, whatever the sector size
 ATTR_VOLUME_INFORMATION = 0x70
@@ -17,7 +19,15 @@ RESTART_VOLUME_IS_CLEAN = 0x0002
 
 
 class Volume:
-    def __init__(self, image: str, part_offset: int):
+    bytes_per_sector: int
+    cluster: int
+    total_sectors: int
+    mft_lcn: int
+    mftmirr_lcn: int
+    record_size: int
+    serial: int
+
+    def __init__(self, image: str, part_offset: int) -> None:
         self.image, self.base = image, part_offset
         boot = self.read(0, 512)
         if boot[3:11] != b"NTFS    ":
@@ -31,36 +41,36 @@ class Volume:
         self.record_size = 1 << -cpr if cpr < 0 else cpr * self.cluster
         self.serial, = struct.unpack_from("<Q", boot, 0x48)
 
-    def read(self, off, n):
+    def read(self, off: int, n: int) -> bytes:
         with open(self.image, "rb") as f:
             f.seek(self.base + off)
             return f.read(n)
 
-    def write(self, off, data):
+    def write(self, off: int, data: bytes) -> None:
         with open(self.image, "r+b") as f:
             f.seek(self.base + off)
             f.write(data)
 
     # --- boot sector -------------------------------------------------------------------
-    def backup_boot_offset(self):
+    def backup_boot_offset(self) -> int:
         # mkntfs / Windows keep a copy in the last sector of the volume (total_sectors
         # excludes it), i.e. at sector total_sectors.
         return self.total_sectors * self.bytes_per_sector
 
-    def patch_boot_both(self, off, data):
+    def patch_boot_both(self, off: int, data: bytes) -> None:
         self.write(off, data)
         self.write(self.backup_boot_offset() + off, data)
 
     # --- MFT records -------------------------------------------------------------------
-    def record_offset(self, n, mirror=False):
+    def record_offset(self, n: int, mirror: bool = False) -> int:
         lcn = self.mftmirr_lcn if mirror else self.mft_lcn
         return lcn * self.cluster + n * self.record_size
 
-    def read_record(self, n, mirror=False):
+    def read_record(self, n: int, mirror: bool = False) -> tuple[int, bytearray]:
         off = self.record_offset(n, mirror)
         return off, unfix(bytearray(self.read(off, self.record_size)))
 
-    def write_record(self, off, rec):
+    def write_record(self, off: int, rec: bytearray) -> None:
         self.write(off, bytes(refix(bytearray(rec))))
 
 
@@ -87,8 +97,8 @@ def refix(buf: bytearray) -> bytearray:
     return buf
 
 
-def attributes(rec: bytes):
-    """Yield (offset, type, header-bytes) for each attribute of an unfixed FILE record."""
+def attributes(rec: bytes) -> Iterator[tuple[int, int]]:
+    """Yield (offset, type) for each attribute of an unfixed FILE record."""
     pos, = struct.unpack_from("<H", rec, 0x14)
     while pos + 8 <= len(rec):
         typ, length = struct.unpack_from("<II", rec, pos)
@@ -101,14 +111,15 @@ def attributes(rec: bytes):
 def resident_value_offset(rec: bytes, attr_off: int) -> int:
     if rec[attr_off + 8]:
         raise ValueError("attribute is non-resident")
-    vofs, = struct.unpack_from("<H", rec, attr_off + 0x14)
+    vofs: int = struct.unpack_from("<H", rec, attr_off + 0x14)[0]
     return attr_off + vofs
 
 
-def runlist(rec: bytes, attr_off: int):
+def runlist(rec: bytes, attr_off: int) -> list[tuple[int | None, int]]:
     """Decode a non-resident attribute's mapping pairs -> [(lcn or None, clusters)]."""
     mp, = struct.unpack_from("<H", rec, attr_off + 0x20)
-    pos, lcn, runs = attr_off + mp, 0, []
+    pos, lcn = attr_off + mp, 0
+    runs: list[tuple[int | None, int]] = []
     while rec[pos]:
         h = rec[pos]
         ln, lo = h & 0xF, h >> 4
@@ -122,7 +133,7 @@ def runlist(rec: bytes, attr_off: int):
     return runs
 
 
-def set_volume_flags(vol: Volume, set_bits: int):
+def set_volume_flags(vol: Volume, set_bits: int) -> None:
     """$Volume (record 3) VOLUME_INFORMATION.flags |= set_bits, in $MFT and in $MFTMirr."""
     for mirror in (False, True):
         off, rec = vol.read_record(MFT_VOLUME, mirror)
@@ -137,21 +148,24 @@ def set_volume_flags(vol: Volume, set_bits: int):
         vol.write_record(off, rec)
 
 
-def volume_flags(vol: Volume, mirror=False) -> int:
+def volume_flags(vol: Volume, mirror: bool = False) -> int:
     _, rec = vol.read_record(MFT_VOLUME, mirror)
     for a, typ in attributes(rec):
         if typ == ATTR_VOLUME_INFORMATION:
-            return struct.unpack_from("<H", rec, resident_value_offset(rec, a) + 0x0A)[0]
+            flags: int = struct.unpack_from("<H", rec, resident_value_offset(rec, a) + 0x0A)[0]
+            return flags
     raise ValueError("no $VOLUME_INFORMATION")
 
 
-def logfile_extent(vol: Volume):
+def logfile_extent(vol: Volume) -> tuple[int, int]:
     """(byte offset in partition, data size) of $LogFile's first run."""
     _, rec = vol.read_record(MFT_LOGFILE)
     for a, typ in attributes(rec):
         if typ == ATTR_DATA:
             size, = struct.unpack_from("<Q", rec, a + 0x30)
             lcn, _n = runlist(rec, a)[0]
+            if lcn is None:
+                raise ValueError("$LogFile's first run is sparse")
             return lcn * vol.cluster, size
     raise ValueError("no $DATA in $LogFile")
 
@@ -162,7 +176,7 @@ CA_OFS = 0x30          # client array offset inside the restart area (sizeof(RES
 CLIENT_RECORD = 0xA0   # sizeof(LOG_CLIENT_RECORD)
 
 
-def restart_page(file_size: int, clean: bool, major=1, minor=1, usn=1) -> bytes:
+def restart_page(file_size: int, clean: bool, major: int = 1, minor: int = 1, usn: int = 1) -> bytes:
     """One $LogFile restart page (RSTR), version major.minor, with one client "NTFS".
 
     clean: the NTFS client is on the free list, no client in use, RESTART_VOLUME_IS_CLEAN.
@@ -188,19 +202,19 @@ def restart_page(file_size: int, clean: bool, major=1, minor=1, usn=1) -> bytes:
     return bytes(refix(p))
 
 
-def write_restart_pages(vol: Volume, clean: bool, major=1, minor=1):
+def write_restart_pages(vol: Volume, clean: bool, major: int = 1, minor: int = 1) -> None:
     off, size = logfile_extent(vol)
     page = restart_page(size, clean, major, minor)
     vol.write(off, page)
     vol.write(off + PAGE, page)
 
 
-def read_restart_area(vol: Volume, which=0):
+def read_restart_area(vol: Volume, which: int = 0) -> dict[str, Any]:
     off, _ = logfile_extent(vol)
     p = unfix(bytearray(vol.read(off + which * PAGE, PAGE)))
     if p[:4] not in (b"RSTR", b"CHKD"):
         return {"magic": bytes(p[:4]).hex()}
     ra_ofs, minor, major = struct.unpack_from("<Hhh", p, 0x18)
-    _lsn, clients, free_list, in_use, flags = struct.unpack_from("<qHHHH", p, ra_ofs)
+    _lsn, _clients, _free_list, in_use, flags = struct.unpack_from("<qHHHH", p, ra_ofs)
     return {"magic": p[:4].decode(), "version": f"{major}.{minor}", "in_use": in_use,
             "flags": flags, "clean": in_use == LOGFILE_NO_CLIENT or bool(flags & RESTART_VOLUME_IS_CLEAN)}

@@ -6,6 +6,7 @@ holding the root nk cell, one sk cell and a free cell. hivex adds everything els
 Layout: msuhanov/regf "Windows registry file format specification.md" (see FORMAT-FACTS.md §2).
 """
 import struct
+from typing import Any
 
 BASE_BLOCK = 4096
 HBIN = 4096
@@ -25,7 +26,7 @@ def checksum(base: bytes) -> int:
     return x
 
 
-def fix_checksum(buf: bytearray):
+def fix_checksum(buf: bytearray) -> None:
     struct.pack_into("<I", buf, 0x1FC, checksum(bytes(buf[:0x200])))
 
 
@@ -61,7 +62,7 @@ def new_empty_hive(file_name: str, root_name: str, sd: bytes) -> bytes:
     return bytes(base + bins)
 
 
-def set_sequence_numbers(path: str, primary: int, secondary: int):
+def set_sequence_numbers(path: str, primary: int, secondary: int) -> None:
     """Rewrite the base block's sequence numbers and keep the checksum valid."""
     with open(path, "r+b") as f:
         base = bytearray(f.read(0x200))
@@ -71,7 +72,7 @@ def set_sequence_numbers(path: str, primary: int, secondary: int):
         f.write(base)
 
 
-def read_base(path: str):
+def read_base(path: str) -> dict[str, Any]:
     with open(path, "rb") as f:
         base = f.read(0x200)
     sig, prim, sec = struct.unpack_from("<4sII", base, 0)

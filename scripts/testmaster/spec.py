@@ -4,15 +4,23 @@ Single source of truth for the builder (build.py) and the manifest it writes; th
 (check.py) reads only the manifest.
 """
 import hashlib
-
 import os
+from typing import TypedDict
+
+from .sids import AceSpec
 
 # ../shared/realdata relative to the project root (DESIGN.md), overridable with SIDFS_REALDATA
 # or build-test-master --realdata.
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-REALDATA = os.environ.get("SIDFS_REALDATA") or next(
-    (d for d in (os.path.join(_ROOT, "..", "shared", "realdata"), "/work/shared/realdata")
-     if os.path.isdir(d)), os.path.join(_ROOT, "..", "shared", "realdata"))
+
+
+def _realdata() -> str:
+    beside = os.path.join(_ROOT, "..", "shared", "realdata")
+    found = [d for d in (beside, "/work/shared/realdata") if os.path.isdir(d)]
+    return os.environ.get("SIDFS_REALDATA") or (found[0] if found else beside)
+
+
+REALDATA = _realdata()
 STUDENT_PC8 = os.path.normpath(REALDATA + "/winreg-kb-STUDENT-PC8")
 
 MACHINE_SID = "S-1-5-21-4070822719-3404542230-2541167049"
@@ -27,11 +35,11 @@ LOCAL_ACCOUNTS = [("Administrator", 500), ("Guest", 501), ("gold_administrator",
 DOMAIN_ACCOUNTS = [("bperry", 1107)]
 
 
-def msid(rid):
+def msid(rid: int) -> str:
     return f"{MACHINE_SID}-{rid}"
 
 
-def dsid(rid):
+def dsid(rid: int) -> str:
     return f"{DOMAIN_SID}-{rid}"
 
 
@@ -86,7 +94,7 @@ SMS_UNIQUE_ID = "GUID:5D1F5C0C-2B3A-4C4D-8E5F-6A7B8C9D0E1F"
 
 
 def smscfg_ini() -> bytes:
-    """Windows\SMSCFG.INI as the Configuration Manager client writes it (ANSI, CRLF)."""
+    r"""Windows\SMSCFG.INI as the Configuration Manager client writes it (ANSI, CRLF)."""
     return ("[Configuration - Client Properties]\r\n"
             f"SMS Unique Identifier={SMS_UNIQUE_ID}\r\n"
             "SMS Certificate Identifier=SMS;5D1F5D1F00000000000000000000000000000000\r\n"
@@ -102,8 +110,16 @@ PRODUCTS = {
                           "installation_type": "Server", "product_type": "LanmanNT"},
 }
 
-# Profiles: SID -> Windows path, directory in the volume, hives.
-PROFILES = [
+
+class Profile(TypedDict):
+    """A user profile: SID, its ProfileImagePath, its directory in the volume, its hives."""
+    sid: str
+    profile_image_path: str
+    dir: str
+    hives: list[str]
+
+
+PROFILES: list[Profile] = [
     {"sid": SYSTEM_SID, "profile_image_path": r"%systemroot%\system32\config\systemprofile",
      "dir": CONFIG + "/systemprofile", "hives": [CONFIG + "/systemprofile/NTUSER.DAT"]},
     {"sid": LOCAL_SERVICE_SID, "profile_image_path": r"%systemroot%\ServiceProfiles\LocalService",
@@ -119,7 +135,7 @@ PROFILES = [
 # Security descriptors (owner, group, DACL). Several distinct ones so $Secure holds several.
 FULL, MODIFY, READ_EXEC = 0x001F01FF, 0x001301BF, 0x001200A9
 OI_CI = 0x03
-SDS = {
+SDS: dict[str, tuple[str, str, list[AceSpec]]] = {
     "profile-student": (STUDENT, msid(513), [
         ("allow", OI_CI, FULL, STUDENT), ("allow", OI_CI, FULL, SYSTEM_SID),
         ("allow", OI_CI, FULL, ADMINISTRATORS), ("allow", OI_CI, FULL, msid(500)),
@@ -214,7 +230,7 @@ def task_hash(xml: bytes) -> bytes:
 
 
 # Text files that embed the machine SID string; offsets are recorded in the manifest.
-def sid_text_files():
+def sid_text_files() -> list[tuple[str, str, bytes]]:
     s = STUDENT
     ascii_txt = (f"sidfs demo log\r\nUser {s} logged on to {COMPUTER_NAME}.\r\n"
                  f"Machine SID {MACHINE_SID}\r\n").encode("ascii")
@@ -233,7 +249,7 @@ def sid_text_files():
     ]
 
 
-def occurrences(data: bytes, needle: bytes):
+def occurrences(data: bytes, needle: bytes) -> list[int]:
     out, i = [], data.find(needle)
     while i >= 0:
         out.append(i)

@@ -383,7 +383,7 @@ fn store_reports(
     let map = machine_sid.and_then(probe_mapping);
     let (ese, logs, wals) = crate::rewrite::survey::store_paths_with_wals(volume, true);
     let mut out = Vec::new();
-    let limit = crate::rewrite::plan::STRUCTURE_LIMIT;
+    let limit = crate::rewrite::stream::STRUCTURE_LIMIT;
     for (path, kind) in ese
         .iter()
         .map(|p| (p, "ese"))

@@ -9,8 +9,9 @@ use parking_lot::Mutex;
 use super::delta::DeltaStore;
 use super::error::{OverlayError, Result};
 use super::master::MasterImage;
-use super::patch::{DeltaSink, PatchStage};
+use super::patch::PatchStage;
 use super::units::{BlockIndex, Geometry};
+use crate::panics::panic_message;
 
 pub struct CloneDisk {
     master: Arc<MasterImage>,
@@ -40,16 +41,6 @@ fn later_than(previous: SystemTime, now: SystemTime) -> SystemTime {
 enum Source {
     Delta,
     Pristine,
-}
-
-impl DeltaSink for DeltaStore {
-    fn store_pristine(&self, block: BlockIndex, data: &[u8]) -> Result<bool> {
-        self.store_if_absent(block, data)
-    }
-
-    fn block_size(&self) -> u32 {
-        self.geometry().block_size
-    }
 }
 
 impl CloneDisk {
@@ -146,14 +137,32 @@ impl CloneDisk {
             let piece = &mut buf[pos..pos + piece_len];
             match source {
                 Source::Delta => self.delta.read_at(at, piece)?,
-                Source::Pristine => {
-                    self.stage
-                        .read_pristine(&self.master, at, piece, &self.delta)?
-                }
+                Source::Pristine => self.pristine(at, piece)?,
             }
             pos += piece_len;
         }
         Ok(len)
+    }
+
+    /// The stage's pristine bytes at `offset`. A panic in the stage is a bug, but it fails this
+    /// request only (EIO, logged at the FUSE boundary with the stage and the range): the mount
+    /// keeps serving. Nothing the panic interrupted is shared: `buf` is this request's, and a
+    /// stage keeps a result for later reads only once it is complete.
+    fn pristine(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let stage = &*self.stage;
+        let master = &*self.master;
+        let len = buf.len() as u64;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            stage.read_pristine(master, offset, buf)
+        }))
+        .unwrap_or_else(|payload| {
+            Err(OverlayError::StagePanic {
+                stage: stage.name(),
+                offset,
+                len,
+                message: panic_message(&*payload),
+            })
+        })
     }
 
     /// Writes `data` at `offset`, copy-on-write. A write past the end of the disk is refused; the
@@ -216,16 +225,15 @@ impl CloneDisk {
             return self.delta.write_at(from, part);
         }
         // Copy-on-write: take the block as the clone shows it now, then overlay the new bytes.
-        // The stage runs without any stripe lock held, because a whole-structure stage stores
-        // other blocks (through the same striped locks) while it works; pristine content is a
-        // pure function of the master, so computing it outside the lock is safe.
+        // The stage runs without the stripe lock held (a whole-structure transform on first touch
+        // may take long, and would stall every write to the blocks of that stripe); pristine
+        // content is a pure function of the master, so computing it outside the lock is safe.
         let mut whole = vec![0u8; blen];
-        self.stage
-            .read_pristine(&self.master, bstart, &mut whole, &self.delta)?;
+        self.pristine(bstart, &mut whole)?;
         let _guard = self.delta.stripe(block).lock();
         if self.delta.contains(block) {
-            // The stage stored this block's pristine content, or another write added it: write
-            // our bytes on top of what the delta holds now.
+            // Another write added the block meanwhile: write our bytes on top of what the delta
+            // holds now.
             return self.delta.write_at(from, part);
         }
         let rel = (from - bstart) as usize;
@@ -250,8 +258,9 @@ impl CloneDisk {
         }
         // Some blocks are new to the delta: reserve their space first, so that a full state file
         // system fails this write rather than a later sync. Hold their stripe locks (in ascending
-        // stripe order, so concurrent writers cannot deadlock) while writing, so that a patch
-        // stage storing pristine content cannot overwrite the guest's data.
+        // stripe order, so concurrent writers cannot deadlock) while writing, so that a
+        // concurrent partial write of one of them, which copies the block's pristine bytes in,
+        // cannot overwrite this write's data.
         let mut stripes: Vec<usize> = (start.0..end.0)
             .map(BlockIndex)
             .filter(|&b| !self.delta.contains(b))
@@ -325,7 +334,7 @@ impl CloneDisk {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::overlay::patch::IdentityPatch;
+    use crate::overlay::patch::MasterPassthrough;
     use std::os::unix::fs::FileExt;
     use std::path::PathBuf;
 
@@ -373,7 +382,7 @@ mod tests {
         } else {
             DeltaStore::open(dir, g).unwrap()
         };
-        CloneDisk::new(master, delta, Box::new(IdentityPatch), false)
+        CloneDisk::new(master, delta, Box::new(MasterPassthrough), false)
     }
 
     /// Prove that unaligned random writes, a sync and a reopen give exactly the reference model,
@@ -477,39 +486,29 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// A stage that transforms a whole "structure" (blocks 10..20) on first touch and stores it.
+    /// A stage that transforms a whole "structure" (blocks 10..20) on first touch and keeps it in
+    /// memory, as the SID rewrite does.
     struct StructureStage;
     impl PatchStage for StructureStage {
         fn name(&self) -> &'static str {
             "structure"
         }
-        fn read_pristine(
-            &self,
-            master: &MasterImage,
-            offset: u64,
-            buf: &mut [u8],
-            sink: &dyn DeltaSink,
-        ) -> Result<()> {
+        fn read_pristine(&self, master: &MasterImage, offset: u64, buf: &mut [u8]) -> Result<()> {
             master.read_at(offset, buf)?;
-            let bs = u64::from(sink.block_size());
-            let (s, e) = (10 * bs, 20 * bs);
-            if offset < e && offset + buf.len() as u64 > s {
-                for b in 10..20 {
-                    sink.store_pristine(BlockIndex(b), &vec![0xAB; bs as usize])?;
-                }
-                for (i, byte) in buf.iter_mut().enumerate() {
-                    let at = offset + i as u64;
-                    if (s..e).contains(&at) {
-                        *byte = 0xAB;
-                    }
+            let (s, e) = (10 * 4096, 20 * 4096);
+            for (i, byte) in buf.iter_mut().enumerate() {
+                if (s..e).contains(&(offset + i as u64)) {
+                    *byte = 0xAB;
                 }
             }
             Ok(())
         }
     }
 
+    /// Prove the stage contract: a read never adds a block to the delta (only the guest's writes
+    /// are there), and the guest's write wins over the structure's pristine bytes.
     #[test]
-    fn whole_structure_stage_stores_blocks_and_guest_writes_win() {
+    fn reads_never_store_pristine_blocks_and_guest_writes_win() {
         let dir = tempdir("structure");
         let (master_path, _) = make_master(&dir, 8 << 20);
         let state = dir.join("state");
@@ -519,14 +518,73 @@ mod tests {
         let disk = CloneDisk::new(master, delta, Box::new(StructureStage), false);
         // A guest write into the structure before it is first read.
         disk.write(15 * 4096 + 7, b"guest").unwrap();
+        assert_eq!(disk.delta().present_blocks(), 1);
         let mut buf = vec![0u8; 4096];
         disk.read(12 * 4096, &mut buf).unwrap();
         assert!(buf.iter().all(|&b| b == 0xAB));
-        assert_eq!(disk.delta().present_blocks(), 10);
+        let mut all = vec![0u8; 30 * 4096];
+        disk.read(0, &mut all).unwrap();
+        assert_eq!(disk.delta().present_blocks(), 1, "a read stored blocks");
         disk.read(15 * 4096, &mut buf).unwrap();
         assert_eq!(&buf[7..12], b"guest");
         assert_eq!(buf[6], 0xAB);
         assert_eq!(buf[12], 0xAB);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A stage with a bug: it panics for any range that meets block 7.
+    struct PanickingStage;
+    impl PatchStage for PanickingStage {
+        fn name(&self) -> &'static str {
+            "panicking"
+        }
+        fn read_pristine(&self, master: &MasterImage, offset: u64, buf: &mut [u8]) -> Result<()> {
+            if offset < 8 * 4096 && offset + buf.len() as u64 > 7 * 4096 {
+                panic!("test stage panics at block 7");
+            }
+            master.read_at(offset, buf)
+        }
+    }
+
+    /// Prove that a panic in the stage fails only the request that hit it (EIO, naming the stage
+    /// and the range), that a partial write into that block fails without adding it to the delta,
+    /// and that the disk keeps serving every other read and write, on this thread and others.
+    #[test]
+    fn a_panicking_stage_fails_the_request_only() {
+        let dir = tempdir("panic");
+        let (master_path, model) = make_master(&dir, 4 << 20);
+        let state = dir.join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let master = Arc::new(MasterImage::open(&master_path).unwrap());
+        let delta = DeltaStore::create(&state, Geometry::new(master.size(), 4096)).unwrap();
+        let disk = CloneDisk::new(master, delta, Box::new(PanickingStage), false);
+        let mut buf = vec![0u8; 3 * 4096];
+        for _ in 0..2 {
+            let err = disk.read(6 * 4096, &mut buf).unwrap_err();
+            assert_eq!(err.errno(), libc::EIO);
+            let text = err.to_string();
+            assert!(
+                text.contains("panicking") && text.contains("0x6000"),
+                "{text}"
+            );
+            assert!(text.contains("test stage panics at block 7"), "{text}");
+        }
+        assert!(disk.write(7 * 4096 + 1, b"x").is_err());
+        assert_eq!(disk.delta().present_blocks(), 0);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut other = vec![0u8; 4096];
+                disk.read(0, &mut other).unwrap();
+                assert!(other[..] == model[..4096]);
+            });
+        });
+        disk.write(100, b"still serving").unwrap();
+        disk.read(0, &mut buf).unwrap();
+        assert_eq!(&buf[100..113], b"still serving");
+        // A whole-block write needs no pristine bytes: the guest can overwrite the block.
+        disk.write(7 * 4096, &[5u8; 4096]).unwrap();
+        disk.read(7 * 4096, &mut buf[..4096]).unwrap();
+        assert!(buf[..4096].iter().all(|&b| b == 5));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -427,9 +427,10 @@ impl DeltaStore {
         }
     }
 
-    /// Stores the clone's pristine content of `block` unless the delta already holds the block
-    /// (the guest's own write always wins). Returns whether it was stored.
-    pub fn store_if_absent(&self, block: BlockIndex, data: &[u8]) -> Result<bool> {
+    /// Stores one whole block unless the delta already holds it. Returns whether it was stored.
+    /// Only the tests of this module add blocks so; the clone's writes go through `CloneDisk`.
+    #[cfg(test)]
+    fn store_if_absent(&self, block: BlockIndex, data: &[u8]) -> Result<bool> {
         if block.0 >= self.geometry.block_count() || data.len() != self.geometry.block_len(block) {
             return Err(OverlayError::OutOfRange {
                 offset: self.geometry.block_start(block),

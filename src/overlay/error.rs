@@ -20,8 +20,19 @@ pub enum OverlayError {
         state_dir: PathBuf,
         pid: Option<u32>,
     },
-    /// The patch stage could not produce the clone's bytes for a range.
-    Patch { offset: u64, reason: String },
+    /// The patch stage could not produce the clone's bytes for a range; `source` is the stage's
+    /// own typed error (for the SID rewrite, `crate::rewrite::RewriteError`).
+    Patch {
+        offset: u64,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The patch stage panicked (a bug): the panic was contained and failed this request only.
+    StagePanic {
+        stage: &'static str,
+        offset: u64,
+        len: u64,
+        message: String,
+    },
     /// An earlier sync of the delta failed in a way that may have lost data, so nothing more can
     /// be acknowledged as durable until the clone is mounted again.
     NotDurable { path: PathBuf, cause: String },
@@ -54,6 +65,7 @@ impl OverlayError {
             OverlayError::StateMismatch { .. }
             | OverlayError::StateCorrupt { .. }
             | OverlayError::Patch { .. }
+            | OverlayError::StagePanic { .. }
             | OverlayError::NotDurable { .. } => libc::EIO,
         }
     }
@@ -85,9 +97,18 @@ impl std::fmt::Display for OverlayError {
                     state_dir.display()
                 ),
             },
-            OverlayError::Patch { offset, reason } => {
-                write!(f, "patching the clone at disk offset {offset:#x} failed: {reason}")
+            OverlayError::Patch { offset, source } => {
+                write!(f, "patching the clone at disk offset {offset:#x} failed: {source}")
             }
+            OverlayError::StagePanic {
+                stage,
+                offset,
+                len,
+                message,
+            } => write!(
+                f,
+                "the {stage} patch stage panicked reading {offset:#x}+{len:#x} (a bug in sidfs; the read fails, the mount goes on): {message}"
+            ),
             OverlayError::NotDurable { path, cause } => write!(
                 f,
                 "the clone's delta {} can no longer be made durable because {cause}: writes since the last successful fsync may be lost; unmount the clone, check the state's file system and mount it again",
@@ -110,6 +131,7 @@ impl std::error::Error for OverlayError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             OverlayError::Io { source, .. } => Some(source),
+            OverlayError::Patch { source, .. } => Some(&**source),
             _ => None,
         }
     }

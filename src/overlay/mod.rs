@@ -13,6 +13,6 @@ pub use clone_disk::CloneDisk;
 pub use delta::DeltaStore;
 pub use error::{OverlayError, Result};
 pub use master::{MasterFingerprint, MasterImage};
-pub use patch::{DeltaSink, IdentityPatch, PatchStage};
+pub use patch::{MasterPassthrough, PatchStage};
 pub use state::{AttachRequest, CloneState, StateMeta};
 pub use units::{BlockIndex, Geometry, DEFAULT_BLOCK_SIZE};

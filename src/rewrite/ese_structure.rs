@@ -3,16 +3,17 @@
 
 use std::ops::Range;
 
+use super::error::RewriteError;
 use super::ese::rewrite_ese;
-use super::plan::{extent_ranges, read_stream, runs_to_disk};
 use super::stage::{diff_runs, Structure, StructureOutput};
+use super::stream::{extent_ranges, read_stream, runs_to_disk};
 use super::survey::EseFile;
 use super::SidMapping;
 use crate::image::Extent;
 use crate::overlay::MasterImage;
 
 /// One ESE database file: the SID is replaced in the whole file and the checksums of every page
-/// that changed are recomputed. It is registered only after `plan::structures_with_identity`
+/// that changed are recomputed. It is registered only after `stage_builder::structures_with_identity`
 /// checked that the master's file can be rewritten so; the transform fails (the read gets EIO)
 /// only if the master changed under the clone.
 pub struct EseStructure {
@@ -48,9 +49,13 @@ impl Structure for EseStructure {
         extent_ranges(&self.extents)
     }
 
-    fn transform(&self, master: &MasterImage, map: &SidMapping) -> Result<StructureOutput, String> {
+    fn transform(
+        &self,
+        master: &MasterImage,
+        map: &SidMapping,
+    ) -> Result<StructureOutput, RewriteError> {
         let original = read_stream(master, &self.extents, self.size)?;
-        let out = rewrite_ese(&original, map).map_err(|e| e.to_string())?;
+        let out = rewrite_ese(&original, map)?;
         let r = &out.report;
         let summary = format!(
             "{} SID occurrences, {} of {} pages changed with their checksums recomputed ({} header, {} old-format, {} ECC, {} large), {}-byte pages, revision {:#x}",

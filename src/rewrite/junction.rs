@@ -6,6 +6,7 @@
 //! replaced in both fragments, as fixed edits of the disk bytes. They are a pure function of the
 //! master and the SID mapping, like everything the stage serves.
 
+use super::error::{Result, RewriteError};
 use super::mapping::{SidMapping, SEARCH_CONTEXT};
 use super::survey::NtfsPart;
 pub use super::survey_cache::{JunctionScan, JunctionSid};
@@ -40,22 +41,21 @@ fn read_logical(
     cluster: u64,
     from: u64,
     to: u64,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>> {
     let mut out = vec![0u8; (to - from) as usize];
     let mut at = from;
     while at < to {
         let piece_end = ((at / cluster) + 1).saturating_mul(cluster).min(to);
         if let Some(p) = stream.partition_offset(at, cluster) {
             if p.saturating_add(piece_end - at) > volume_len {
-                return Err(format!(
-                    "record {}: a data run points past the end of the volume",
-                    stream.record
-                ));
+                return Err(RewriteError::RunPastVolume {
+                    record: stream.record,
+                });
             }
             let dst = &mut out[(at - from) as usize..(piece_end - from) as usize];
             image
                 .read_exact_at(ImageOffset(volume.0 + p), dst, "fragmented stream")
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| RewriteError::image("fragmented stream", e))?;
         }
         at = piece_end;
     }
@@ -67,7 +67,7 @@ pub fn junction_edits(
     image: &ImageFile,
     volumes: &[NtfsPart],
     map: &SidMapping,
-) -> Result<JunctionEdits, String> {
+) -> Result<JunctionEdits> {
     Ok(edits_from(&junction_scan(image, volumes, map)?, map))
 }
 
@@ -77,24 +77,26 @@ pub fn junction_scan(
     image: &ImageFile,
     volumes: &[NtfsPart],
     map: &SidMapping,
-) -> Result<JunctionScan, String> {
+) -> Result<JunctionScan> {
     let mut found = JunctionScan {
         old_sid: map.old().to_string(),
         ..JunctionScan::default()
     };
     for part in volumes {
-        let facts = part
-            .volume
-            .facts()
-            .map_err(|e| format!("NTFS partition {}: {e}", part.partition.index))?;
+        let facts = part.volume.facts().map_err(|e| {
+            RewriteError::image(format!("NTFS partition {}", part.partition.index), e)
+        })?;
         let cluster = u64::from(facts.cluster_size);
         let scan = mft_scan::scan(image, &facts, |ty| {
             ty == TYPE_DATA || ty == TYPE_LOGGED_UTILITY_STREAM
         })
         .map_err(|e| {
-            format!(
-                "cannot read the MFT of partition {} to find fragmented files: {e}",
-                part.partition.index
+            RewriteError::image(
+                format!(
+                    "cannot read the MFT of partition {} to find fragmented files",
+                    part.partition.index
+                ),
+                e,
             )
         })?;
         for stream in &scan.streams {

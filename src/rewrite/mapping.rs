@@ -2,6 +2,7 @@
 
 use memchr::memmem::Finder;
 
+use super::error::RewriteError;
 use crate::sid::MachineSid;
 
 /// The encoding of one occurrence.
@@ -46,15 +47,12 @@ pub const SEARCH_CONTEXT: usize = 84;
 impl SidMapping {
     /// Fails if the two SIDs differ in the number of digits of any sub-authority (every string
     /// occurrence must keep its length) or are equal.
-    pub fn new(old: MachineSid, new: MachineSid) -> Result<SidMapping, String> {
+    pub fn new(old: MachineSid, new: MachineSid) -> Result<SidMapping, RewriteError> {
         if old.digits() != new.digits() {
-            return Err(format!(
-                "the new SID {new} must have as many digits in each sub-authority as the old SID {old} ({:?}), so that every string keeps its length",
-                old.digits()
-            ));
+            return Err(RewriteError::SidShape { old, new });
         }
         if old == new {
-            return Err(format!("the new SID {new} is the old SID"));
+            return Err(RewriteError::SameSid(new));
         }
         let mut raw: Vec<(Form, Vec<u8>, Vec<u8>)> = vec![
             (

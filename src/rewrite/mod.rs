@@ -7,21 +7,24 @@
 //! multi-sector records) build on it.
 
 pub mod derive;
+pub mod error;
 pub mod ese;
 pub mod ese_structure;
 pub mod evtx;
 pub mod hive;
 pub mod junction;
 pub mod mapping;
-pub mod plan;
 pub mod secure;
 pub mod sid_ranges;
 pub mod sqlite_wal;
 pub mod stage;
+pub mod stage_builder;
+pub mod stream;
 pub mod structures;
 pub mod survey;
 pub mod survey_cache;
 pub mod wal_structure;
 
 pub use derive::{check_explicit_sid, derive_new_sid, DeriveError, OrderConstraints};
+pub use error::RewriteError;
 pub use mapping::{Form, Occurrence, SidMapping};

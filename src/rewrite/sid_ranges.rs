@@ -15,7 +15,7 @@ use std::sync::Arc;
 use super::mapping::{SidMapping, SEARCH_CONTEXT};
 use super::stage::SidPatchStage;
 use crate::image::ntfs_volume::multi_sector::{record_at, MAX_RECORD};
-use crate::overlay::{DeltaSink, MasterImage, PatchStage, Result};
+use crate::overlay::{MasterImage, PatchStage, Result};
 
 /// How far around an occurrence or a record edit the stage may change bytes: the largest
 /// multi-sector record the occurrence may lie in, and the context of a string search.
@@ -32,14 +32,8 @@ impl PatchStage for Arc<SidPatchStage> {
         SidPatchStage::name(self)
     }
 
-    fn read_pristine(
-        &self,
-        master: &MasterImage,
-        offset: u64,
-        buf: &mut [u8],
-        sink: &dyn DeltaSink,
-    ) -> Result<()> {
-        SidPatchStage::read_pristine(self, master, offset, buf, sink)
+    fn read_pristine(&self, master: &MasterImage, offset: u64, buf: &mut [u8]) -> Result<()> {
+        SidPatchStage::read_pristine(self, master, offset, buf)
     }
 }
 
@@ -125,7 +119,7 @@ pub fn may_differ(
 ) -> Result<Vec<(u64, u64)>> {
     let size = master.size();
     let mut all = sid_ranges.to_vec();
-    for (_, out) in stage.transform_all(master)? {
+    for out in stage.structure_outputs(master)? {
         for (at, bytes) in &out.owned_edits {
             all.push((*at, at.saturating_add(bytes.len() as u64)));
         }

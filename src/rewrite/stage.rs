@@ -2,8 +2,9 @@
 //! not hold is computed here from the master, lazily, on read.
 //!
 //! For a read of `[offset, offset + len)` the stage:
-//! 1. runs, once, every whole-structure transform (a hive, `$Secure`) whose trigger ranges meet the
-//!    window around the read, and keeps its output (the changed bytes only) in memory;
+//! 1. runs every whole-structure transform (a hive, `$Secure`) whose trigger ranges meet the
+//!    window around the read, unless an earlier read did, and keeps its output (the changed bytes
+//!    only) in memory;
 //! 2. reads a window of master bytes wide enough to hold every multi-sector record overlapping the
 //!    read and the context for SID strings straddling the read's edges;
 //! 3. undoes the fixups of the FILE/INDX records in the window, replaces the machine SID in
@@ -16,15 +17,29 @@
 //! at an occurrence of the old SID (and in the record around it) or at a structure's or fixed
 //! edit: `super::sid_ranges` relies on this to tell a later clone's qcow2 export where to look,
 //! so a new kind of change here must be added there too.
+//!
+//! A structure's transform runs on one thread at a time; the others that need it wait for its
+//! result. A permanent result is kept for the life of the stage: the output, or the error of a
+//! structure the master's bytes make impossible to rewrite (every later read of it fails the
+//! same way, without running the transform again). A transient error (an I/O error reading the
+//! master) fails only the read that ran the transform; the next read (also one that was
+//! waiting) runs it again. A
+//! transform that panics is a bug: the panic is contained, logged with the structure, and kept
+//! as a permanent error, so that the guest's retries are answered EIO at once instead of
+//! running (and panicking in) the transform again and again; a remount tries again.
 
 use std::ops::Range;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, OnceLock};
 
-use log::{error, info};
+use log::{error, info, warn};
+use parking_lot::Mutex;
 
+use super::error::RewriteError;
 use super::mapping::{SidMapping, SEARCH_CONTEXT};
 use crate::image::ntfs_volume::multi_sector::{find_records, MAX_RECORD};
-use crate::overlay::{DeltaSink, MasterImage, OverlayError, PatchStage, Result};
+use crate::overlay::{MasterImage, OverlayError, PatchStage, Result};
+use crate::panics::panic_message;
 
 /// The changed bytes a structure transform produced.
 #[derive(Debug, Default)]
@@ -46,18 +61,39 @@ pub trait Structure: Send + Sync {
     fn triggers(&self) -> Vec<Range<u64>> {
         self.owned()
     }
+    /// The structure's changed bytes. An error that [`RewriteError::is_transient`] says is
+    /// transient is retried by a later read; any other is kept.
     fn transform(
         &self,
         master: &MasterImage,
         map: &SidMapping,
-    ) -> std::result::Result<StructureOutput, String>;
+    ) -> std::result::Result<StructureOutput, RewriteError>;
+}
+
+/// A structure's result, once it is permanent.
+#[derive(Clone)]
+enum Outcome {
+    Rewritten(Arc<StructureOutput>),
+    Failed(Arc<RewriteError>),
+}
+
+impl Outcome {
+    fn result(&self) -> std::result::Result<Arc<StructureOutput>, Arc<RewriteError>> {
+        match self {
+            Outcome::Rewritten(out) => Ok(Arc::clone(out)),
+            Outcome::Failed(e) => Err(Arc::clone(e)),
+        }
+    }
 }
 
 struct Registered {
     structure: Box<dyn Structure>,
     owned: Vec<Range<u64>>,
     triggers: Vec<Range<u64>>,
-    output: OnceLock<std::result::Result<Arc<StructureOutput>, String>>,
+    /// Set once the result is permanent; never holds a transient error.
+    outcome: OnceLock<Outcome>,
+    /// Held while the transform runs, so that one thread computes the structure at a time.
+    computing: Mutex<()>,
 }
 
 pub struct SidPatchStage {
@@ -106,7 +142,8 @@ impl SidPatchStage {
                 owned: s.owned(),
                 triggers: s.triggers(),
                 structure: s,
-                output: OnceLock::new(),
+                outcome: OnceLock::new(),
+                computing: Mutex::new(()),
             })
             .collect();
         SidPatchStage {
@@ -133,6 +170,21 @@ impl SidPatchStage {
         &self.fixed_edits
     }
 
+    /// Every structure's output, computed now where no read did yet (for
+    /// `super::sid_ranges::may_differ`: the edits a clone makes in its structures).
+    pub fn structure_outputs(&self, master: &MasterImage) -> Result<Vec<Arc<StructureOutput>>> {
+        self.structures
+            .iter()
+            .map(|reg| {
+                self.output_of(reg, master)
+                    .map_err(|e| OverlayError::Patch {
+                        offset: reg.owned.first().map_or(0, |r| r.start),
+                        source: Box::new(e),
+                    })
+            })
+            .collect()
+    }
+
     pub fn excluded(&self) -> &[Range<u64>] {
         &self.excluded
     }
@@ -141,40 +193,48 @@ impl SidPatchStage {
         self.structures.iter().map(|s| s.structure.name()).collect()
     }
 
-    fn output_of(&self, reg: &Registered, master: &MasterImage) -> Result<Arc<StructureOutput>> {
-        let out = reg.output.get_or_init(|| {
-            let started = std::time::Instant::now();
-            match reg.structure.transform(master, &self.map) {
-                Ok(o) => {
-                    info!(
-                        "rewrote {} in {:?}: {}",
-                        reg.structure.name(),
-                        started.elapsed(),
-                        o.summary
-                    );
-                    Ok(Arc::new(o))
-                }
-                Err(e) => {
-                    error!("cannot rewrite {}: {e}", reg.structure.name());
-                    Err(e)
-                }
-            }
-        });
-        out.clone().map_err(|reason| OverlayError::Patch {
-            offset: reg.owned.first().map_or(0, |r| r.start),
-            reason: format!("{}: {reason}", reg.structure.name()),
-        })
-    }
-
-    /// Runs every structure transform now (for `export` and `verify`, and to fail early).
-    pub fn transform_all(
+    /// The structure's output: kept from an earlier read, or computed now (by one thread at a
+    /// time; see the module docs for what is kept).
+    fn output_of(
         &self,
+        reg: &Registered,
         master: &MasterImage,
-    ) -> Result<Vec<(String, Arc<StructureOutput>)>> {
-        self.structures
-            .iter()
-            .map(|r| Ok((r.structure.name(), self.output_of(r, master)?)))
-            .collect()
+    ) -> std::result::Result<Arc<StructureOutput>, Arc<RewriteError>> {
+        if let Some(done) = reg.outcome.get() {
+            return done.result();
+        }
+        let _one_at_a_time = reg.computing.lock();
+        // Another thread may have finished it while this one waited.
+        if let Some(done) = reg.outcome.get() {
+            return done.result();
+        }
+        let name = reg.structure.name();
+        let offset = reg.owned.first().map_or(0, |r| r.start);
+        let started = std::time::Instant::now();
+        // The transform only reads the master and builds its own output, and its output is kept
+        // only when it returns: a panic leaves nothing half done behind.
+        let cause = match catch_unwind(AssertUnwindSafe(|| {
+            reg.structure.transform(master, &self.map)
+        })) {
+            Ok(Ok(out)) => {
+                info!("rewrote {name} in {:?}: {}", started.elapsed(), out.summary);
+                let out = Arc::new(out);
+                let _ = reg.outcome.set(Outcome::Rewritten(Arc::clone(&out)));
+                return Ok(out);
+            }
+            Ok(Err(e)) => e,
+            Err(payload) => RewriteError::Panicked {
+                message: panic_message(&*payload),
+            },
+        };
+        let err = Arc::new(cause.in_structure(name, offset));
+        if err.is_transient() {
+            warn!("cannot rewrite {err}; the next read of it tries again");
+        } else {
+            error!("cannot rewrite {err}");
+            let _ = reg.outcome.set(Outcome::Failed(Arc::clone(&err)));
+        }
+        Err(err)
     }
 
     /// The clone's bytes for `[offset, offset + buf.len())`.
@@ -189,7 +249,13 @@ impl SidPatchStage {
         let mut outputs = Vec::new();
         for reg in &self.structures {
             if reg.triggers.iter().any(|r| overlaps(r, &window)) {
-                outputs.push((reg, self.output_of(reg, master)?));
+                let out = self
+                    .output_of(reg, master)
+                    .map_err(|e| OverlayError::Patch {
+                        offset,
+                        source: Box::new(e),
+                    })?;
+                outputs.push((reg, out));
             }
         }
 
@@ -266,13 +332,7 @@ impl PatchStage for SidPatchStage {
         "sid-rewrite"
     }
 
-    fn read_pristine(
-        &self,
-        master: &MasterImage,
-        offset: u64,
-        buf: &mut [u8],
-        _sink: &dyn DeltaSink,
-    ) -> Result<()> {
+    fn read_pristine(&self, master: &MasterImage, offset: u64, buf: &mut [u8]) -> Result<()> {
         self.patch(master, offset, buf)
     }
 }
@@ -306,6 +366,203 @@ pub fn diff_runs(old: &[u8], new: &[u8]) -> Vec<(usize, Vec<u8>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sid::MachineSid;
+    use crate::testutil::TempDir;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn old() -> MachineSid {
+        MachineSid::new(4070822719, 3404542230, 2541167049)
+    }
+    fn new_sid() -> MachineSid {
+        MachineSid::new(4111111111, 3222222222, 2333333333)
+    }
+    /// Where the test structure lies on the 1 MiB test disk, and its length.
+    const AT: u64 = 0x40000;
+    const LEN: usize = 0x1000;
+
+    /// What the test structure's transform does.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Behaviour {
+        /// Reads its bytes from the master and replaces the SID (a master read error is
+        /// transient).
+        Rewrite,
+        /// Says the master's bytes cannot be rewritten (permanent).
+        Invalid,
+        /// A bug: panics.
+        Panic,
+    }
+
+    /// A test structure of `LEN` bytes at `AT` that counts its transforms.
+    struct TestStructure {
+        behaviour: Behaviour,
+        calls: Arc<AtomicUsize>,
+        /// Held in each transform, to widen the window for concurrent readers.
+        pause: std::time::Duration,
+    }
+
+    impl Structure for TestStructure {
+        fn name(&self) -> String {
+            "test structure".to_string()
+        }
+        fn owned(&self) -> Vec<Range<u64>> {
+            std::iter::once(AT..AT + LEN as u64).collect()
+        }
+        fn transform(
+            &self,
+            master: &MasterImage,
+            map: &SidMapping,
+        ) -> std::result::Result<StructureOutput, RewriteError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(self.pause);
+            match self.behaviour {
+                Behaviour::Rewrite => {}
+                Behaviour::Invalid => {
+                    return Err(RewriteError::Invalid {
+                        offset: AT,
+                        what: "test structure is damaged",
+                    })
+                }
+                Behaviour::Panic => panic!("test structure has a bug"),
+            }
+            let mut bytes = vec![0u8; LEN];
+            master.read_at(AT, &mut bytes)?;
+            let original = bytes.clone();
+            map.replace_all(&mut bytes);
+            Ok(StructureOutput {
+                owned_edits: diff_runs(&original, &bytes)
+                    .into_iter()
+                    .map(|(at, run)| (AT + at as u64, run))
+                    .collect(),
+                record_edits: Vec::new(),
+                summary: String::new(),
+            })
+        }
+    }
+
+    /// A 1 MiB master whose test structure holds the old SID, its stage and the call counter.
+    fn setup(
+        dir: &TempDir,
+        behaviour: Behaviour,
+        pause: std::time::Duration,
+    ) -> (
+        std::path::PathBuf,
+        MasterImage,
+        SidPatchStage,
+        Arc<AtomicUsize>,
+    ) {
+        let path = dir.path("master.img");
+        let mut disk = vec![0x11u8; 1 << 20];
+        let sid = format!("{}-500;", old());
+        disk[AT as usize + 16..AT as usize + 16 + sid.len()].copy_from_slice(sid.as_bytes());
+        std::fs::write(&path, &disk).unwrap();
+        let master = MasterImage::open(&path).unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let structure = TestStructure {
+            behaviour,
+            calls: Arc::clone(&calls),
+            pause,
+        };
+        let map = SidMapping::new(old(), new_sid()).unwrap();
+        let stage = SidPatchStage::new(map, Vec::new(), vec![Box::new(structure)], 1 << 20);
+        (path, master, stage, calls)
+    }
+
+    fn shows_new_sid(buf: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(buf);
+        text.contains(&format!("{}-500;", new_sid())) && !text.contains(&old().to_string())
+    }
+
+    /// Prove that a transient error (the master's bytes cannot be read for a while: here the
+    /// file is cut short under the open master, then restored) fails only the reads that met
+    /// it, and that the next read runs the transform again and serves the rewritten structure.
+    #[test]
+    fn a_transient_master_error_is_not_kept() {
+        let dir = TempDir::new("stage-transient");
+        let (path, master, stage, calls) =
+            setup(&dir, Behaviour::Rewrite, std::time::Duration::ZERO);
+        let whole = std::fs::read(&path).unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(AT).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let err = stage.patch(&master, AT, &mut buf).unwrap_err();
+        assert_eq!(err.errno(), libc::EIO, "{err}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // The master is whole again: the same read now succeeds.
+        std::os::unix::fs::FileExt::write_all_at(&file, &whole[AT as usize..], AT).unwrap();
+        stage.patch(&master, AT, &mut buf).unwrap();
+        assert!(shows_new_sid(&buf));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // The success is kept: no third transform.
+        stage.patch(&master, AT, &mut buf).unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// Prove that concurrent first reads of one structure run its transform once, and all get
+    /// its output.
+    #[test]
+    fn one_thread_computes_a_structure() {
+        let dir = TempDir::new("stage-once");
+        let (_path, master, stage, calls) = setup(
+            &dir,
+            Behaviour::Rewrite,
+            std::time::Duration::from_millis(50),
+        );
+        let barrier = std::sync::Barrier::new(8);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    let mut buf = vec![0u8; 4096];
+                    barrier.wait();
+                    stage.patch(&master, AT, &mut buf).unwrap();
+                    assert!(shows_new_sid(&buf));
+                });
+            }
+        });
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    /// Prove that a permanent error is kept (the transform does not run again) and that reads
+    /// away from the structure are served.
+    #[test]
+    fn a_permanent_error_is_kept() {
+        let dir = TempDir::new("stage-permanent");
+        let (_path, master, stage, calls) =
+            setup(&dir, Behaviour::Invalid, std::time::Duration::ZERO);
+        let mut buf = vec![0u8; 4096];
+        for _ in 0..3 {
+            let err = stage.patch(&master, AT, &mut buf).unwrap_err();
+            assert!(
+                err.to_string().contains("test structure is damaged"),
+                "{err}"
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        stage.patch(&master, 0, &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 0x11));
+    }
+
+    /// Prove that a panic in a transform is contained: the read fails with EIO naming the
+    /// structure, the panic is not run again on the next read, and the rest of the disk is
+    /// served.
+    #[test]
+    fn a_panicking_structure_fails_its_reads_without_retrying() {
+        let dir = TempDir::new("stage-panic");
+        let (_path, master, stage, calls) =
+            setup(&dir, Behaviour::Panic, std::time::Duration::ZERO);
+        let mut buf = vec![0u8; 4096];
+        for _ in 0..3 {
+            let err = stage.patch(&master, AT, &mut buf).unwrap_err();
+            assert_eq!(err.errno(), libc::EIO);
+            let text = err.to_string();
+            assert!(
+                text.contains("test structure") && text.contains("test structure has a bug"),
+                "{text}"
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        stage.patch(&master, 0x80000, &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 0x11));
+    }
 
     #[test]
     fn diff_runs_finds_changed_bytes() {

@@ -6,11 +6,12 @@ use std::ops::Range;
 
 use sha2::{Digest, Sha256};
 
+use super::error::RewriteError;
 use super::evtx::rewrite_evtx;
 use super::hive::{rewrite_hive, TaskHashes};
-use super::plan::{edits_in_holes, extent_ranges, read_stream, runs_to_disk};
 use super::secure::{rewrite_secure, verify_secure, ResidentValue, SecureLayout, SecureParts};
 use super::stage::{diff_runs, Structure, StructureOutput};
+use super::stream::{edits_in_holes, extent_ranges, read_stream, runs_to_disk};
 use super::survey::{EventLogFile, NtfsPart, TaskFile};
 use super::SidMapping;
 use crate::image::ntfs_volume::multi_sector::record_at;
@@ -85,7 +86,11 @@ impl Structure for HiveStructure {
         extent_ranges(&self.extents)
     }
 
-    fn transform(&self, master: &MasterImage, map: &SidMapping) -> Result<StructureOutput, String> {
+    fn transform(
+        &self,
+        master: &MasterImage,
+        map: &SidMapping,
+    ) -> Result<StructureOutput, RewriteError> {
         let original = read_stream(master, &self.extents, self.size)?;
         let tasks = TaskSource {
             tasks: &self.tasks,
@@ -94,11 +99,11 @@ impl Structure for HiveStructure {
         // No byte-level fallback: a hive the rewrite cannot parse would keep stale lh hashes and
         // identifiers. The stage is built only for hives that `check_hive` accepted, so this
         // fails only if the master changed under the clone; the read then fails (EIO).
-        let mut out = rewrite_hive(&original, map, &tasks).map_err(|e| e.to_string())?;
+        let mut out = rewrite_hive(&original, map, &tasks)?;
         let mut identity_summary = String::new();
         if let Some(identity) = &self.identity {
             let (bytes, report) = crate::identity::hive::rewrite_identifiers(&out.bytes, identity)
-                .map_err(|e| format!("identifiers: {e}"))?;
+                .map_err(RewriteError::Identifiers)?;
             out.bytes = bytes;
             if report.total() > 0 {
                 identity_summary = format!(
@@ -141,9 +146,9 @@ pub struct SecureStructure {
 impl SecureStructure {
     /// Locates `$Secure` on a volume and checks that the master's is consistent (hashes, `$SII`,
     /// `$SDH`), which its rewrite needs. The error says why it cannot be rewritten as a whole.
-    pub fn locate(image: &crate::image::ImageFile, part: &NtfsPart) -> Result<Self, String> {
-        let (parts, layout) = SecureParts::read(image, &part.volume).map_err(|e| e.to_string())?;
-        verify_secure(&parts).map_err(|e| format!("it is inconsistent in the master ({e})"))?;
+    pub fn locate(image: &crate::image::ImageFile, part: &NtfsPart) -> Result<Self, RewriteError> {
+        let (parts, layout) = SecureParts::read(image, &part.volume)?;
+        verify_secure(&parts).map_err(RewriteError::SecureInconsistent)?;
         Ok(SecureStructure {
             volume_start: part.partition.start.0,
             layout,
@@ -153,17 +158,22 @@ impl SecureStructure {
         })
     }
 
-    fn read_root(master: &MasterImage, root: &ResidentValue) -> Result<Vec<u8>, String> {
+    fn read_root(master: &MasterImage, root: &ResidentValue) -> Result<Vec<u8>, RewriteError> {
+        let at = root.record_offset.0;
         let mut rec = vec![0u8; root.record_size as usize];
-        master
-            .read_at(root.record_offset.0, &mut rec)
-            .map_err(|e| e.to_string())?;
-        let r = record_at(&rec, 0).ok_or("MFT record 9 has invalid fixups")?;
+        master.read_at(at, &mut rec)?;
+        let r = record_at(&rec, 0).ok_or(RewriteError::Invalid {
+            offset: at,
+            what: "MFT record 9 has invalid fixups",
+        })?;
         r.unfix(&mut rec);
         let s = root.value_offset as usize;
-        rec.get(s..s + root.len as usize)
+        rec.get(s..s.saturating_add(root.len as usize))
             .map(<[u8]>::to_vec)
-            .ok_or_else(|| "index root outside its record".to_string())
+            .ok_or(RewriteError::Invalid {
+                offset: at,
+                what: "index root outside its record",
+            })
     }
 
     fn root_edits(root: &ResidentValue, old: &[u8], new: &[u8]) -> Vec<(u64, Vec<u8>)> {
@@ -202,7 +212,11 @@ impl Structure for SecureStructure {
         r
     }
 
-    fn transform(&self, master: &MasterImage, map: &SidMapping) -> Result<StructureOutput, String> {
+    fn transform(
+        &self,
+        master: &MasterImage,
+        map: &SidMapping,
+    ) -> Result<StructureOutput, RewriteError> {
         let l = &self.layout;
         let parts = SecureParts {
             sds: read_stream(master, &l.sds, self.sds_size)?,
@@ -211,7 +225,7 @@ impl Structure for SecureStructure {
             sdh_root: Self::read_root(master, &l.sdh_root)?,
             sdh_alloc: read_stream(master, &l.sdh_alloc, self.sdh_alloc_size)?,
         };
-        let out = rewrite_secure(&parts, map).map_err(|e| e.to_string())?;
+        let out = rewrite_secure(&parts, map)?;
         let new = &out.parts;
         let mut owned_edits = Vec::new();
         for (what, old, new, extents) in [
@@ -221,9 +235,7 @@ impl Structure for SecureStructure {
         ] {
             let runs = diff_runs(old, new);
             if edits_in_holes(&runs, extents) {
-                return Err(format!(
-                    "{what}: the rewrite would change bytes in a sparse hole of the stream"
-                ));
+                return Err(RewriteError::InHole { stream: what });
             }
             owned_edits.extend(runs_to_disk(runs, extents));
         }
@@ -277,7 +289,11 @@ impl Structure for EvtxStructure {
         extent_ranges(&self.extents)
     }
 
-    fn transform(&self, master: &MasterImage, map: &SidMapping) -> Result<StructureOutput, String> {
+    fn transform(
+        &self,
+        master: &MasterImage,
+        map: &SidMapping,
+    ) -> Result<StructureOutput, RewriteError> {
         let original = read_stream(master, &self.extents, self.size)?;
         let (bytes, summary) = match rewrite_evtx(&original, map) {
             Ok(out) => {
@@ -313,7 +329,7 @@ impl Structure for EvtxStructure {
             }
             // An event log whose header cannot be followed: fail closed (the read fails and the
             // log says why) rather than replace SIDs under CRCs that would go stale.
-            Err(e) => return Err(format!("event log {}: {e}", self.path)),
+            Err(e) => return Err(e.into()),
         };
         Ok(StructureOutput {
             owned_edits: runs_to_disk(diff_runs(&original, &bytes), &self.extents),

@@ -3,16 +3,17 @@
 
 use std::ops::Range;
 
-use super::plan::{extent_ranges, read_stream, runs_to_disk};
+use super::error::RewriteError;
 use super::sqlite_wal::rewrite_wal;
 use super::stage::{diff_runs, Structure, StructureOutput};
+use super::stream::{extent_ranges, read_stream, runs_to_disk};
 use super::survey::EseFile;
 use super::SidMapping;
 use crate::image::Extent;
 use crate::overlay::MasterImage;
 
 /// One `*-wal` file: the SID is replaced in the whole file and the checksums of the frames SQLite
-/// replays are recomputed in order. Registered only after `plan::structures_with_identity`
+/// replays are recomputed in order. Registered only after `stage_builder::structures_with_identity`
 /// checked that the master's log can be rewritten so.
 pub struct WalStructure {
     path: String,
@@ -50,9 +51,13 @@ impl Structure for WalStructure {
         extent_ranges(&self.extents)
     }
 
-    fn transform(&self, master: &MasterImage, map: &SidMapping) -> Result<StructureOutput, String> {
+    fn transform(
+        &self,
+        master: &MasterImage,
+        map: &SidMapping,
+    ) -> Result<StructureOutput, RewriteError> {
         let original = read_stream(master, &self.extents, self.size)?;
-        let out = rewrite_wal(&original, map).map_err(|e| e.to_string())?;
+        let out = rewrite_wal(&original, map)?;
         let r = &out.report;
         let summary = format!(
             "{} SID occurrences, {} of {} replayed frames changed, checksums of the {} replayed frames recomputed ({} frames in all, {}-byte pages, header checksum {})",

@@ -130,16 +130,6 @@ impl std::fmt::Debug for NtfsVolume {
     }
 }
 
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "non-string panic payload".to_string()
-    }
-}
-
 fn ntfs_error(volume: ImageOffset, context: &str, e: NtfsError) -> ImageError {
     ImageError::Ntfs {
         volume,
@@ -804,7 +794,7 @@ fn guard<R>(volume: ImageOffset, context: &str, f: impl FnOnce() -> Result<R>) -
         Err(payload) => Err(ImageError::NtfsPanic {
             volume,
             context: context.to_string(),
-            message: panic_message(payload),
+            message: crate::panics::panic_message(&*payload),
         }),
     }
 }

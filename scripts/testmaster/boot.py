@@ -5,31 +5,24 @@ The disk boots with a plain `qemu-system-x86_64 -drive file=disk.img,format=raw`
 -kernel): syslinux's MBR code loads the active partition's boot sector (syslinux on FAT16), which
 loads the Debian kernel and an initramfs holding busybox-static, the kernel modules the guest
 needs (ntfs3 and the disk drivers, for exactly the shipped kernel's version) and the guest's
-init (scripts/bootmaster/init).
+init (guest-init beside this file).
+
+Entry point: `python3 -m testmaster build-boot-master` (scripts/build-boot-master).
 """
 import argparse
 import gzip
-import hashlib
-import json
 import lzma
 import os
 import re
-import shutil
 import struct
 import subprocess
-import sys
-import tempfile
-import time
+from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPTS = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(SCRIPTS, "testmaster"))
+from . import build as test_master
+from . import tools
+from .disk import MiB, Partition, mkfs_fat, mtools_env, put_partition, write_partition_table
 
-from mount import faketime_env  # noqa: E402
-from tools import make_progress, run  # noqa: E402
-
-MiB = 1 << 20
-SECTOR = 512
+GUEST_INIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guest-init")
 BOOT_SIZE = 32 * MiB          # FAT16; the 6.12 kernel is ~12 MiB, the initramfs ~2 MiB
 BOOT_VOLID = "5D1FB007"       # fixed FAT volume id (determinism)
 BOOT_LABEL = "SIDFSBOOT"
@@ -44,16 +37,17 @@ KERNEL_CMDLINE = "console=ttyS0,115200 panic=-1 loglevel=4"
 GUEST = {"sid_file": "Windows/Logs/SidfsDemo/sid-ascii.txt", "writes": "guest-wrote.txt",
          "console_prefix": "SIDFS-GUEST "}
 
-progress = make_progress("build-boot-master")
+progress = tools.make_progress("build-boot-master")
 
 
-def version_key(v):
+def version_key(v: str) -> list[int | str]:
     return [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", v)]
 
 
-def module_paths(version):
+def module_paths(version: str) -> tuple[dict[str, str], dict[str, list[str]]]:
     """{module name: path relative to /lib/modules/VERSION} and {path: [dependency paths]}."""
-    deps, names = {}, {}
+    deps: dict[str, list[str]] = {}
+    names: dict[str, str] = {}
     with open(f"/lib/modules/{version}/modules.dep") as f:
         for line in f:
             path, _, rest = line.partition(":")
@@ -63,7 +57,7 @@ def module_paths(version):
     return names, deps
 
 
-def builtin_modules(version):
+def builtin_modules(version: str) -> set[str]:
     try:
         with open(f"/lib/modules/{version}/modules.builtin") as f:
             return {os.path.basename(x.strip()).split(".ko")[0].replace("-", "_") for x in f}
@@ -71,7 +65,7 @@ def builtin_modules(version):
         return set()
 
 
-def pick_kernel(wanted):
+def pick_kernel(wanted: str | None) -> str:
     """The newest installed kernel with both a vmlinuz and ntfs3 (module or built in), or the
     one asked for. The modules shipped must come from the same version as the vmlinuz."""
     versions = sorted((f[len("vmlinuz-"):] for f in os.listdir("/boot") if f.startswith("vmlinuz-")),
@@ -91,14 +85,15 @@ def pick_kernel(wanted):
                        "linux-image-amd64 on Debian 13 (scripts/setup-deps does)")
 
 
-def module_load_order(version):
+def module_load_order(version: str) -> list[str]:
     """Paths (relative to /lib/modules/VERSION) of GUEST_MODULES and their dependencies,
     every dependency before its users."""
     names, deps = module_paths(version)
     builtin = builtin_modules(version)
-    order, seen = [], set()
+    order: list[str] = []
+    seen: set[str] = set()
 
-    def visit(path):
+    def visit(path: str) -> None:
         if path in seen:
             return
         seen.add(path)
@@ -115,7 +110,7 @@ def module_load_order(version):
     return order
 
 
-def is_static_elf(path):
+def is_static_elf(path: str) -> bool:
     """True when the ELF file has no PT_INTERP program header (no dynamic loader needed)."""
     with open(path, "rb") as f:
         data = f.read()
@@ -133,11 +128,12 @@ def is_static_elf(path):
 class Cpio:
     """A deterministic newc ("070701") archive: fixed inode numbers, owner root, mtime 0."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.out = bytearray()
         self.ino = 1
 
-    def _entry(self, name, mode, data=b"", rdev=(0, 0), nlink=1):
+    def _entry(self, name: str, mode: int, data: bytes = b"", rdev: tuple[int, int] = (0, 0),
+               nlink: int = 1) -> None:
         name_b = name.encode() + b"\0"
         hdr = "070701" + "".join(f"{x:08X}" for x in (
             self.ino, mode, 0, 0, nlink, 0, len(data), 0, 0, rdev[0], rdev[1], len(name_b), 0))
@@ -147,22 +143,23 @@ class Cpio:
         self.out += data
         self.out += b"\0" * (-len(self.out) % 4)
 
-    def dir(self, name):
+    def dir(self, name: str) -> None:
         self._entry(name, 0o040755, nlink=2)
 
-    def file(self, name, data, mode=0o644):
+    def file(self, name: str, data: bytes, mode: int = 0o644) -> None:
         self._entry(name, 0o100000 | mode, data)
 
-    def chardev(self, name, major, minor, mode=0o600):
+    def chardev(self, name: str, major: int, minor: int, mode: int = 0o600) -> None:
         self._entry(name, 0o020000 | mode, rdev=(major, minor))
 
-    def finish(self):
+    def finish(self) -> bytes:
         self.ino = 0
         self._entry("TRAILER!!!", 0)
         return bytes(self.out)
 
 
-def build_initramfs(version, path):
+def build_initramfs(version: str, out: str) -> list[str]:
+    """Writes the gzipped initramfs to `out`; returns the names of the modules it ships."""
     if not is_static_elf(BUSYBOX):
         raise RuntimeError(f"{BUSYBOX} is not statically linked: install busybox-static")
     order = module_load_order(version)
@@ -172,28 +169,30 @@ def build_initramfs(version, path):
     c.chardev("dev/console", 5, 1)
     with open(BUSYBOX, "rb") as f:
         c.file("bin/busybox", f.read(), 0o755)
-    with open(os.path.join(HERE, "init"), "rb") as f:
+    with open(GUEST_INIT, "rb") as f:
         c.file("init", f.read(), 0o755)
     shipped = []
     for rel in order:
-        with open(f"/lib/modules/{version}/{rel}", "rb") as f:
+        module_file = f"/lib/modules/{version}/{rel}"
+        with open(module_file, "rb") as f:
             data = f.read()
-        if rel.endswith(".xz"):
-            data, rel = lzma.decompress(data), rel[:-3]
-        elif rel.endswith(".zst"):
-            data, rel = run(["zstd", "-dc", f"/lib/modules/{version}/{rel}"]).stdout, rel[:-4]
-        elif rel.endswith(".gz"):
-            data, rel = gzip.decompress(data), rel[:-3]
+        # Decompressed: the initramfs holds plain .ko files.
         name = os.path.basename(rel)
+        if rel.endswith(".xz"):
+            data, name = lzma.decompress(data), name[:-3]
+        elif rel.endswith(".zst"):
+            data, name = tools.run(["zstd", "-dc", module_file]).stdout, name[:-4]
+        elif rel.endswith(".gz"):
+            data, name = gzip.decompress(data), name[:-3]
         c.file(f"lib/modules/{name}", data)
         shipped.append(name)
     c.file("etc/modules.load", "".join(n + "\n" for n in shipped).encode())
-    with open(path, "wb") as f:
+    with open(out, "wb") as f:
         f.write(gzip.compress(c.finish(), compresslevel=9, mtime=0))
     return shipped
 
 
-def syslinux_cfg():
+def syslinux_cfg() -> bytes:
     return ("SERIAL 0 115200\r\n"
             "DEFAULT sidfs\r\n"
             "PROMPT 0\r\n"
@@ -203,49 +202,35 @@ def syslinux_cfg():
             f"  APPEND initrd=/initrd.img {KERNEL_CMDLINE}\r\n").encode()
 
 
-def build_boot_partition(path, start, version, work):
-    with open(path, "wb") as f:
-        f.truncate(BOOT_SIZE)
-    run(["mkfs.fat", "-F", "16", "-n", BOOT_LABEL, "-i", BOOT_VOLID, "--invariant",
-         "-h", str(start // SECTOR), path])
+def build_boot_partition(path: str, start: int, version: str,
+                         work: str) -> tuple[list[str], list[str], str]:
+    """The FAT16 boot partition file: syslinux, kernel, initramfs; returns the modules
+    shipped, the files in the partition and the initramfs path."""
+    mkfs_fat(path, BOOT_SIZE, start, 16, BOOT_LABEL, BOOT_VOLID)
     initrd = os.path.join(work, "initrd.img")
     modules = build_initramfs(version, initrd)
     cfg = os.path.join(work, "syslinux.cfg")
     with open(cfg, "wb") as f:
         f.write(syslinux_cfg())
-    env = dict(faketime_env(), MTOOLS_SKIP_CHECK="1")
+    env = mtools_env()
     # The syslinux installer writes the boot sector, ldlinux.sys and ldlinux.c32 through mtools.
-    run(["syslinux", "--install", path], env=env)
-    run(["mcopy", "-i", path, f"/boot/vmlinuz-{version}", "::vmlinuz"], env=env)
-    run(["mcopy", "-i", path, initrd, "::initrd.img"], env=env)
-    run(["mcopy", "-i", path, cfg, "::syslinux.cfg"], env=env)
+    tools.run(["syslinux", "--install", path], env=env)
+    tools.run(["mcopy", "-i", path, f"/boot/vmlinuz-{version}", "::vmlinuz"], env=env)
+    tools.run(["mcopy", "-i", path, initrd, "::initrd.img"], env=env)
+    tools.run(["mcopy", "-i", path, cfg, "::syslinux.cfg"], env=env)
     files = sorted(line.split()[-1] for line in
-                   run(["mdir", "-b", "-i", path, "::"], env=env).stdout.decode().split("\n")
+                   tools.run(["mdir", "-b", "-i", path, "::"], env=env).stdout.decode().split("\n")
                    if line.strip())
     return modules, [f.removeprefix("::/") for f in files], initrd
 
 
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(4 * MiB), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def package_versions(pkgs):
-    r = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version}\\n"] + pkgs,
-                       capture_output=True, text=True)
-    return dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
-
-
-def kernel_package(version):
+def kernel_package(version: str) -> str | None:
     r = subprocess.run(["dpkg-query", "-S", f"/boot/vmlinuz-{version}"], capture_output=True,
-                       text=True)
+                       text=True, check=False)
     return r.stdout.split(":")[0].strip() if r.returncode == 0 else None
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="build-boot-master",
         description="Build a deterministic bootable test master for sidfs: the test-master "
@@ -257,48 +242,33 @@ def main(argv=None):
                     "`qemu-system-x86_64 -drive file=OUT.img,format=raw` (BIOS, no -kernel).",
         epilog="Needs root (the test-master builder mounts ntfs-3g) and the packages from "
                "scripts/setup-deps. See docs/TEST-MASTERS.md.")
-    ap.add_argument("out", metavar="OUT.img", help="disk image to write (overwritten)")
     ap.add_argument("--size", default="128M",
                     help="size of the test-master part of the disk (build-test-master --size); "
                          "the boot partition adds 32 MiB (default: 128M)")
     ap.add_argument("--kernel", metavar="VERSION",
                     help="kernel version to ship (/boot/vmlinuz-VERSION and "
                          "/lib/modules/VERSION); default: the newest installed one with ntfs3")
-    ap.add_argument("--manifest", metavar="OUT.json",
-                    help="where to write the manifest (default: OUT.img.json)")
-    ap.add_argument("--realdata", metavar="DIR", help="passed to build-test-master")
-    ap.add_argument("--keep-work", action="store_true",
-                    help="keep the temporary work directory (partition files, initramfs)")
+    test_master.add_output_arguments(ap, "partition files, initramfs")
     a = ap.parse_args(argv)
+    try:
+        o = test_master.options("mbr", "clean", a.size, a.realdata, a.keep_work)
+    except ValueError as e:
+        ap.error(str(e))
     if os.geteuid() != 0:
         ap.error("must run as root (the test-master builder mounts ntfs-3g)")
-    out = os.path.abspath(a.out)
-    manifest_path = os.path.abspath(a.manifest or a.out + ".json")
-    work = tempfile.mkdtemp(prefix=".build-boot-master-", dir=os.path.dirname(out))
-    try:
-        return build(a, out, manifest_path, work)
-    finally:
-        if a.keep_work:
-            progress(f"work directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+    out, manifest_path = test_master.output_paths(a)
+    with tools.work_directory("build-boot-master", out, a.keep_work, progress) as work:
+        build(o, a.size, a.kernel, out, manifest_path, work)
+    return 0
 
 
-def build(a, out, manifest_path, work):
-    version = pick_kernel(a.kernel)
-    progress(f"kernel {version}, test master --layout mbr --size {a.size} -> {out}")
-    for stale in (out, manifest_path):
-        if os.path.exists(stale):
-            os.unlink(stale)
+def build(o: test_master.Options, size_arg: str, kernel: str | None, out: str,
+          manifest_path: str, work: str) -> None:
+    version = pick_kernel(kernel)
+    progress(f"kernel {version}, test master --layout mbr --size {size_arg} -> {out}")
+    tools.remove_stale(out, manifest_path)
     disk = os.path.join(work, "disk.img")
-    cmd = [os.path.join(SCRIPTS, "build-test-master"), "--layout", "mbr", "--size", a.size]
-    if a.realdata:
-        cmd += ["--realdata", a.realdata]
-    r = subprocess.run(cmd + [disk], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    if r.returncode != 0:
-        raise RuntimeError("build-test-master failed:\n" + r.stderr.decode(errors="replace"))
-    with open(disk + ".json") as f:
-        manifest = json.load(f)
+    manifest = test_master.build_test_master(o, disk, disk + ".json")
     progress("test master built (System Reserved + Windows NTFS)")
 
     # The boot partition goes after the Windows one, so the builder's partitions keep their
@@ -313,32 +283,30 @@ def build(a, out, manifest_path, work):
 
     with open(disk, "r+b") as f:
         f.truncate(size)
-    parts = manifest["partitions"]
-    lines = ["unit: sectors", "label: dos", f"label-id: {manifest['disk']['label_id']}"]
+    # The builder's partitions as they are, none active; the boot partition last, active.
+    parts: list[dict[str, Any]] = manifest["partitions"]
+    table = [Partition(p["index"], p["role"], p["type"], p["start"], p["size"], p["filesystem"])
+             for p in parts]
     for p in parts:
-        lines.append(f"start={p['start_lba']}, size={p['sectors']}, type={p['type']}")
         p["bootable"] = False
-    lines.append(f"start={boot_start // SECTOR}, size={BOOT_SIZE // SECTOR}, type={BOOT_TYPE}, "
-                 "bootable")
-    run(["sfdisk", "--no-reread", "--no-tell-kernel", "-q", "--wipe", "never",
-         "--wipe-partitions", "never", disk], input=("\n".join(lines) + "\n").encode())
+    boot = Partition(len(parts) + 1, "boot", BOOT_TYPE, boot_start, BOOT_SIZE, "vfat",
+                     bootable=True)
+    write_partition_table(disk, "dos", manifest["disk"]["label_id"],
+                          [p.sfdisk_line(gpt=False) for p in [*table, boot]],
+                          "--wipe", "never", "--wipe-partitions", "never")
     with open(SYSLINUX_MBR, "rb") as f:
         code = f.read()
     if len(code) > MBR_CODE_LEN:
         raise RuntimeError(f"{SYSLINUX_MBR} is {len(code)} bytes, more than {MBR_CODE_LEN}")
     with open(disk, "r+b") as f:
         f.write(code)
-    run(["dd", f"if={part}", f"of={disk}", "bs=1M", f"seek={boot_start // MiB}",
-         "conv=notrunc,sparse", "status=none"])
+    put_partition(disk, part, boot_start)
     progress("partition table (3 partitions, boot partition active) and MBR code written")
 
-    parts.append({"index": len(parts) + 1, "start": boot_start, "size": BOOT_SIZE,
-                  "start_lba": boot_start // SECTOR, "sectors": BOOT_SIZE // SECTOR,
-                  "type": BOOT_TYPE, "role": "boot", "filesystem": "vfat", "bootable": True,
-                  "files": boot_files})
+    parts.append(dict(boot.manifest(gpt=False), files=boot_files))
     manifest["generator"] = "scripts/build-boot-master"
     manifest["disk"]["size"] = size
-    manifest["disk"]["sha256"] = sha256_file(disk)
+    manifest["disk"]["sha256"] = tools.sha256_file(disk)
     pkgs = ["busybox-static", "syslinux", "syslinux-common"]
     kpkg = kernel_package(version)
     manifest["boot"] = {
@@ -347,24 +315,12 @@ def build(a, out, manifest_path, work):
         "kernel_version": version,
         "kernel_package": kpkg,
         "kernel_cmdline": KERNEL_CMDLINE,
-        "vmlinuz_sha256": sha256_file(f"/boot/vmlinuz-{version}"),
-        "initramfs_sha256": sha256_file(initrd),
+        "vmlinuz_sha256": tools.sha256_file(f"/boot/vmlinuz-{version}"),
+        "initramfs_sha256": tools.sha256_file(initrd),
         "modules": modules,
         "guest": GUEST,
     }
-    manifest["tool_versions"].update(package_versions(pkgs + ([kpkg] if kpkg else [])))
+    manifest["tool_versions"].update(tools.package_versions(pkgs + ([kpkg] if kpkg else [])))
     os.replace(disk, out)
-    with open(manifest_path + ".partial", "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(manifest_path + ".partial", manifest_path)
+    tools.write_manifest(manifest, manifest_path)
     progress(f"done: {out} (manifest {manifest_path})")
-    return 0
-
-
-if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except RuntimeError as e:
-        print(f"build-boot-master: error: {e}", file=sys.stderr)
-        sys.exit(1)
