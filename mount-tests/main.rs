@@ -18,4 +18,5 @@ mod refusals;
 mod rewrite;
 mod sqlite_wal;
 mod stores;
+mod survey_cache;
 mod testmaster;

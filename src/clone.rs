@@ -23,7 +23,8 @@ use crate::overlay::{
     DEFAULT_BLOCK_SIZE,
 };
 use crate::rewrite;
-use crate::rewrite::stage_builder::{build_stage_with_identity, choose_sid, SidChoice, SidSource};
+use crate::rewrite::stage_builder::{build_stage_cached, choose_sid, SidChoice, SidSource};
+use crate::rewrite::survey_cache::{SurveyCache, SurveyFacts};
 use crate::sid::MachineSid;
 
 /// Key of the clone's identifiers in state.json.
@@ -235,16 +236,21 @@ pub struct OpenClone {
     /// them, which keeps its master's so that its bytes never change).
     pub identity: Option<IdentityChoice>,
     pub created: bool,
+    /// The master's survey cache (what this run learned is written back by [`open_clone`]; an
+    /// export may add more and store it again).
+    pub survey_cache: SurveyCache,
+    /// The SID rewrite the disk serves (`None` for a plain copy).
+    pub sid_stage: Option<Arc<rewrite::stage::SidPatchStage>>,
 }
 
 /// The identifiers of the survey's Windows installation.
-pub fn discover_identifiers(survey: &rewrite::model::WindowsSurvey) -> Vec<FoundIdentifier> {
+pub fn discover_identifiers(survey: &rewrite::survey::WindowsSurvey) -> Vec<FoundIdentifier> {
     let Some(windows) = survey.windows() else {
         return Vec::new();
     };
     let volume = &windows.volume;
     crate::identity::discover_on(
-        &|path: &str| volume.read_file(path, "", rewrite::model::HIVE_LIMIT).ok(),
+        &|path: &str| volume.read_file(path, "", rewrite::survey::HIVE_LIMIT).ok(),
         &|dir: &str| {
             let entries = volume.list_dir(dir).ok()?;
             Some(
@@ -318,10 +324,13 @@ pub fn survey_image(
     with_constraints: bool,
     given: Option<MachineSid>,
     fallback: Option<MachineSid>,
-) -> Result<Option<rewrite::model::WindowsSurvey>, String> {
-    let survey = rewrite::model::survey(image, with_constraints, given)?;
+    facts: &mut SurveyFacts,
+) -> Result<Option<rewrite::survey::WindowsSurvey>, rewrite::survey::SurveyError> {
+    let survey = rewrite::survey::survey_with(image, with_constraints, given, facts)?;
     match (survey, given, fallback) {
-        (None, None, Some(old)) => rewrite::model::survey(image, with_constraints, Some(old)),
+        (None, None, Some(old)) => {
+            rewrite::survey::survey_with(image, with_constraints, Some(old), facts)
+        }
         (survey, _, _) => Ok(survey),
     }
 }
@@ -366,14 +375,37 @@ pub fn open_clone(
             ));
         }
     }
+    let mut survey_cache = if keep_sid {
+        SurveyCache::disabled()
+    } else {
+        SurveyCache::open(master_path)
+    };
     if is_new && !keep_sid {
-        refuse_unclonable(master_path, old_sid.is_some())?;
+        // inspect's verdict on an unchanged master is the same every time: the cache keeps it
+        // when it accepted (a refusal is checked again, so its message is always current).
+        let data_disk = old_sid.is_some();
+        let facts = &mut survey_cache.facts;
+        let accepted = if data_disk {
+            &mut facts.inspect_accepted_data_disk
+        } else {
+            &mut facts.inspect_accepted
+        };
+        if !*accepted {
+            refuse_unclonable(master_path, data_disk)?;
+            *accepted = true;
+        }
     }
     let survey = if keep_sid {
         None
     } else {
-        survey_image(master_path, is_new, old_sid, recorded_old)
-            .map_err(|e| MountError(format!("cannot clone {}: {e}", master_path.display())))?
+        survey_image(
+            master_path,
+            is_new,
+            old_sid,
+            recorded_old,
+            &mut survey_cache.facts,
+        )
+        .map_err(|e| MountError(format!("cannot clone {}: {e}", master_path.display())))?
     };
     if survey.is_none() && !keep_sid {
         // Only a plain copy is served unchanged (inspect accepted the disk, so this is a survey
@@ -407,6 +439,7 @@ pub fn open_clone(
         keep_sid,
     })?;
     let mut identity = None;
+    let mut sid_stage = None;
     let (stage, sids): (Box<dyn PatchStage>, Option<SidChoice>) = match &survey {
         None => {
             info!(
@@ -458,16 +491,25 @@ pub fn open_clone(
                 Some(c) if !c.changes.is_empty() => Some(Arc::new(IdentityMapping::new(c)?)),
                 _ => None,
             };
-            let stage = build_stage_with_identity(survey, &choice, mapping, master.size())
-                .map_err(|e| MountError(e.to_string()))?;
+            let stage = build_stage_cached(
+                survey,
+                &choice,
+                mapping,
+                master.size(),
+                &mut survey_cache.facts,
+            )
+            .map_err(|e| MountError(e.to_string()))?;
             info!("machine SID {} becomes {}", choice.old, choice.new);
             for c in chosen.iter().flat_map(|c| &c.changes) {
                 info!("{} {} becomes {}", c.kind, c.old, c.new);
             }
             identity = chosen;
+            let stage = Arc::new(stage);
+            sid_stage = Some(stage.clone());
             (Box::new(stage), Some(choice))
         }
     };
+    survey_cache.store();
     let disk = Arc::new(CloneDisk::new(master, delta, stage, read_only));
     Ok(OpenClone {
         state,
@@ -475,6 +517,8 @@ pub fn open_clone(
         sids,
         identity,
         created,
+        survey_cache,
+        sid_stage,
     })
 }
 

@@ -251,9 +251,14 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
             dir
         }
     };
-    let clone = open_clone(&req.clone, &state_dir, true)?;
+    let mut clone = open_clone(&req.clone, &state_dir, true)?;
     if req.format == ExportFormat::Qcow2 {
-        let summary = crate::qcow2::export::write_overlay(req, &clone.disk)?;
+        let summary = crate::qcow2::export::write_overlay(
+            req,
+            &clone.disk,
+            clone.sid_stage.as_deref(),
+            &mut clone.survey_cache,
+        )?;
         return Ok(ExportSummary {
             old_sid: clone.sids.map(|c| c.old.to_string()),
             new_sid: clone.sids.map(|c| c.new.to_string()),

@@ -282,6 +282,7 @@ fn open_claimed(
         sids,
         identity,
         created,
+        ..
     } = open_clone(&req.clone, state_dir, req.read_only)?;
     let meta = state.meta();
     let info = CloneInfo {

@@ -13,8 +13,8 @@ use crate::identity::{IdentityChoice, IdentityMapping};
 use crate::image::ntfs_volume::multi_sector::{find_records, MAX_RECORD};
 use crate::overlay::MasterImage;
 use crate::rewrite::mapping::SEARCH_CONTEXT;
-use crate::rewrite::model::HIVE_LIMIT;
 use crate::rewrite::secure::{verify_secure, SecureParts};
+use crate::rewrite::survey::HIVE_LIMIT;
 use crate::rewrite::{derive_new_sid, Form, OrderConstraints, SidMapping};
 use crate::sid::MachineSid;
 
@@ -68,8 +68,14 @@ pub fn verify_with_identity(
     let finder = SidMapping::new(old, dummy).map_err(|e| e.to_string())?;
     // A clone's own SID is not `old`: survey it as it is; a disk without Windows is surveyed as
     // a data disk of the machine whose SID is `old`.
-    let win = crate::clone::survey_image(image, false, None, Some(old))
-        .map_err(|e| format!("cannot read the Windows installation: {e}"))?;
+    let win = crate::clone::survey_image(
+        image,
+        false,
+        None,
+        Some(old),
+        &mut crate::rewrite::survey_cache::SurveyFacts::default(),
+    )
+    .map_err(|e| format!("cannot read the Windows installation: {e}"))?;
 
     let mut regions: Vec<(Range<u64>, String, bool)> = Vec::new();
     let mut problems = Vec::new();

@@ -325,7 +325,7 @@ pub(super) fn inspect_installation(
     let special_files = special_files(volume, &mut findings);
     let read = |path: &str| {
         volume
-            .read_file(path, "", crate::rewrite::model::HIVE_LIMIT)
+            .read_file(path, "", crate::rewrite::survey::HIVE_LIMIT)
             .ok()
     };
     let identifiers = crate::identity::discover_on(&read, &|dir: &str| {
@@ -371,7 +371,7 @@ pub(super) fn inspect_installation(
     }
 }
 
-/// The stores with checksums of the Windows volume (`crate::rewrite::model::store_paths`), each
+/// The stores with checksums of the Windows volume (`crate::rewrite::survey::store_paths`), each
 /// with its SID occurrences and what the clone does; an ESE database the clone cannot rewrite is
 /// a refusal, as `sidfs mount` refuses it.
 fn store_reports(
@@ -381,7 +381,7 @@ fn store_reports(
 ) -> Vec<StoreReport> {
     use crate::rewrite::ese::{probe_mapping, rewrite_ese, EseHeader};
     let map = machine_sid.and_then(probe_mapping);
-    let (ese, logs, wals) = crate::rewrite::model::store_paths_with_wals(volume, true);
+    let (ese, logs, wals) = crate::rewrite::survey::store_paths_with_wals(volume, true);
     let mut out = Vec::new();
     let limit = crate::rewrite::stream::STRUCTURE_LIMIT;
     for (path, kind) in ese

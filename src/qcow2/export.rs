@@ -15,6 +15,9 @@ use super::{OverlayWriter, CLUSTER_SIZE, MAX_BACKING_NAME};
 use crate::export::{ExportRequest, ExportSummary, PartialOutput};
 use crate::mount::MountError;
 use crate::overlay::{BlockIndex, CloneDisk, OverlayError};
+use crate::rewrite::sid_ranges;
+use crate::rewrite::stage::SidPatchStage;
+use crate::rewrite::survey_cache::{SidRanges, SurveyCache};
 
 /// qemu's sector: a qcow2 disk's size is a multiple of it.
 const SECTOR: u64 = 512;
@@ -27,7 +30,16 @@ fn fail<T>(message: String) -> Result<T, MountError> {
 
 /// Writes the clone `disk` of `req.clone.master` to `req.out` as a qcow2 overlay. The caller
 /// has checked the request (an existing output needs `--force`) and opened the clone.
-pub fn write_overlay(req: &ExportRequest, disk: &CloneDisk) -> Result<ExportSummary, MountError> {
+///
+/// A fresh clone of a master whose survey cache knows where the master holds the old SID
+/// (`rewrite::sid_ranges`) compares only where the clone can differ; otherwise the whole disk is
+/// compared, and the master's SID places are found and cached for the next clone.
+pub fn write_overlay(
+    req: &ExportRequest,
+    disk: &CloneDisk,
+    stage: Option<&SidPatchStage>,
+    cache: &mut SurveyCache,
+) -> Result<ExportSummary, MountError> {
     let master = &req.clone.master;
     let out = &req.out;
     refuse_output(master, out)?;
@@ -48,10 +60,40 @@ pub fn write_overlay(req: &ExportRequest, disk: &CloneDisk) -> Result<ExportSumm
         OverlayWriter::new(&file, size, backing.as_os_str().as_bytes()).map_err(qerr)?;
 
     let started = Instant::now();
-    let data_bytes = walk_differences(disk, req.state.is_some(), &mut writer)?;
+    let err = |e: OverlayError| MountError(e.to_string());
+    // Only a fresh clone: an existing one's delta may hold the guest's writes anywhere.
+    let fresh_stage = stage.filter(|_| req.state.is_none());
+    let old_sid = fresh_stage.map(|s| s.mapping().old().to_string());
+    let cached = match (&cache.facts.sid_ranges, fresh_stage) {
+        (Some(r), Some(stage)) if Some(&r.old_sid) == old_sid.as_ref() => {
+            let only = sid_ranges::may_differ(stage, disk.master(), &r.ranges).map_err(err)?;
+            let bytes: u64 = only.iter().map(|(s, e)| e - s).sum();
+            log::info!(
+                "survey cache: comparing {} ranges ({} KiB) where the clone can differ, not the whole disk",
+                only.len(),
+                bytes >> 10
+            );
+            Some(only)
+        }
+        _ => None,
+    };
+    let data_bytes = walk_differences(disk, req.state.is_some(), &mut writer, cached.as_deref())?;
     let layout = writer.finish().map_err(qerr)?;
 
     partial.commit(out)?;
+    if let (None, Some(stage), Some(old_sid), Some(_)) =
+        (&cached, fresh_stage, old_sid, cache.path())
+    {
+        let scanned = Instant::now();
+        let ranges = sid_ranges::scan(disk.master(), stage.mapping()).map_err(err)?;
+        log::info!(
+            "found the master's SID places ({} ranges) in {:?}",
+            ranges.len(),
+            scanned.elapsed()
+        );
+        cache.facts.sid_ranges = Some(SidRanges { old_sid, ranges });
+        cache.store();
+    }
     Ok(ExportSummary {
         out: out.clone(),
         disk_size: size,
@@ -71,6 +113,7 @@ fn walk_differences(
     disk: &CloneDisk,
     with_delta: bool,
     writer: &mut OverlayWriter<'_>,
+    only: Option<&[(u64, u64)]>,
 ) -> Result<u64, MountError> {
     let err = |e: OverlayError| MountError(e.to_string());
     let qerr = |e: super::Qcow2Error| MountError(e.to_string());
@@ -85,7 +128,18 @@ fn walk_differences(
     let mut compared = 0u64;
     let mut pos = 0u64;
     let mut extents = DataExtents::new(disk);
-    while let Some((data, hole)) = extents.next_from(pos).map_err(err)? {
+    let mut ranges = only.map(|r| r.iter());
+    loop {
+        let next = match &mut ranges {
+            Some(it) => it.next().copied(),
+            None => extents.next_from(pos).map_err(err)?,
+        };
+        let Some((data, hole)) = next else {
+            break;
+        };
+        if hole <= pos {
+            continue;
+        }
         // Whole clusters around the extent; `pos` is where the previous extent's clusters end.
         let mut at = (data - data % CLUSTER_SIZE).max(pos);
         let end = hole

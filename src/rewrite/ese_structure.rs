@@ -5,9 +5,9 @@ use std::ops::Range;
 
 use super::error::RewriteError;
 use super::ese::rewrite_ese;
-use super::model::EseFile;
 use super::stage::{diff_runs, Structure, StructureOutput};
 use super::stream::{extent_ranges, read_stream, runs_to_disk};
+use super::survey::EseFile;
 use super::SidMapping;
 use crate::image::Extent;
 use crate::overlay::MasterImage;

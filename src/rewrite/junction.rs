@@ -8,7 +8,8 @@
 
 use super::error::{Result, RewriteError};
 use super::mapping::{SidMapping, SEARCH_CONTEXT};
-use super::model::NtfsPart;
+use super::survey::NtfsPart;
+pub use super::survey_cache::{JunctionScan, JunctionSid};
 use crate::image::ntfs_volume::mft_scan::{self, StreamRuns};
 use crate::image::ntfs_volume::record::{TYPE_DATA, TYPE_LOGGED_UTILITY_STREAM};
 use crate::image::{ImageFile, ImageOffset};
@@ -67,8 +68,20 @@ pub fn junction_edits(
     volumes: &[NtfsPart],
     map: &SidMapping,
 ) -> Result<JunctionEdits> {
-    let mut found = JunctionEdits::default();
-    let mut bytes: Vec<(u64, u8)> = Vec::new();
+    Ok(edits_from(&junction_scan(image, volumes, map)?, map))
+}
+
+/// Every SID of the old SID across a fragment junction on the master's NTFS volumes (one pass
+/// over each MFT): what depends on the master and the old SID only, which the survey cache keeps.
+pub fn junction_scan(
+    image: &ImageFile,
+    volumes: &[NtfsPart],
+    map: &SidMapping,
+) -> Result<JunctionScan> {
+    let mut found = JunctionScan {
+        old_sid: map.old().to_string(),
+        ..JunctionScan::default()
+    };
     for part in volumes {
         let facts = part.volume.facts().map_err(|e| {
             RewriteError::image(format!("NTFS partition {}", part.partition.index), e)
@@ -114,18 +127,48 @@ pub fn junction_edits(
                     if !(s < j.logical && j.logical < e) {
                         continue;
                     }
-                    found.replaced += 1;
-                    if let Some(p) = stream.partition_offset(s, cluster) {
-                        found.crossings.push(facts.start.0 + p);
-                    }
-                    let new = map.replacement(&joined, &occ);
-                    for (i, b) in new.iter().enumerate() {
-                        let logical = s + i as u64;
-                        if let Some(p) = stream.partition_offset(logical, cluster) {
-                            bytes.push((facts.start.0 + p, *b));
-                        }
-                    }
+                    found.sids.push(JunctionSid {
+                        old: joined[occ.offset..occ.offset + occ.len].to_vec(),
+                        at: (s..e)
+                            .map(|l| {
+                                stream
+                                    .partition_offset(l, cluster)
+                                    .map(|p| facts.start.0 + p)
+                            })
+                            .collect(),
+                    });
                 }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The edits that replace each SID `scan` found (in both fragments).
+pub fn edits_from(scan: &JunctionScan, map: &SidMapping) -> JunctionEdits {
+    let mut found = JunctionEdits {
+        streams: scan.streams,
+        junctions: scan.junctions,
+        not_plain: scan.not_plain,
+        ..JunctionEdits::default()
+    };
+    let mut bytes: Vec<(u64, u8)> = Vec::new();
+    for sid in &scan.sids {
+        let whole = map
+            .find_all(&sid.old, true)
+            .into_iter()
+            .find(|o| o.offset == 0 && o.len == sid.old.len());
+        let Some(occ) = whole else {
+            continue;
+        };
+        found.replaced += 1;
+        if let Some(Some(first)) = sid.at.first() {
+            found.crossings.push(*first);
+        }
+        let new = map.replacement(&sid.old, &occ);
+        for (b, at) in new.iter().zip(&sid.at) {
+            if let Some(p) = at {
+                bytes.push((*p, *b));
             }
         }
     }
@@ -137,5 +180,5 @@ pub fn junction_edits(
             _ => found.edits.push((at, vec![b])),
         }
     }
-    Ok(found)
+    found
 }

@@ -14,13 +14,15 @@ pub mod evtx;
 pub mod hive;
 pub mod junction;
 pub mod mapping;
-pub mod model;
 pub mod secure;
+pub mod sid_ranges;
 pub mod sqlite_wal;
 pub mod stage;
 pub mod stage_builder;
 pub mod stream;
 pub mod structures;
+pub mod survey;
+pub mod survey_cache;
 pub mod wal_structure;
 
 pub use derive::{check_explicit_sid, derive_new_sid, DeriveError, OrderConstraints};

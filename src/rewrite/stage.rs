@@ -13,7 +13,10 @@
 //! 4. puts back the master's bytes in excluded ranges (`$LogFile`, `pagefile.sys`, …) and the
 //!    structures' final bytes in the ranges they own.
 //!
-//! The result is a pure function of the master and the SID mapping.
+//! The result is a pure function of the master and the SID mapping. A master byte changes only
+//! at an occurrence of the old SID (and in the record around it) or at a structure's or fixed
+//! edit: `super::sid_ranges` relies on this to tell a later clone's qcow2 export where to look,
+//! so a new kind of change here must be added there too.
 //!
 //! A structure's transform runs on one thread at a time; the others that need it wait for its
 //! result. A permanent result is kept for the life of the stage: the output, or the error of a
@@ -160,6 +163,26 @@ impl SidPatchStage {
 
     pub fn mapping(&self) -> &SidMapping {
         &self.map
+    }
+
+    /// The disk bytes decided up front ([`SidPatchStage::with_fixed_edits`]).
+    pub fn fixed_edits(&self) -> &[(u64, Vec<u8>)] {
+        &self.fixed_edits
+    }
+
+    /// Every structure's output, computed now where no read did yet (for
+    /// `super::sid_ranges::may_differ`: the edits a clone makes in its structures).
+    pub fn structure_outputs(&self, master: &MasterImage) -> Result<Vec<Arc<StructureOutput>>> {
+        self.structures
+            .iter()
+            .map(|reg| {
+                self.output_of(reg, master)
+                    .map_err(|e| OverlayError::Patch {
+                        offset: reg.owned.first().map_or(0, |r| r.start),
+                        source: Box::new(e),
+                    })
+            })
+            .collect()
     }
 
     pub fn excluded(&self) -> &[Range<u64>] {

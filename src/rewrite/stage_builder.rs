@@ -5,11 +5,11 @@ use crate::rewrite::derive::{check_explicit_sid, derive_new_sid};
 use crate::rewrite::error::{Checksums, Result, RewriteError};
 use crate::rewrite::ese::{rewrite_ese, EseError};
 use crate::rewrite::ese_structure::EseStructure;
-use crate::rewrite::model::WindowsSurvey;
 use crate::rewrite::sqlite_wal::rewrite_wal;
 use crate::rewrite::stage::{SidPatchStage, Structure};
 use crate::rewrite::stream::STRUCTURE_LIMIT;
 use crate::rewrite::structures::{EvtxStructure, HiveStructure, SecureStructure};
+use crate::rewrite::survey::WindowsSurvey;
 use crate::rewrite::wal_structure::WalStructure;
 use crate::rewrite::SidMapping;
 use crate::sid::MachineSid;
@@ -290,11 +290,30 @@ pub fn build_stage_with_identity(
     identity: Option<std::sync::Arc<crate::identity::IdentityMapping>>,
     disk_size: u64,
 ) -> Result<SidPatchStage> {
+    let mut facts = super::survey_cache::SurveyFacts::default();
+    build_stage_cached(survey, choice, identity, disk_size, &mut facts)
+}
+
+/// [`build_stage_with_identity`], taking the fragment-junction pass's findings from the survey
+/// cache's `facts` when they are for this old SID, and adding them otherwise.
+pub fn build_stage_cached(
+    survey: &WindowsSurvey,
+    choice: &SidChoice,
+    identity: Option<std::sync::Arc<crate::identity::IdentityMapping>>,
+    disk_size: u64,
+    facts: &mut super::survey_cache::SurveyFacts,
+) -> Result<SidPatchStage> {
     let map = SidMapping::new(choice.old, choice.new)?;
     let excluded = survey.excluded.iter().map(|(r, _)| r.clone()).collect();
     let structures = structures_with_identity(survey, &map, identity)?;
     let started = std::time::Instant::now();
-    let junctions = super::junction::junction_edits(&survey.image, &survey.volumes, &map)?;
+    let old_sid = map.old().to_string();
+    let scan = match facts.junctions.take() {
+        Some(cached) if cached.old_sid == old_sid => cached,
+        _ => super::junction::junction_scan(&survey.image, &survey.volumes, &map)?,
+    };
+    let junctions = super::junction::edits_from(&scan, &map);
+    facts.junctions = Some(scan);
     log::info!(
         "fragment junctions: {} fragmented streams, {} junctions, {} SIDs across them ({} compressed or encrypted streams skipped) in {:?}",
         junctions.streams,

@@ -4,10 +4,10 @@
 use std::ops::Range;
 
 use super::error::RewriteError;
-use super::model::EseFile;
 use super::sqlite_wal::rewrite_wal;
 use super::stage::{diff_runs, Structure, StructureOutput};
 use super::stream::{extent_ranges, read_stream, runs_to_disk};
+use super::survey::EseFile;
 use super::SidMapping;
 use crate::image::Extent;
 use crate::overlay::MasterImage;

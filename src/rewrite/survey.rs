@@ -9,17 +9,97 @@
 //! [`EVENT_LOG_WALK_BUDGET`] directory entries per volume for event logs (and `*-wal` files)
 //! elsewhere; no scan of the disk's data. The chosen SID is stored in the clone's state, so a remount does not depend on this being repeated
 //! identically.
+//!
+//! What of this depends on the master only (inspect's verdict, the store candidates, the
+//! order-constraint names) is kept across clones by [`super::survey_cache`].
 
 use std::ops::Range;
 use std::path::Path;
 
-use crate::hive::{windows, Hive};
+use crate::hive::{windows, Hive, HiveError};
 use crate::image::{
-    FileSystemKind, HiveFileKind, HiveLocation, ImageFile, NtfsVolume, Partition, PartitionTable,
-    StreamLayout, StreamLocation,
+    FileSystemKind, HiveFileKind, HiveLocation, ImageError, ImageFile, NtfsVolume, Partition,
+    PartitionTable, StreamLayout, StreamLocation,
 };
+use crate::rewrite::survey_cache::{SurveyFacts, VolumeStores};
 use crate::rewrite::OrderConstraints;
 use crate::sid::MachineSid;
+
+/// Why a master cannot be surveyed. Each message is one sentence part that callers prefix with
+/// "cannot clone MASTER: ".
+#[derive(Debug)]
+pub enum SurveyError {
+    /// The image, its partition map or a volume's metadata cannot be read.
+    Image(ImageError),
+    /// An NTFS partition does not open as a volume.
+    Partition { index: u32, source: ImageError },
+    /// A hive of the Windows volume cannot be read from the volume.
+    ReadHive {
+        hive: &'static str,
+        source: ImageError,
+    },
+    /// A hive's bytes are not a sound hive.
+    Hive {
+        hive: &'static str,
+        source: HiveError,
+    },
+    /// SECURITY has no `Policy\PolAcDmS`.
+    NoMachineSid,
+    /// SAM and SECURITY name different machine SIDs.
+    Inconsistent {
+        sam: MachineSid,
+        security: MachineSid,
+    },
+    /// `--old-sid` names another SID than the Windows installation's.
+    NotTheGivenSid {
+        found: MachineSid,
+        given: MachineSid,
+    },
+}
+
+impl std::fmt::Display for SurveyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SurveyError::Image(e) => write!(f, "{e}"),
+            SurveyError::Partition { index, source } => {
+                write!(f, "NTFS partition {index}: {source}")
+            }
+            SurveyError::ReadHive { hive, source } => {
+                write!(f, "cannot read the {hive} hive: {source}")
+            }
+            SurveyError::Hive { hive, source } => write!(f, "{hive} hive: {source}"),
+            SurveyError::NoMachineSid => {
+                write!(f, "the SECURITY hive has no machine SID (Policy\\PolAcDmS)")
+            }
+            SurveyError::Inconsistent { sam, security } => write!(
+                f,
+                "SAM says the machine SID is {sam} but SECURITY says {security}: the image is inconsistent"
+            ),
+            SurveyError::NotTheGivenSid { found, given } => write!(
+                f,
+                "the master's machine SID is {found}, not {given}; leave out --old-sid for a Windows master"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SurveyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SurveyError::Image(e)
+            | SurveyError::Partition { source: e, .. }
+            | SurveyError::ReadHive { source: e, .. } => Some(e),
+            SurveyError::Hive { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<ImageError> for SurveyError {
+    fn from(e: ImageError) -> Self {
+        SurveyError::Image(e)
+    }
+}
 
 /// Largest hive read into memory; real SOFTWARE hives are ~100 MiB.
 pub const HIVE_LIMIT: u64 = 1 << 30;
@@ -140,24 +220,26 @@ impl WindowsSurvey {
 }
 
 /// The machine SID recorded in the Windows volume's SECURITY (and SAM, which must agree).
-fn machine_sid_of(volume: &NtfsVolume) -> Result<MachineSid, String> {
+fn machine_sid_of(volume: &NtfsVolume) -> Result<MachineSid, SurveyError> {
+    let hive_error = |hive| move |source| SurveyError::Hive { hive, source };
     let security = volume
         .read_file(r"Windows\System32\config\SECURITY", "", HIVE_LIMIT)
-        .map_err(|e| format!("cannot read the SECURITY hive: {e}"))?;
-    let security = Hive::parse(&security).map_err(|e| format!("SECURITY hive: {e}"))?;
+        .map_err(|source| SurveyError::ReadHive {
+            hive: "SECURITY",
+            source,
+        })?;
+    let security = Hive::parse(&security).map_err(hive_error("SECURITY"))?;
     let from_security = windows::machine_sid_from_security(&security)
-        .map_err(|e| format!("SECURITY hive: {e}"))?
-        .ok_or("the SECURITY hive has no machine SID (Policy\\PolAcDmS)")?;
+        .map_err(hive_error("SECURITY"))?
+        .ok_or(SurveyError::NoMachineSid)?;
     if let Ok(sam) = volume.read_file(r"Windows\System32\config\SAM", "", HIVE_LIMIT) {
-        let sam = Hive::parse(&sam).map_err(|e| format!("SAM hive: {e}"))?;
-        if let Some(from_sam) =
-            windows::machine_sid_from_sam(&sam).map_err(|e| format!("SAM hive: {e}"))?
-        {
+        let sam = Hive::parse(&sam).map_err(hive_error("SAM"))?;
+        if let Some(from_sam) = windows::machine_sid_from_sam(&sam).map_err(hive_error("SAM"))? {
             if from_sam.sid != from_security.sid {
-                return Err(format!(
-                    "SAM says the machine SID is {} but SECURITY says {}: the image is inconsistent",
-                    from_sam.sid, from_security.sid
-                ));
+                return Err(SurveyError::Inconsistent {
+                    sam: from_sam.sid,
+                    security: from_security.sid,
+                });
             }
         }
     }
@@ -339,13 +421,35 @@ pub fn store_paths_with_wals(
 fn stores_of(
     image: &ImageFile,
     volumes: &[NtfsPart],
+    facts: &mut SurveyFacts,
 ) -> (Vec<EseFile>, Vec<EventLogFile>, Vec<EseFile>) {
+    // The walk for candidates is most of the survey's time on a volume with many files: its
+    // paths come from the cache when it has them for as many volumes (their signatures and
+    // layouts are checked again below).
+    let cached = facts
+        .stores
+        .take()
+        .filter(|s| s.len() == volumes.len())
+        .unwrap_or_else(|| {
+            volumes
+                .iter()
+                .map(|part| {
+                    let (ese, logs, wals) = store_paths_with_wals(&part.volume, part.is_windows);
+                    VolumeStores { ese, logs, wals }
+                })
+                .collect()
+        });
+    facts.stores = Some(cached.clone());
     let mut ese = Vec::new();
     let mut logs = Vec::new();
     let mut wals = Vec::new();
-    for (index, part) in volumes.iter().enumerate() {
+    for ((index, part), paths) in volumes.iter().enumerate().zip(cached) {
         let volume = &part.volume;
-        let (ese_paths, log_paths, wal_paths) = store_paths_with_wals(volume, part.is_windows);
+        let VolumeStores {
+            ese: ese_paths,
+            logs: log_paths,
+            wals: wal_paths,
+        } = paths;
         for path in wal_paths {
             match volume.stream_layout(&path, "") {
                 Ok(layout) if layout.is_plain() => {
@@ -406,6 +510,58 @@ fn stores_of(
     (ese, logs, wals)
 }
 
+/// The names on the volumes that may sort next to the machine SID's (SID-named hive keys and
+/// entries of [`SID_NAMED_DIRS`] and the profiles' key folders), upper case, those that start
+/// with `S-1-5-21-` only (the others never constrain the order).
+fn constraint_names(volumes: &[NtfsPart], hives: &[HiveLocation]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let mut add = |name: &str| {
+        let upper = name.to_ascii_uppercase();
+        if upper.starts_with("S-1-5-21-") && !names.contains(&upper) {
+            names.push(upper);
+        }
+    };
+    for part in volumes {
+        let volume = &part.volume;
+        if part.is_windows {
+            for h in hives {
+                let Ok(bytes) = volume.read_file(&h.path, "", HIVE_LIMIT) else {
+                    continue;
+                };
+                let Ok(hive) = Hive::parse_unvalidated(&bytes) else {
+                    continue;
+                };
+                for key in hive.walk().flatten() {
+                    add(&key.key.name().to_string_lossy());
+                }
+            }
+        }
+        let mut dirs: Vec<String> = SID_NAMED_DIRS.iter().map(|s| s.to_string()).collect();
+        for profile_root in ["Users", "Documents and Settings"] {
+            if let Ok(entries) = volume.list_dir(profile_root) {
+                for e in entries.iter().filter(|e| e.is_directory) {
+                    dirs.push(format!(
+                        r"{profile_root}\{}\AppData\Roaming\Microsoft\Protect",
+                        e.name
+                    ));
+                    dirs.push(format!(
+                        r"{profile_root}\{}\AppData\Roaming\Microsoft\Crypto\RSA",
+                        e.name
+                    ));
+                }
+            }
+        }
+        for d in dirs {
+            if let Ok(entries) = volume.list_dir(&d) {
+                for e in entries {
+                    add(&e.name);
+                }
+            }
+        }
+    }
+    names
+}
+
 /// Surveys the master. `Ok(None)`: a readable disk without a Windows installation, and no
 /// `old_sid` given (which a new clone refuses: [`crate::clone::open_clone`]); an image whose
 /// partition map cannot be read is an error. With `old_sid`, a disk without Windows (a data disk of the same machine) is
@@ -414,21 +570,39 @@ pub fn survey(
     master: &Path,
     with_constraints: bool,
     old_sid: Option<MachineSid>,
-) -> Result<Option<WindowsSurvey>, String> {
-    let image = ImageFile::open(master).map_err(|e| e.to_string())?;
+) -> Result<Option<WindowsSurvey>, SurveyError> {
+    survey_with(
+        master,
+        with_constraints,
+        old_sid,
+        &mut SurveyFacts::default(),
+    )
+}
+
+/// [`survey`], taking what `facts` (the master's survey cache) knows instead of computing it,
+/// and adding to `facts` what it computes.
+pub fn survey_with(
+    master: &Path,
+    with_constraints: bool,
+    old_sid: Option<MachineSid>,
+    facts: &mut SurveyFacts,
+) -> Result<Option<WindowsSurvey>, SurveyError> {
+    let image = ImageFile::open(master)?;
     // Neither a partitioned disk nor an NTFS volume: nothing sidfs can understand, so nothing
     // it may clone with a new SID (fail closed; `--keep-sid` copies it without a survey).
-    let table = PartitionTable::read(&image).map_err(|e| e.to_string())?;
+    let table = PartitionTable::read(&image)?;
     let mut volumes = Vec::new();
     for partition in table.partitions {
         if partition.file_system != FileSystemKind::Ntfs {
             continue;
         }
-        let volume = NtfsVolume::open(&image, &partition)
-            .map_err(|e| format!("NTFS partition {}: {e}", partition.index))?;
+        let volume =
+            NtfsVolume::open(&image, &partition).map_err(|source| SurveyError::Partition {
+                index: partition.index,
+                source,
+            })?;
         let is_windows = volume
-            .try_lookup(r"Windows\System32\config\SYSTEM")
-            .map_err(|e| e.to_string())?
+            .try_lookup(r"Windows\System32\config\SYSTEM")?
             .is_some();
         volumes.push(NtfsPart {
             partition,
@@ -442,10 +616,8 @@ pub fn survey(
         None => None,
     };
     let old_sid = match (found, old_sid) {
-        (Some(f), Some(given)) if f != given => {
-            return Err(format!(
-                "the master's machine SID is {f}, not {given}; leave out --old-sid for a Windows master"
-            ))
+        (Some(found), Some(given)) if found != given => {
+            return Err(SurveyError::NotTheGivenSid { found, given })
         }
         (Some(f), _) => f,
         (None, Some(given)) => given,
@@ -455,18 +627,10 @@ pub fn survey(
     let mut excluded = Vec::new();
     for part in &volumes {
         for (name, _) in EXCLUDED_FILES {
-            if part
-                .volume
-                .try_lookup(name)
-                .map_err(|e| e.to_string())?
-                .is_none()
-            {
+            if part.volume.try_lookup(name)?.is_none() {
                 continue;
             }
-            let layout = part
-                .volume
-                .stream_layout(name, "")
-                .map_err(|e| e.to_string())?;
+            let layout = part.volume.stream_layout(name, "")?;
             if let StreamLocation::NonResident { extents } = &layout.location {
                 for e in extents {
                     if let Some(at) = e.image_offset {
@@ -484,8 +648,7 @@ pub fn survey(
     if let Some(w) = volumes.iter().find(|v| v.is_windows) {
         let volume = &w.volume;
         hives = volume
-            .locate_hives()
-            .map_err(|e| e.to_string())?
+            .locate_hives()?
             .into_iter()
             .filter(|h| h.kind == HiveFileKind::Primary)
             .collect();
@@ -500,47 +663,17 @@ pub fn survey(
         }
         event_logs = event_logs_of(volume);
     }
-    let (ese_databases, more_logs, sqlite_wals) = stores_of(&image, &volumes);
+    let (ese_databases, more_logs, sqlite_wals) = stores_of(&image, &volumes, facts);
     event_logs.extend(more_logs);
     if with_constraints {
-        for part in &volumes {
-            let volume = &part.volume;
-            if part.is_windows {
-                for h in &hives {
-                    let Ok(bytes) = volume.read_file(&h.path, "", HIVE_LIMIT) else {
-                        continue;
-                    };
-                    let Ok(hive) = Hive::parse_unvalidated(&bytes) else {
-                        continue;
-                    };
-                    for key in hive.walk().flatten() {
-                        constraints.add_name(&key.key.name().to_string_lossy());
-                    }
-                }
-            }
-            let mut dirs: Vec<String> = SID_NAMED_DIRS.iter().map(|s| s.to_string()).collect();
-            for profile_root in ["Users", "Documents and Settings"] {
-                if let Ok(entries) = volume.list_dir(profile_root) {
-                    for e in entries.iter().filter(|e| e.is_directory) {
-                        dirs.push(format!(
-                            r"{profile_root}\{}\AppData\Roaming\Microsoft\Protect",
-                            e.name
-                        ));
-                        dirs.push(format!(
-                            r"{profile_root}\{}\AppData\Roaming\Microsoft\Crypto\RSA",
-                            e.name
-                        ));
-                    }
-                }
-            }
-            for d in dirs {
-                if let Ok(entries) = volume.list_dir(&d) {
-                    for e in entries {
-                        constraints.add_name(&e.name);
-                    }
-                }
-            }
+        let names = match facts.constraint_names.take() {
+            Some(names) => names,
+            None => constraint_names(&volumes, &hives),
+        };
+        for name in &names {
+            constraints.add_name(name);
         }
+        facts.constraint_names = Some(names);
     }
     Ok(Some(WindowsSurvey {
         image,
@@ -554,4 +687,44 @@ pub fn survey(
         ese_databases,
         sqlite_wals,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prove that a disk sidfs cannot read is a typed image error naming the cause, not a string.
+    #[test]
+    fn unreadable_disk_is_an_image_error() {
+        let dir = std::env::temp_dir().join(format!("sidfs-survey-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("zeros.img");
+        std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
+        let err = survey(&path, false, None).err().expect("no partition map");
+        assert!(matches!(err, SurveyError::Image(_)), "{err:?}");
+        assert!(!err.to_string().is_empty());
+        let gone = survey(&dir.join("missing.img"), false, None)
+            .err()
+            .expect("no file");
+        assert!(
+            matches!(gone, SurveyError::Image(ImageError::Open { .. })),
+            "{gone:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn messages_keep_their_wording() {
+        let a: MachineSid = "S-1-5-21-1-2-3".parse().unwrap();
+        let b: MachineSid = "S-1-5-21-4-5-6".parse().unwrap();
+        let e = SurveyError::NotTheGivenSid { found: a, given: b };
+        assert_eq!(
+            e.to_string(),
+            "the master's machine SID is S-1-5-21-1-2-3, not S-1-5-21-4-5-6; leave out --old-sid for a Windows master"
+        );
+        assert_eq!(
+            SurveyError::NoMachineSid.to_string(),
+            r"the SECURITY hive has no machine SID (Policy\PolAcDmS)"
+        );
+    }
 }
