@@ -269,7 +269,7 @@ pub fn discover_identifiers(survey: &rewrite::survey::WindowsSurvey) -> Vec<Foun
 /// has none large enough. Each hive is rewritten from the master as the clone's will be (the SID
 /// rewrite before it never moves a cell), so the check and the clone agree.
 fn check_identity_fits(
-    survey: &rewrite::model::WindowsSurvey,
+    survey: &rewrite::survey::WindowsSurvey,
     choice: &IdentityChoice,
     master_path: &Path,
 ) -> Result<(), MountError> {
@@ -284,7 +284,7 @@ fn check_identity_fits(
     for hive in &survey.hives {
         let Ok(bytes) = windows
             .volume
-            .read_file(&hive.path, "", rewrite::model::HIVE_LIMIT)
+            .read_file(&hive.path, "", rewrite::survey::HIVE_LIMIT)
         else {
             continue;
         };
