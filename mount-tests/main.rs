@@ -14,6 +14,7 @@ mod identity;
 mod inspect;
 mod overlay;
 mod qcow2;
+mod readpath;
 mod refusals;
 mod rewrite;
 mod sqlite_wal;

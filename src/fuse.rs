@@ -15,6 +15,7 @@ use fuser::{
 };
 use log::{error, warn};
 
+use crate::overlay::master::DIRECT_ALIGN;
 use crate::overlay::{CloneDisk, OverlayError};
 
 pub const DISK_NAME: &str = "disk.img";
@@ -35,7 +36,9 @@ const MAX_IO: u32 = 1 << 20;
 const MAX_BACKGROUND: u16 = 64;
 
 thread_local! {
-    /// Each serving thread's read buffer: no allocation and no zeroing per read.
+    /// Each serving thread's read buffer: no allocation and no zeroing per read. One alignment
+    /// unit longer than the largest request, so that an aligned slice of it can take a direct
+    /// read of the master.
     static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -243,7 +246,7 @@ impl Filesystem for CloneFs {
         _fh: FileHandle,
         offset: u64,
         size: u32,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
@@ -252,11 +255,20 @@ impl Filesystem for CloneFs {
                 // Grown once per serving thread to the largest request; `CloneDisk::read`
                 // overwrites every byte it reports, so the buffer is never cleared.
                 let len = size.min(MAX_IO) as usize;
-                if buf.len() < len {
-                    buf.resize(len, 0);
+                if buf.len() < len + DIRECT_ALIGN {
+                    buf.resize(len + DIRECT_ALIGN, 0);
                 }
-                match self.disk.read(offset, &mut buf[..len]) {
-                    Ok(n) => reply.data(&buf[..n]),
+                let start = buf.as_ptr().align_offset(DIRECT_ALIGN).min(DIRECT_ALIGN);
+                let out = &mut buf[start..start + len];
+                // A client that bypasses the page cache (qemu `cache=none`, fio `--direct`) gets
+                // the master read past the host's page cache as well.
+                let read = if flags.0 & libc::O_DIRECT != 0 {
+                    self.disk.read_direct(offset, out)
+                } else {
+                    self.disk.read(offset, out)
+                };
+                match read {
+                    Ok(n) => reply.data(&out[..n]),
                     Err(e) => reply.error(errno_of("read", &e)),
                 }
             })

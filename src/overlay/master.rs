@@ -1,9 +1,11 @@
 //! The master image: opened read-only, read with positional I/O only, never written.
 
 use std::fs::File;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -31,7 +33,17 @@ pub struct MasterImage {
     path: PathBuf,
     size: u64,
     is_block_device: bool,
+    /// The same file opened again with `O_DIRECT` on first use (through `/proc/self/fd`, so it
+    /// is the same inode), for clients that read the clone with `O_DIRECT`; `None` where the
+    /// file system refuses it.
+    direct: OnceLock<Option<File>>,
+    /// Cleared when a direct read is refused (`EINVAL`): every later read is buffered.
+    direct_works: AtomicBool,
 }
+
+/// The alignment of offset, length and buffer address of a direct read of the master (the
+/// largest logical block size of common devices; the page size).
+pub const DIRECT_ALIGN: usize = 4096;
 
 impl MasterImage {
     /// Opens the master read-only: a regular file or a block device (with its real size);
@@ -44,6 +56,8 @@ impl MasterImage {
             path: path.to_path_buf(),
             size: disk.len,
             is_block_device: disk.is_block_device,
+            direct: OnceLock::new(),
+            direct_works: AtomicBool::new(true),
         })
     }
 
@@ -64,6 +78,72 @@ impl MasterImage {
         })?;
         tail.fill(0);
         Ok(())
+    }
+
+    /// Reads master bytes at `offset` past the page cache (`O_DIRECT`): no cache fill, no
+    /// readahead, one copy less. Only where offset, length and buffer address are multiples of
+    /// [`DIRECT_ALIGN`], the range lies within the master and its file system allows it;
+    /// otherwise (`Ok(false)`) nothing was read and the caller uses [`Self::read_at`].
+    pub fn read_direct_at(&self, offset: u64, buf: &mut [u8]) -> Result<bool> {
+        let align = DIRECT_ALIGN as u64;
+        let aligned = offset.is_multiple_of(align)
+            && buf.len().is_multiple_of(DIRECT_ALIGN)
+            && (buf.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN);
+        let inside = offset
+            .checked_add(buf.len() as u64)
+            .is_some_and(|end| end <= self.size);
+        if !aligned || !inside || buf.is_empty() || !self.direct_works.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let Some(file) = self.direct.get_or_init(|| self.open_direct()) else {
+            return Ok(false);
+        };
+        let mut done = 0usize;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            match file.read_at(&mut buf[done..], at) {
+                Ok(0) => {
+                    return Err(OverlayError::io(
+                        format!("read at {at:#x} of master"),
+                        &self.path,
+                        std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+                    ))
+                }
+                // A short direct read stops on an aligned boundary; the rest, if not, is read
+                // through the page cache.
+                Ok(n) => {
+                    done += n;
+                    if !done.is_multiple_of(DIRECT_ALIGN) {
+                        let rest = offset + done as u64;
+                        self.read_at(rest, &mut buf[done..])?;
+                        return Ok(true);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && done == 0 => {
+                    self.direct_works.store(false, Ordering::Relaxed);
+                    return Ok(false);
+                }
+                Err(e) => {
+                    return Err(OverlayError::io(
+                        format!("read at {at:#x} of master"),
+                        &self.path,
+                        e,
+                    ))
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn open_direct(&self) -> Option<File> {
+        let proc_path = format!("/proc/self/fd/{}", self.file.as_raw_fd());
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(proc_path)
+            .map_err(|e| log::info!("master {}: no direct reads ({e})", self.path.display()))
+            .ok()
     }
 
     /// Bytes the master occupies on its file system (what is not a hole).

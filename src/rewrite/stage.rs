@@ -37,6 +37,7 @@ use parking_lot::Mutex;
 
 use super::error::RewriteError;
 use super::mapping::{SidMapping, SEARCH_CONTEXT};
+use crate::image::ntfs_volume::fixup::FIXUP_BLOCK;
 use crate::image::ntfs_volume::multi_sector::{find_records, MAX_RECORD};
 use crate::overlay::{MasterImage, OverlayError, PatchStage, Result};
 use crate::panics::panic_message;
@@ -126,6 +127,35 @@ fn apply_edits(buf: &mut [u8], base: u64, edits: &[(u64, Vec<u8>)], limit: &Rang
             }
         }
     }
+}
+
+/// The largest window kept in a thread's buffers between reads (a 1 MiB FUSE read and its
+/// margins); a larger one (an export's) is allocated for the call only.
+const KEPT_WINDOW: usize = 2 << 20;
+
+thread_local! {
+    /// Each reading thread's window and raw-copy buffers, taken for one read and put back
+    /// (a nested read finds them empty and allocates its own).
+    static WINDOW_BUFS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The master bytes a read of `[offset, offset + len)` needs: every multi-sector record that may
+/// overlap it (512-aligned, at most `MAX_RECORD` long) whole, and `SEARCH_CONTEXT` bytes around
+/// them for SID strings crossing their edges; no more.
+fn read_window(offset: u64, len: u64, disk_size: u64) -> Range<u64> {
+    let sector = FIXUP_BLOCK as u64;
+    let end = offset + len;
+    // The first record that can overlap starts after `offset - MAX_RECORD`, on a sector.
+    let first_record = offset
+        .saturating_sub(MAX_RECORD as u64 - 1)
+        .div_ceil(sector)
+        * sector;
+    let ws = first_record.saturating_sub(SEARCH_CONTEXT as u64) / sector * sector;
+    // The last one starts on the last sector the read touches.
+    let last_record = end.saturating_sub(1) / sector * sector;
+    let we = last_record + (MAX_RECORD + SEARCH_CONTEXT) as u64;
+    ws..we.min(disk_size.max(end))
 }
 
 impl SidPatchStage {
@@ -241,10 +271,8 @@ impl SidPatchStage {
     pub fn patch(&self, master: &MasterImage, offset: u64, buf: &mut [u8]) -> Result<()> {
         let len = buf.len() as u64;
         let target = offset..offset + len;
-        let margin = (MAX_RECORD + SEARCH_CONTEXT) as u64;
-        let ws = offset.saturating_sub(margin) / 512 * 512;
-        let we = (offset + len + margin).min(self.disk_size.max(offset + len));
-        let window = ws..we;
+        let window = read_window(offset, len, self.disk_size);
+        let (ws, we) = (window.start, window.end);
 
         let mut outputs = Vec::new();
         for reg in &self.structures {
@@ -259,14 +287,27 @@ impl SidPatchStage {
             }
         }
 
-        let mut w = vec![0u8; (we - ws) as usize];
-        master.read_at(ws, &mut w)?;
+        // The window and, where needed, a copy of the master's bytes, in this thread's reused
+        // buffers (no allocation or zeroing per read; `read_at` overwrites every byte).
+        let wlen = (we - ws) as usize;
+        let (mut w_buf, mut raw_buf) = WINDOW_BUFS.with(|b| b.take());
+        if w_buf.len() < wlen {
+            w_buf.resize(wlen, 0);
+        }
+        let w = &mut w_buf[..wlen];
+        master.read_at(ws, w)?;
         // The master's bytes are needed again only where an excluded or owned range lies.
         let keeps_raw = self.excluded.iter().any(|x| overlaps(x, &window))
             || outputs
                 .iter()
                 .any(|(reg, _)| reg.owned.iter().any(|o| overlaps(o, &window)));
-        let raw = if keeps_raw { w.clone() } else { Vec::new() };
+        let raw: &[u8] = if keeps_raw {
+            raw_buf.clear();
+            raw_buf.extend_from_slice(w);
+            &raw_buf
+        } else {
+            &[]
+        };
 
         let in_special = |r: &Range<u64>| {
             self.excluded.iter().any(|x| overlaps(x, r))
@@ -274,7 +315,7 @@ impl SidPatchStage {
                     .iter()
                     .any(|(reg, _)| reg.owned.iter().any(|o| overlaps(o, r)))
         };
-        let records: Vec<_> = find_records(&w, ws)
+        let records: Vec<_> = find_records(w, ws)
             .into_iter()
             .filter(|rec| {
                 let r = ws + rec.start as u64..ws + (rec.start + rec.len) as u64;
@@ -282,7 +323,7 @@ impl SidPatchStage {
             })
             .collect();
         for rec in &records {
-            rec.unfix(&mut w);
+            rec.unfix(w);
         }
         // Replace over the read and the whole of every record it overlaps.
         let mut span = target.clone();
@@ -290,18 +331,24 @@ impl SidPatchStage {
             span.start = span.start.min(ws + rec.start as u64);
             span.end = span.end.max(ws + (rec.start + rec.len) as u64);
         }
-        let local = (span.start - ws) as usize..(span.end - ws) as usize;
-        self.map.replace_in(&mut w, local, we >= self.disk_size);
+        // The search covers the span and the context an occurrence overlapping it needs, not
+        // the whole window (whose margins only hold records that may overlap the read).
+        let cs = span.start.saturating_sub(SEARCH_CONTEXT as u64).max(ws);
+        let ce = span.end.saturating_add(SEARCH_CONTEXT as u64).min(we);
+        let local = (span.start - cs) as usize..(span.end - cs) as usize;
+        let searched = &mut w[(cs - ws) as usize..(ce - ws) as usize];
+        self.map
+            .replace_in(searched, local, ce == we && we >= self.disk_size);
         for (_, out) in &outputs {
             for rec in &records {
                 let r = ws + rec.start as u64..ws + (rec.start + rec.len) as u64;
-                apply_edits(&mut w, ws, &out.record_edits, &r);
+                apply_edits(w, ws, &out.record_edits, &r);
             }
         }
         for rec in &records {
-            rec.refix(&mut w);
+            rec.refix(w);
         }
-        apply_edits(&mut w, ws, &self.fixed_edits, &window);
+        apply_edits(w, ws, &self.fixed_edits, &window);
         for x in &self.excluded {
             if overlaps(x, &span) {
                 let s = x.start.max(ws);
@@ -317,12 +364,15 @@ impl SidPatchStage {
                     let e = o.end.min(we);
                     w[(s - ws) as usize..(e - ws) as usize]
                         .copy_from_slice(&raw[(s - ws) as usize..(e - ws) as usize]);
-                    apply_edits(&mut w, ws, &out.owned_edits, o);
+                    apply_edits(w, ws, &out.owned_edits, o);
                 }
             }
         }
         let from = (offset - ws) as usize;
         buf.copy_from_slice(&w[from..from + buf.len()]);
+        if w_buf.len() <= KEPT_WINDOW {
+            WINDOW_BUFS.with(|b| b.replace((w_buf, raw_buf)));
+        }
         Ok(())
     }
 }
@@ -570,6 +620,53 @@ mod tests {
         let b = b"aaaaYYaaaaaaaaaaaaaaZaaaaZa".to_vec();
         let runs = diff_runs(&a, &b);
         assert_eq!(runs, vec![(4, b"YY".to_vec()), (20, b"ZaaaaZ".to_vec())]);
+    }
+
+    /// Prove that the read window holds every record that may overlap the read, whole and with
+    /// the search context on both sides, and is no wider than that (up to one sector each side).
+    #[test]
+    fn read_window_holds_every_overlapping_record_and_no_more() {
+        let (max, ctx, sector) = (MAX_RECORD as u64, SEARCH_CONTEXT as u64, 512u64);
+        let disk = 1u64 << 30;
+        for offset in [
+            0u64,
+            1,
+            511,
+            512,
+            4096,
+            4097,
+            8191,
+            8192,
+            20_000,
+            1 << 20,
+            disk - 4096,
+        ] {
+            for len in [1u64, 100, 512, 4096, 5000, 1 << 20] {
+                let Some(end) = offset.checked_add(len).filter(|&e| e <= disk) else {
+                    continue;
+                };
+                let w = read_window(offset, len, disk);
+                assert!(w.start <= offset && w.end >= end);
+                let mut lowest = None;
+                let mut highest = None;
+                let mut s = offset.saturating_sub(2 * max) / sector * sector;
+                while s < end + max {
+                    if s + max > offset && s < end {
+                        lowest.get_or_insert(s);
+                        highest = Some(s);
+                        assert!(w.start + ctx <= s || w.start == 0, "{offset}+{len}: {s}");
+                        assert!(
+                            s + max + ctx <= w.end || w.end == disk,
+                            "{offset}+{len}: {s}"
+                        );
+                    }
+                    s += sector;
+                }
+                let (lo, hi) = (lowest.unwrap(), highest.unwrap());
+                assert!(lo.saturating_sub(ctx + sector) <= w.start);
+                assert!(w.end <= hi + max + ctx);
+            }
+        }
     }
 
     #[test]
