@@ -12,6 +12,7 @@ pub mod hive;
 pub mod identity;
 pub mod image;
 pub mod inspect;
+pub mod le;
 pub mod mount;
 pub mod mountinfo;
 pub mod overlay;

@@ -108,25 +108,7 @@ impl fmt::Display for FileOffset {
     }
 }
 
-/// Reads a little-endian u16 at `at` in `buf`, if present.
-pub(crate) fn le_u16(buf: &[u8], at: usize) -> Option<u16> {
-    let bytes = buf.get(at..at.checked_add(2)?)?;
-    Some(u16::from_le_bytes([bytes[0], bytes[1]]))
-}
-
-/// Reads a little-endian u32 at `at` in `buf`, if present.
-pub(crate) fn le_u32(buf: &[u8], at: usize) -> Option<u32> {
-    let bytes = buf.get(at..at.checked_add(4)?)?;
-    Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-}
-
-/// Reads a little-endian u64 at `at` in `buf`, if present.
-pub(crate) fn le_u64(buf: &[u8], at: usize) -> Option<u64> {
-    let bytes = buf.get(at..at.checked_add(8)?)?;
-    let mut out = [0u8; 8];
-    out.copy_from_slice(bytes);
-    Some(u64::from_le_bytes(out))
-}
+pub(crate) use crate::le::{u16_at, u32_at, u64_at};
 
 /// A parsed hive file held in memory: the base block plus the list of hive bins.
 ///
