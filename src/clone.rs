@@ -244,7 +244,11 @@ pub fn discover_identifiers(survey: &rewrite::model::WindowsSurvey) -> Vec<Found
     };
     let volume = &windows.volume;
     crate::identity::discover_on(
-        &|path: &str| volume.read_file(path, "", rewrite::model::HIVE_LIMIT).ok(),
+        &|path: &str| {
+            volume
+                .read_file(path, "", crate::hive::HIVE_SIZE_LIMIT)
+                .ok()
+        },
         &|dir: &str| {
             let entries = volume.list_dir(dir).ok()?;
             Some(

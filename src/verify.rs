@@ -8,12 +8,12 @@
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use crate::hive::HIVE_SIZE_LIMIT;
 use crate::hive::{check::check_hive, Hive};
 use crate::identity::{IdentityChoice, IdentityMapping};
 use crate::image::ntfs_volume::multi_sector::{find_records, MAX_RECORD};
 use crate::overlay::MasterImage;
 use crate::rewrite::mapping::SEARCH_CONTEXT;
-use crate::rewrite::model::HIVE_LIMIT;
 use crate::rewrite::secure::{verify_secure, SecureParts};
 use crate::rewrite::{derive_new_sid, Form, OrderConstraints, SidMapping};
 use crate::sid::MachineSid;
@@ -138,7 +138,7 @@ pub fn verify_with_identity(
                     regions.push((at.0..at.0 + e.len, h.path.clone(), false));
                 }
             }
-            let bytes = match windows.volume.read_file(&h.path, "", HIVE_LIMIT) {
+            let bytes = match windows.volume.read_file(&h.path, "", HIVE_SIZE_LIMIT) {
                 Ok(b) => b,
                 Err(e) => {
                     problems.push(format!("{}: cannot read: {e}", h.path));

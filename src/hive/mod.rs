@@ -53,6 +53,12 @@ pub use subkey_list::{
 pub use value::{value_type, DataSegment, DataStorage, ValueData, ValueKey, VALUE_COMP_NAME};
 pub use walk::{KeyWalk, WalkedKey, MAX_KEY_DEPTH};
 
+/// The largest hive file sidfs reads into memory, for inspect, the rewrite and verify alike (a
+/// hive that one of them read and another refused would make inspect and mount disagree). Real
+/// SOFTWARE and COMPONENTS hives reach a few hundred MiB; anything larger is refused rather than
+/// allocated.
+pub const HIVE_SIZE_LIMIT: u64 = 1 << 30;
+
 /// An offset relative to the start of the hive-bins data (file offset 4096), as stored in every
 /// cell reference of a hive. 0xFFFFFFFF means "no cell" [Suhanov].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,8 +1,8 @@
 //! One hive file read from the Windows volume and checked end to end: base block, every key,
 //! every value's data and the sk list. A hive that passes can be walked by the SID rewrite.
 
-use super::HIVE_SIZE_LIMIT;
 use crate::hive::Hive;
+use crate::hive::HIVE_SIZE_LIMIT;
 use crate::image::{HiveLocation, NtfsVolume};
 
 /// What reading and walking one hive found.

@@ -325,7 +325,7 @@ pub(super) fn inspect_installation(
     let special_files = special_files(volume, &mut findings);
     let read = |path: &str| {
         volume
-            .read_file(path, "", crate::rewrite::model::HIVE_LIMIT)
+            .read_file(path, "", crate::hive::HIVE_SIZE_LIMIT)
             .ok()
     };
     let identifiers = crate::identity::discover_on(&read, &|dir: &str| {

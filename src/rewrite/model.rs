@@ -21,8 +21,8 @@ use crate::image::{
 use crate::rewrite::OrderConstraints;
 use crate::sid::MachineSid;
 
-/// Largest hive read into memory; real SOFTWARE hives are ~100 MiB.
-pub const HIVE_LIMIT: u64 = 1 << 30;
+/// Largest hive read into memory: the one limit of the hive layer.
+use crate::hive::HIVE_SIZE_LIMIT as HIVE_LIMIT;
 /// Files whose content is never rewritten, with the reason (docs/SEMANTICS.md).
 pub const EXCLUDED_FILES: [(&str, &str); 4] = [
     (
@@ -426,10 +426,7 @@ pub fn survey(
         }
         let volume = NtfsVolume::open(&image, &partition)
             .map_err(|e| format!("NTFS partition {}: {e}", partition.index))?;
-        let is_windows = volume
-            .try_lookup(r"Windows\System32\config\SYSTEM")
-            .map_err(|e| e.to_string())?
-            .is_some();
+        let is_windows = volume.holds_windows().map_err(|e| e.to_string())?;
         volumes.push(NtfsPart {
             partition,
             volume,

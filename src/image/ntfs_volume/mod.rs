@@ -15,6 +15,7 @@ pub mod log_file;
 pub mod mft_scan;
 pub mod multi_sector;
 pub mod record;
+mod windows;
 
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -26,9 +27,10 @@ use ntfs::{KnownNtfsFileRecordNumber, Ntfs, NtfsError, NtfsFile, NtfsFileFlags, 
 pub use extent::{Extent, StreamLayout, StreamLocation};
 pub use hives::{HiveFileKind, HiveLocation, HiveRole};
 pub use log_file::LogFileState;
+pub use windows::{ntfs_volumes, WINDOWS_MARKER};
 
 use crate::image::error::{ImageError, Result};
-use crate::image::partition::{FileSystemKind, Partition, PartitionTable};
+use crate::image::partition::{FileSystemKind, Partition};
 use crate::image::reader::{ImageFile, ImageOffset, PartitionOffset, PartitionReader};
 
 /// Longest path (in components) we follow.
@@ -806,40 +808,6 @@ fn guard<R>(volume: ImageOffset, context: &str, f: impl FnOnce() -> Result<R>) -
             context: context.to_string(),
             message: panic_message(payload),
         }),
-    }
-}
-
-/// The NTFS partition that holds `Windows\System32\config\SYSTEM`, or `None`.
-///
-/// NTFS partitions that fail to open are skipped; if no Windows volume is found and one of
-/// them failed, that error is returned (a damaged Windows volume is not "no Windows").
-pub fn find_windows_volume(image: &ImageFile) -> Result<Option<(Partition, NtfsVolume)>> {
-    let table = PartitionTable::read(image)?;
-    let mut first_error = None;
-    for partition in table.partitions {
-        if partition.file_system != FileSystemKind::Ntfs {
-            continue;
-        }
-        let found = NtfsVolume::open(image, &partition).and_then(|v| {
-            v.try_lookup(r"Windows\System32\config\SYSTEM")
-                .map(|r| r.map(|_| v))
-        });
-        match found {
-            Ok(Some(volume)) => return Ok(Some((partition, volume))),
-            Ok(None) => {}
-            Err(e) => {
-                log::warn!(
-                    "NTFS partition {} at {}: {e}",
-                    partition.index,
-                    partition.start
-                );
-                first_error.get_or_insert(e);
-            }
-        }
-    }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(None),
     }
 }
 
