@@ -30,7 +30,7 @@ use crate::sid::MachineSid;
 pub(crate) const IDENTITY_STATE_KEY: &str = "identity";
 
 fn fail<T>(msg: impl Into<String>) -> Result<T, MountError> {
-    Err(MountError(msg.into()))
+    Err(MountError::Refused(msg.into()))
 }
 
 /// What makes a clone what it is: its master and the identity it gets. Shared by `mount` and
@@ -267,7 +267,7 @@ fn recorded_old_sid(meta: &state::StateMeta, dir: &Path) -> Result<Option<Machin
     match &meta.old_sid {
         None => Ok(None),
         Some(s) => s.parse().map(Some).map_err(|e| {
-            MountError(format!(
+            MountError::Refused(format!(
                 "state {} records the old SID {s:?}, which sidfs cannot read ({e}): pass another --state",
                 dir.display()
             ))
@@ -338,8 +338,9 @@ pub fn open_clone(
     let survey = if keep_sid {
         None
     } else {
-        survey_image(master_path, is_new, old_sid, recorded_old)
-            .map_err(|e| MountError(format!("cannot clone {}: {e}", master_path.display())))?
+        survey_image(master_path, is_new, old_sid, recorded_old).map_err(|e| {
+            MountError::Refused(format!("cannot clone {}: {e}", master_path.display()))
+        })?
     };
     if survey.is_none() && !keep_sid {
         // Only a plain copy is served unchanged (inspect accepted the disk, so this is a survey
@@ -354,12 +355,13 @@ pub fn open_clone(
     let found = match (&survey, is_new) {
         (Some(s), true) => {
             let found = discover_identifiers(s);
-            IdentityChoice::decide(&found, identity_req, seed.unwrap_or(0)).map_err(MountError)?;
+            IdentityChoice::decide(&found, identity_req, seed.unwrap_or(0))
+                .map_err(MountError::Refused)?;
             found
         }
         _ => {
             if let Some(h) = &identity_req.hostname {
-                crate::identity::check_hostname(h).map_err(MountError)?;
+                crate::identity::check_hostname(h).map_err(MountError::Refused)?;
             }
             Vec::new()
         }
@@ -393,7 +395,7 @@ pub fn open_clone(
                 (_, _, Some(explicit)) => SidSource::Explicit(explicit),
                 _ => SidSource::Seed(meta.seed),
             };
-            let choice = choose_sid(survey, source).map_err(MountError)?;
+            let choice = choose_sid(survey, source).map_err(MountError::Refused)?;
             let fresh = meta.new_sid.is_none();
             let recorded_identity = meta.extra.get(IDENTITY_STATE_KEY).cloned();
             let seed = meta.seed;
@@ -403,14 +405,16 @@ pub fn open_clone(
             let chosen = match recorded_identity {
                 Some(v) => {
                     let c: IdentityChoice = serde_json::from_value(v).map_err(|e| {
-                        MountError(format!("state records identifiers sidfs cannot read: {e}"))
+                        MountError::Refused(format!(
+                            "state records identifiers sidfs cannot read: {e}"
+                        ))
                     })?;
                     check_recorded_identity(&c, identity_req, state.dir())?;
                     Some(c)
                 }
                 None if fresh => {
-                    let c =
-                        IdentityChoice::decide(&found, identity_req, seed).map_err(MountError)?;
+                    let c = IdentityChoice::decide(&found, identity_req, seed)
+                        .map_err(MountError::Refused)?;
                     state.record_extra(
                         IDENTITY_STATE_KEY,
                         serde_json::to_value(&c).expect("identifiers serialize"),
@@ -421,13 +425,13 @@ pub fn open_clone(
                 None => None,
             };
             let mapping = match &chosen {
-                Some(c) if !c.changes.is_empty() => {
-                    Some(Arc::new(IdentityMapping::new(c).map_err(MountError)?))
-                }
+                Some(c) if !c.changes.is_empty() => Some(Arc::new(
+                    IdentityMapping::new(c).map_err(MountError::Refused)?,
+                )),
                 _ => None,
             };
             let stage = build_stage_with_identity(survey, &choice, mapping, master.size())
-                .map_err(MountError)?;
+                .map_err(MountError::Refused)?;
             info!("machine SID {} becomes {}", choice.old, choice.new);
             for c in chosen.iter().flat_map(|c| &c.changes) {
                 info!("{} {} becomes {}", c.kind, c.old, c.new);
@@ -499,7 +503,7 @@ mod tests {
         let with = |f: &dyn Fn(&mut CloneSpec)| {
             let mut spec = plain.clone();
             f(&mut spec);
-            spec.check_options().unwrap_err().0
+            spec.check_options().unwrap_err().to_string()
         };
         assert!(with(&|s| s.sid = Some(sid)).contains("--sid"));
         assert!(with(&|s| s.old_sid = Some(sid)).contains("--old-sid"));

@@ -17,6 +17,7 @@ pub mod mount;
 pub mod mountinfo;
 pub mod overlay;
 pub mod qcow2;
+pub mod render;
 pub mod rewrite;
 pub mod sid;
 pub mod verify;

@@ -161,7 +161,7 @@ pub(super) fn inspect_installation(
             primary_sequence: check.primary_sequence,
             secondary_sequence: check.secondary_sequence,
             logs,
-            error: check.error.clone(),
+            error: check.error.as_ref().map(ToString::to_string),
         });
     }
     for (role, name) in [
