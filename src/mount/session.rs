@@ -150,14 +150,23 @@ pub fn serve(
 /// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread it starts afterwards, so
 /// that only the signal thread receives them (via sigwait) and turns them into a clean unmount.
 fn block_termination_signals() {
-    // SAFETY: sigset manipulation on a local, initialized set; pthread_sigmask on this thread.
+    let set = termination_signals();
+    // SAFETY: pthread_sigmask on this thread, reading an initialized local set.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// The set of SIGINT, SIGTERM and SIGHUP.
+fn termination_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local set, zeroed and then initialized by sigemptyset.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGHUP);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
     }
 }
 
@@ -224,13 +233,9 @@ fn handle_termination_signals(mountpoint: &Path, state_dir: &Path) {
 
 /// Waits for SIGINT, SIGTERM or SIGHUP (blocked in every thread); `None` when `timeout` passed.
 fn wait_for_termination_signal(timeout: Option<Duration>) -> Option<i32> {
-    // SAFETY: as above; sigwait and sigtimedwait read a local set and write locals only.
+    let set = termination_signals();
+    // SAFETY: sigwait and sigtimedwait read an initialized local set and write locals only.
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGHUP);
         match timeout {
             None => {
                 let mut sig = 0;
