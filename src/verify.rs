@@ -345,3 +345,40 @@ fn scan(
         residual_identifiers,
     })
 }
+
+#[cfg(test)]
+mod target_tests {
+    use super::*;
+    use crate::testutil::TempDir;
+
+    /// Prove that `verify` takes its old SID from the command line first, then from the
+    /// clone.json beside the image, and refuses (typed) when neither gives one or the
+    /// clone.json is not one.
+    #[test]
+    fn the_old_sid_comes_from_the_option_or_the_clone_json_beside_the_image() {
+        let dir = TempDir::new("verify-target");
+        let image = dir.0.join("disk.img");
+        let e = verify_target(&image, None, None).unwrap_err();
+        assert!(matches!(e, VerifyError::NoOldSid), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "give --old-sid S-1-5-21-... (the master's machine SID)"
+        );
+        let given: MachineSid = "S-1-5-21-1-2-3".parse().unwrap();
+        assert_eq!(verify_target(&image, Some(given), None).unwrap().0, given);
+
+        let info = dir.0.join(crate::fuse::INFO_NAME);
+        std::fs::write(&info, b"{ not json").unwrap();
+        let e = verify_target(&image, None, None).unwrap_err();
+        assert!(matches!(e, VerifyError::CloneJson { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!("cannot read {} as a clone.json", info.display())
+        );
+
+        std::fs::write(&info, br#"{"old_sid": "S-1-5-21-10-20-30"}"#).unwrap();
+        let (old, identity) = verify_target(&image, None, None).unwrap();
+        assert_eq!(old.to_string(), "S-1-5-21-10-20-30");
+        assert!(identity.is_none());
+    }
+}

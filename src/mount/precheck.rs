@@ -135,3 +135,72 @@ fn same_file(a: &Path, b: &Path) -> bool {
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mount::CloneSpec;
+    use crate::testutil::TempDir;
+
+    fn request(master: PathBuf, mountpoint: PathBuf) -> MountRequest {
+        MountRequest {
+            clone: CloneSpec {
+                master,
+                ..Default::default()
+            },
+            mountpoint,
+            state: None,
+            read_only: false,
+            threads: 1,
+            allow_other: false,
+        }
+    }
+
+    /// Prove that each refusal before anything is created is its own variant, with the
+    /// sentence the user has always read (docs/TROUBLESHOOTING.md quotes them).
+    #[test]
+    fn refusals_are_typed_and_keep_their_sentences() {
+        let dir = TempDir::new("precheck");
+        let state = dir.0.join("state");
+        let master = dir.0.join("master.img");
+        std::fs::write(&master, b"not a disk").unwrap();
+        let mountpoint = dir.0.join("mnt");
+        std::fs::create_dir(&mountpoint).unwrap();
+
+        let missing = dir.0.join("nowhere.img");
+        let e = precheck(&request(missing.clone(), mountpoint.clone()), &state).unwrap_err();
+        assert!(matches!(e, MountError::MasterMissing { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!("master image {} does not exist", missing.display())
+        );
+
+        let e = precheck(&request(dir.0.clone(), mountpoint.clone()), &state).unwrap_err();
+        assert!(matches!(e, MountError::MasterIsDirectory { .. }), "{e:?}");
+
+        let absent = dir.0.join("absent");
+        let e = precheck(&request(master.clone(), absent.clone()), &state).unwrap_err();
+        assert!(matches!(e, MountError::MountpointMissing { .. }), "{e:?}");
+        assert!(e.to_string().starts_with(&format!(
+            "mountpoint {} does not exist; create a directory (mkdir -p)",
+            absent.display()
+        )));
+
+        let e = precheck(&request(master.clone(), master.clone()), &state).unwrap_err();
+        assert!(matches!(e, MountError::MountpointIsMaster), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "the mountpoint cannot be the master image itself"
+        );
+
+        let inside = mountpoint.join("state");
+        let e = precheck(&request(master, mountpoint.clone()), &inside).unwrap_err();
+        match &e {
+            MountError::StateUnderMountpoint { same, .. } => assert!(!same),
+            other => panic!("expected StateUnderMountpoint, got {other:?}"),
+        }
+        assert!(e
+            .to_string()
+            .ends_with("(the mount would hide it): pass a --state outside it"));
+    }
+}
