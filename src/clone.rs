@@ -31,7 +31,7 @@ use crate::sid::MachineSid;
 pub(crate) const IDENTITY_STATE_KEY: &str = "identity";
 
 fn fail<T>(msg: impl Into<String>) -> Result<T, MountError> {
-    Err(MountError(msg.into()))
+    Err(MountError::Refused(msg.into()))
 }
 
 /// What makes a clone what it is: its master and the identity it gets. Shared by `mount` and
@@ -250,7 +250,11 @@ pub fn discover_identifiers(survey: &rewrite::survey::WindowsSurvey) -> Vec<Foun
     };
     let volume = &windows.volume;
     crate::identity::discover_on(
-        &|path: &str| volume.read_file(path, "", rewrite::survey::HIVE_LIMIT).ok(),
+        &|path: &str| {
+            volume
+                .read_file(path, "", crate::hive::HIVE_SIZE_LIMIT)
+                .ok()
+        },
         &|dir: &str| {
             let entries = volume.list_dir(dir).ok()?;
             Some(
@@ -284,12 +288,12 @@ fn check_identity_fits(
     for hive in &survey.hives {
         let Ok(bytes) = windows
             .volume
-            .read_file(&hive.path, "", rewrite::survey::HIVE_LIMIT)
+            .read_file(&hive.path, "", crate::hive::HIVE_SIZE_LIMIT)
         else {
             continue;
         };
         if let Err(e) = crate::identity::hive::rewrite_identifiers(&bytes, &mapping) {
-            return Err(MountError(format!(
+            return Err(MountError::Refused(format!(
                 "cannot clone {} with the computer name {}: hive {}: {e}; choose a --hostname of at most {} characters (the master's {} has that many) or keep the master's name",
                 master_path.display(),
                 name.new,
@@ -307,7 +311,7 @@ fn recorded_old_sid(meta: &state::StateMeta, dir: &Path) -> Result<Option<Machin
     match &meta.old_sid {
         None => Ok(None),
         Some(s) => s.parse().map(Some).map_err(|e| {
-            MountError(format!(
+            MountError::Refused(format!(
                 "state {} records the old SID {s:?}, which sidfs cannot read ({e}): pass another --state",
                 dir.display()
             ))
@@ -405,7 +409,7 @@ pub fn open_clone(
             recorded_old,
             &mut survey_cache.facts,
         )
-        .map_err(|e| MountError(format!("cannot clone {}: {e}", master_path.display())))?
+        .map_err(|e| MountError::Refused(format!("cannot clone {}: {e}", master_path.display())))?
     };
     if survey.is_none() && !keep_sid {
         // Only a plain copy is served unchanged (inspect accepted the disk, so this is a survey
@@ -461,7 +465,8 @@ pub fn open_clone(
                 (_, _, Some(explicit)) => SidSource::Explicit(explicit),
                 _ => SidSource::Seed(meta.seed),
             };
-            let choice = choose_sid(survey, source).map_err(|e| MountError(e.to_string()))?;
+            let choice =
+                choose_sid(survey, source).map_err(|e| MountError::Refused(e.to_string()))?;
             let fresh = meta.new_sid.is_none();
             let recorded_identity = meta.extra.get(IDENTITY_STATE_KEY).cloned();
             let seed = meta.seed;
@@ -471,7 +476,9 @@ pub fn open_clone(
             let chosen = match recorded_identity {
                 Some(v) => {
                     let c: IdentityChoice = serde_json::from_value(v).map_err(|e| {
-                        MountError(format!("state records identifiers sidfs cannot read: {e}"))
+                        MountError::Refused(format!(
+                            "state records identifiers sidfs cannot read: {e}"
+                        ))
                     })?;
                     check_recorded_identity(&c, identity_req, state.dir())?;
                     Some(c)
@@ -498,7 +505,7 @@ pub fn open_clone(
                 master.size(),
                 &mut survey_cache.facts,
             )
-            .map_err(|e| MountError(e.to_string()))?;
+            .map_err(|e| MountError::Refused(e.to_string()))?;
             info!("machine SID {} becomes {}", choice.old, choice.new);
             for c in chosen.iter().flat_map(|c| &c.changes) {
                 info!("{} {} becomes {}", c.kind, c.old, c.new);
@@ -575,7 +582,7 @@ mod tests {
         let with = |f: &dyn Fn(&mut CloneSpec)| {
             let mut spec = plain.clone();
             f(&mut spec);
-            spec.check_options().unwrap_err().0
+            spec.check_options().unwrap_err().to_string()
         };
         assert!(with(&|s| s.sid = Some(sid)).contains("--sid"));
         assert!(with(&|s| s.old_sid = Some(sid)).contains("--old-sid"));

@@ -77,7 +77,7 @@ impl PartialOutput {
             .create_new(true)
             .open(&path)
             .map_err(|e| {
-                MountError(format!(
+                MountError::Refused(format!(
                     "cannot create {} (the export is written there, then renamed to {}): {e}",
                     path.display(),
                     out.display()
@@ -90,7 +90,7 @@ impl PartialOutput {
     /// is durable.
     pub(crate) fn commit(mut self, out: &Path) -> Result<(), MountError> {
         std::fs::rename(&self.path, out).map_err(|e| {
-            MountError(format!(
+            MountError::Refused(format!(
                 "cannot rename {} to {}: {e}",
                 self.path.display(),
                 out.display()
@@ -99,9 +99,9 @@ impl PartialOutput {
         self.done = true;
         let dir = out.parent().filter(|d| !d.as_os_str().is_empty());
         let dir = dir.unwrap_or(Path::new("."));
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| MountError(format!("cannot sync directory {}: {e}", dir.display())))
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
+            MountError::Refused(format!("cannot sync directory {}: {e}", dir.display()))
+        })
     }
 }
 
@@ -123,7 +123,7 @@ fn refuse_output_is_master(master: &Path, out: &Path) -> Result<(), MountError> 
         return Ok(());
     };
     let refuse = |how: String| {
-        Err(MountError(format!(
+        Err(MountError::Refused(format!(
             "the output {} {how}: writing the clone there would destroy the master; give another output",
             out.display()
         )))
@@ -190,7 +190,7 @@ fn loop_backing_file(sys: &Path) -> Option<PathBuf> {
 }
 
 pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
-    let fail = |m: String| Err(MountError(m));
+    let fail = |m: String| Err(MountError::Refused(m));
     req.clone.check_options()?;
     if req.state.is_none()
         && req.clone.seed.is_none()
@@ -271,7 +271,7 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
     let mut partial = None;
     let out = if is_device {
         let dev = OpenOptions::new().write(true).open(&req.out).map_err(|e| {
-            MountError(format!(
+            MountError::Refused(format!(
                 "cannot open {} for writing: {e}",
                 req.out.display()
             ))
@@ -280,7 +280,7 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
         // otherwise take a partial clone.
         let room = (&dev)
             .seek(std::io::SeekFrom::End(0))
-            .map_err(|e| MountError(format!("cannot size {}: {e}", req.out.display())))?;
+            .map_err(|e| MountError::Refused(format!("cannot size {}: {e}", req.out.display())))?;
         if room < size {
             return fail(format!(
                 "{} holds {room} bytes, but the clone is {size} bytes: give a device at least as large as the master",
@@ -292,10 +292,10 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
         let (file, p) = PartialOutput::create(&req.out)?;
         partial = Some(p);
         file.set_len(size)
-            .map_err(|e| MountError(format!("cannot size {}: {e}", req.out.display())))?;
+            .map_err(|e| MountError::Refused(format!("cannot size {}: {e}", req.out.display())))?;
         file
     };
-    let err = |e: crate::overlay::OverlayError| MountError(e.to_string());
+    let err = |e: crate::overlay::OverlayError| MountError::Refused(e.to_string());
 
     // The data extents (master data plus the clone's delta); a block device gets every byte.
     let mut extents = Vec::new();
@@ -324,7 +324,7 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
             disk.read(at, chunk).map_err(err)?;
             if is_device || chunk.iter().any(|&b| b != 0) {
                 out.write_all_at(chunk, at).map_err(|e| {
-                    MountError(format!("write to {} failed: {e}", req.out.display()))
+                    MountError::Refused(format!("write to {} failed: {e}", req.out.display()))
                 })?;
                 written += n as u64;
             }
@@ -345,7 +345,7 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
         }
     }
     out.sync_all()
-        .map_err(|e| MountError(format!("cannot sync {}: {e}", req.out.display())))?;
+        .map_err(|e| MountError::Refused(format!("cannot sync {}: {e}", req.out.display())))?;
     if let Some(p) = partial {
         p.commit(&req.out)?;
     }

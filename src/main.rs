@@ -1,25 +1,23 @@
 //! The `sidfs` command: parses arguments, sets up logging and calls the library.
 
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use sidfs::mount::{self, CloneSpec, MountRequest};
+use sidfs::mount::{self, daemon, CloneSpec, MountRequest};
+use sidfs::render;
 
 /// Exit status of a command that failed or refused.
 const EXIT_FAILURE: u8 = 1;
 /// Exit status of `sidfs inspect` when the master must not be cloned.
 const EXIT_REFUSED: u8 = 3;
-/// The environment variable through which a background daemon learns the fd of its readiness pipe.
-const READY_FD_ENV: &str = "SIDFS_READY_FD";
-const READY_FD: i32 = 3;
-/// How long `sidfs mount` waits for the background daemon to report the mount ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Exit status of `verify` when it found problems.
+const EXIT_VERIFY_PROBLEMS: u8 = 4;
+/// How long `sidfs umount` waits for the clone's daemon to sync its state.
+const UNMOUNT_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Parser)]
 #[command(
@@ -243,6 +241,28 @@ fn parse_keep(s: &str) -> Result<KeepList, String> {
 }
 
 impl MountArgs {
+    /// The arguments that make this binary serve the same mount as the background daemon.
+    fn daemon_args(&self, state_dir: &Path) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec![
+            "mount".into(),
+            self.master.clone().into(),
+            self.mountpoint.clone().into(),
+            "--foreground".into(),
+            "--state".into(),
+            state_dir.into(),
+            "--threads".into(),
+            self.threads.to_string().into(),
+        ];
+        v.extend(self.clone.to_args().into_iter().map(OsString::from));
+        if self.read_only {
+            v.push("--read-only".into());
+        }
+        if self.allow_other {
+            v.push("--allow-other".into());
+        }
+        v
+    }
+
     fn request(&self) -> MountRequest {
         MountRequest {
             clone: self.clone.spec(self.master.clone()),
@@ -272,16 +292,18 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Inspect { master, json } => return run_inspect(&master, json),
         Cmd::Mount(args) => run_mount(&args),
-        Cmd::Umount { mountpoint } => mount::unmount(&mountpoint, Duration::from_secs(120))
-            .map(|state| {
-                println!(
-                    "unmounted {} (state {})",
-                    mountpoint.display(),
-                    state.display()
-                );
+        Cmd::Umount { mountpoint } => mount::unmount(&mountpoint, UNMOUNT_TIMEOUT)
+            .map(|state| print!("{}", render::unmounted_text(&mountpoint, &state)))
+            .map_err(|e| e.to_string()),
+        Cmd::Status { target, json } => mount::status(&target)
+            .map(|s| {
+                if json {
+                    print!("{}", render::json(&s));
+                } else {
+                    print!("{}", render::status_text(&s));
+                }
             })
             .map_err(|e| e.to_string()),
-        Cmd::Status { target, json } => run_status(&target, json),
         Cmd::Export {
             master,
             out,
@@ -289,7 +311,7 @@ fn main() -> ExitCode {
             clone,
             state,
             force,
-        } => run_export(sidfs::export::ExportRequest {
+        } => sidfs::export::export(&sidfs::export::ExportRequest {
             clone: clone.spec(master),
             out,
             state,
@@ -298,7 +320,9 @@ fn main() -> ExitCode {
                 ExportFormatArg::Raw => sidfs::export::ExportFormat::Raw,
                 ExportFormatArg::Qcow2 => sidfs::export::ExportFormat::Qcow2,
             },
-        }),
+        })
+        .map(|s| print!("{}", render::export_text(&s)))
+        .map_err(|e| e.to_string()),
         Cmd::Verify {
             image,
             old_sid,
@@ -308,25 +332,24 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(msg) => {
-            eprintln!("sidfs: {msg}");
-            ExitCode::from(EXIT_FAILURE)
-        }
+        Err(msg) => fail(&msg),
     }
+}
+
+/// Prints the one-line refusal and gives exit status 1.
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("sidfs: {msg}");
+    ExitCode::from(EXIT_FAILURE)
 }
 
 /// `sidfs inspect`: prints the report; exit 0 cloneable, 3 refused, 1 unreadable.
 fn run_inspect(master: &Path, json: bool) -> ExitCode {
     let report = match sidfs::inspect::inspect(master) {
         Ok(report) => report,
-        Err(e) => {
-            let message = e.to_string().replace(['\n', '\r'], " ");
-            eprintln!("sidfs: {message}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(e) => return fail(&e.to_string().replace(['\n', '\r'], " ")),
     };
     if json {
-        print_json(&report);
+        print!("{}", render::json(&report));
     } else {
         print!("{}", report.render_text());
     }
@@ -337,162 +360,25 @@ fn run_inspect(master: &Path, json: bool) -> ExitCode {
     }
 }
 
-fn run_status(target: &Path, json: bool) -> Result<(), String> {
-    let s = mount::status(target).map_err(|e| e.to_string())?;
-    if json {
-        print_json(&s);
-        return Ok(());
-    }
-    println!("state:        {}", s.state_dir.display());
-    match (&s.mountpoint, s.serving_pid) {
-        (Some(mp), Some(pid)) => println!("mounted at:   {} (pid {pid})", mp.display()),
-        (Some(mp), None) => println!(
-            "mounted at:   {} (process gone: sidfs umount it)",
-            mp.display()
-        ),
-        (None, _) => println!("mounted at:   (not mounted)"),
-    }
-    for mp in &s.dead_mounts {
-        println!(
-            "dead mount:   {} (its process is gone: sidfs umount {})",
-            mp.display(),
-            mp.display()
-        );
-    }
-    println!("seed:         {}", s.seed);
-    if let (Some(old), Some(new)) = (&s.old_sid, &s.new_sid) {
-        println!("machine SID:  {old} -> {new}");
-    }
-    if let Some(identity) = s
-        .identity
-        .clone()
-        .and_then(|v| serde_json::from_value::<sidfs::identity::IdentityChoice>(v).ok())
-    {
-        for c in &identity.changes {
-            let label = c
-                .label
-                .as_ref()
-                .map(|l| format!(" ({l})"))
-                .unwrap_or_default();
-            println!(
-                "{:<14}{} -> {}{label}",
-                format!("{}:", c.kind),
-                c.old,
-                c.new
-            );
-        }
-        for k in &identity.kept {
-            println!("{:<14}kept (--keep)", format!("{k}:"));
-        }
-        for h in &identity.held {
-            println!("{:<14}kept: {}", format!("{}:", h.kind), h.reason);
-        }
-    }
-    println!(
-        "master:       {} ({} bytes)",
-        s.master.path.display(),
-        s.master.fingerprint.size
-    );
-    println!(
-        "delta:        {} blocks of {} bytes ({})",
-        s.delta_blocks,
-        s.block_size,
-        human(s.delta_bytes)
-    );
-    println!("on disk:      {}", human(s.bytes_on_disk));
-    Ok(())
-}
-
-fn run_export(req: sidfs::export::ExportRequest) -> Result<(), String> {
-    let s = sidfs::export::export(&req).map_err(|e| e.to_string())?;
-    if let (Some(old), Some(new)) = (&s.old_sid, &s.new_sid) {
-        println!("machine SID {old} -> {new}");
-    }
-    println!(
-        "exported {} ({} disk, {} of data, {} written) in {:.1}s",
-        s.out.display(),
-        human(s.disk_size),
-        human(s.data_bytes),
-        human(s.written_bytes),
-        s.seconds
-    );
-    Ok(())
-}
-
-/// Exit status of `verify` when it found problems.
-const EXIT_VERIFY_PROBLEMS: u8 = 4;
-
+/// `sidfs verify`: prints the report; exit 0 clean, 4 problems found, 1 unreadable.
 fn run_verify(
     image: &Path,
     old: Option<sidfs::sid::MachineSid>,
     clone_json: Option<PathBuf>,
     json: bool,
 ) -> ExitCode {
-    // A mounted clone's disk.img has its clone.json beside it.
-    let beside = image.parent().map(|d| d.join(sidfs::fuse::INFO_NAME));
-    let info_path = clone_json.or(beside.filter(|p| p.exists()));
-    let info: Option<serde_json::Value> = match &info_path {
-        Some(p) => match std::fs::read(p).map(|b| serde_json::from_slice(&b)) {
-            Ok(Ok(v)) => Some(v),
-            _ => {
-                eprintln!("sidfs: cannot read {} as a clone.json", p.display());
-                return ExitCode::from(EXIT_FAILURE);
-            }
-        },
-        None => None,
-    };
-    let old = match old.or_else(|| info.as_ref()?["old_sid"].as_str()?.parse().ok()) {
-        Some(sid) => sid,
-        None => {
-            eprintln!("sidfs: give --old-sid S-1-5-21-... (the master's machine SID)");
-            return ExitCode::from(EXIT_FAILURE);
-        }
-    };
-    let identity: Option<sidfs::identity::IdentityChoice> = info
-        .as_ref()
-        .and_then(|i| serde_json::from_value(i["identity"].clone()).ok());
-    let report = match sidfs::verify::verify_with_identity(image, old, identity.as_ref()) {
+    let report =
+        sidfs::verify::verify_target(image, old, clone_json).and_then(|(old, identity)| {
+            sidfs::verify::verify_with_identity(image, old, identity.as_ref())
+        });
+    let report = match report {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("sidfs: {e}");
-            return ExitCode::from(EXIT_FAILURE);
-        }
+        Err(e) => return fail(&e.to_string()),
     };
     if json {
-        print_json(&report);
+        print!("{}", render::json(&report));
     } else {
-        println!("image:        {}", report.image.display());
-        println!("old SID:      {}", report.old_sid);
-        println!(
-            "occurrences:  {} unexpected, {} expected (in ranges kept on purpose)",
-            report.unexpected, report.expected
-        );
-        for o in report.occurrences.iter().filter(|o| !o.expected).take(20) {
-            println!(
-                "  at {:#x} ({:?}){}",
-                o.offset,
-                o.form,
-                o.region
-                    .as_deref()
-                    .map(|r| format!(" in {r}"))
-                    .unwrap_or_default()
-            );
-        }
-        println!("structures checked: {}", report.structures_checked.len());
-        for (kind, hive, n) in &report.residual_identifiers {
-            println!("  old {kind} still in {hive}: {n} occurrences");
-        }
-        for p in &report.problems {
-            println!("  problem: {p}");
-        }
-        println!(
-            "{}",
-            if report.is_clean() {
-                "clean"
-            } else {
-                "PROBLEMS FOUND"
-            }
-        );
+        print!("{}", render::verify_text(&report));
     }
     if report.is_clean() {
         ExitCode::SUCCESS
@@ -501,29 +387,7 @@ fn run_verify(
     }
 }
 
-/// Prints a report as pretty JSON on stdout.
-fn print_json<T: serde::Serialize>(value: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("reports serialize")
-    );
-}
-
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
+/// `sidfs mount`: serves in the foreground, or starts the daemon and waits until it is ready.
 fn run_mount(args: &MountArgs) -> Result<(), String> {
     if let Some(name) = &args.clone.hostname {
         sidfs::identity::check_hostname(name)?;
@@ -534,164 +398,15 @@ fn run_mount(args: &MountArgs) -> Result<(), String> {
         mount::default_state_dir(&req.clone.master, req.clone.seed, &req.mountpoint)
     });
     if args.foreground {
-        let ready_fd = std::env::var(READY_FD_ENV)
-            .ok()
-            .and_then(|v| v.parse::<i32>().ok());
-        return serve_foreground(&req, &state_dir, ready_fd);
+        return daemon::serve_foreground(&req, &state_dir, daemon::ready_fd_from_env())
+            .map_err(|e| e.to_string());
     }
     mount::precheck(&req, &state_dir).map_err(|e| e.to_string())?;
-    start_daemon(args, &state_dir)
-}
-
-/// Serves the clone in this process. With a readiness fd (the background case), the outcome of
-/// mounting is written there for the waiting parent.
-fn serve_foreground(
-    req: &MountRequest,
-    state_dir: &Path,
-    ready_fd: Option<i32>,
-) -> Result<(), String> {
-    let mut ready_pipe = ready_fd.map(|fd| {
-        // SAFETY: the parent handed us this fd (dup2'd to READY_FD before exec) and nothing else
-        // in this process owns it.
-        std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) })
-    });
-    let mut report = |outcome: Result<(), String>| {
-        let line = match &outcome {
-            Ok(()) => "ok\n".to_string(),
-            Err(e) => format!("error: {e}\n"),
-        };
-        match ready_pipe.take() {
-            Some(mut p) => {
-                let _ = p.write_all(line.as_bytes());
-            }
-            None => {
-                if outcome.is_ok() {
-                    eprintln!(
-                        "sidfs: serving the clone at {} (state {}); Ctrl-C or `sidfs umount` to unmount",
-                        req.mountpoint.display(),
-                        state_dir.display()
-                    );
-                }
-            }
-        }
-    };
-    let prepared = match mount::prepare(req, state_dir) {
-        Ok(p) => p,
-        Err(e) => {
-            report(Err(e.to_string()));
-            return Err(e.to_string());
-        }
-    };
-    mount::serve(req, prepared, report).map_err(|e| e.to_string())
-}
-
-/// How often the log is reopened when a failed first mount of the same state removed the
-/// directory between creating it and opening the log.
-const LOG_OPEN_ATTEMPTS: u32 = 4;
-
-/// Creates the state directory (0700) and opens its log for appending (0600).
-fn open_log(state_dir: &Path, log_path: &Path) -> Result<std::fs::File, String> {
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        sidfs::overlay::state::create_private_dir(state_dir).map_err(|e| e.to_string())?;
-        match sidfs::overlay::state::open_private(
-            log_path,
-            std::fs::OpenOptions::new().create(true).append(true),
-        ) {
-            Ok(f) => return Ok(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < LOG_OPEN_ATTEMPTS => {}
-            Err(e) => return Err(format!("cannot open log {}: {e}", log_path.display())),
-        }
-    }
-}
-
-/// Starts the clone's daemon (this binary, `--foreground`, in a new session, logging to the state
-/// directory) and waits until it reports the mount ready or failed. Nothing is removed here: the
-/// daemon claims the state directory before it reads it, so of parallel mounts of one state
-/// exactly one proceeds, and only that one cleans up after a first mount that failed.
-fn start_daemon(args: &MountArgs, state_dir: &Path) -> Result<(), String> {
-    let log_path = state_dir.join(sidfs::overlay::state::LOG_FILE);
-    let log = open_log(state_dir, &log_path)?;
-    let (mut reader, writer) = std::io::pipe().map_err(|e| format!("cannot create pipe: {e}"))?;
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("mount")
-        .arg(&args.master)
-        .arg(&args.mountpoint)
-        .arg("--foreground")
-        .arg("--state")
-        .arg(state_dir)
-        .arg("--threads")
-        .arg(args.threads.to_string());
-    cmd.args(args.clone.to_args());
-    if args.read_only {
-        cmd.arg("--read-only");
-    }
-    if args.allow_other {
-        cmd.arg("--allow-other");
-    }
-    let log_err = log
-        .try_clone()
-        .map_err(|e| format!("cannot open log {}: {e}", log_path.display()))?;
-    cmd.env(READY_FD_ENV, READY_FD.to_string())
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log_err);
-    let wfd = writer.as_raw_fd();
-    // SAFETY: runs in the forked child before exec; setsid, dup2 and fcntl are async-signal-safe
-    // and touch no memory of the parent.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if wfd == READY_FD {
-                let flags = libc::fcntl(wfd, libc::F_GETFD);
-                libc::fcntl(wfd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-            } else if libc::dup2(wfd, READY_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start the mount daemon: {e}"))?;
-    drop(writer);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = reader.read_to_string(&mut s);
-        let _ = tx.send(s);
-    });
-    let answer = match rx.recv_timeout(READY_TIMEOUT) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = child.kill();
-            return Err(format!(
-                "the mount daemon did not report ready within {}s; see {}",
-                READY_TIMEOUT.as_secs(),
-                log_path.display()
-            ));
-        }
-    };
-    let answer = answer.lines().next().unwrap_or("").to_string();
-    if answer == "ok" {
-        let pid = child.id();
-        println!(
-            "mounted clone at {} (pid {pid}, state {})",
-            args.mountpoint.display(),
-            state_dir.display()
-        );
-        return Ok(());
-    }
-    let _ = child.wait();
-    match answer.strip_prefix("error: ") {
-        Some(msg) => Err(msg.to_string()),
-        None => Err(format!(
-            "the mount daemon exited before the mount was ready; see {}",
-            log_path.display()
-        )),
-    }
+    let pid = daemon::start_daemon(&args.daemon_args(&state_dir), &state_dir)
+        .map_err(|e| e.to_string())?;
+    print!(
+        "{}",
+        render::mounted_text(&args.mountpoint, pid, &state_dir)
+    );
+    Ok(())
 }

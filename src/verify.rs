@@ -5,22 +5,106 @@
 //! multi-sector records with their fixups undone. An occurrence inside a range the rewrite keeps
 //! on purpose (`$LogFile`, `pagefile.sys`, … see docs/SEMANTICS.md) is reported as expected.
 
+use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use crate::hive::HIVE_SIZE_LIMIT;
 use crate::hive::{check::check_hive, Hive};
 use crate::identity::{IdentityChoice, IdentityMapping};
 use crate::image::ntfs_volume::multi_sector::{find_records, MAX_RECORD};
-use crate::overlay::MasterImage;
+use crate::overlay::{MasterImage, OverlayError};
+use crate::rewrite::derive::DeriveError;
 use crate::rewrite::mapping::SEARCH_CONTEXT;
 use crate::rewrite::secure::{verify_secure, SecureParts};
-use crate::rewrite::survey::HIVE_LIMIT;
 use crate::rewrite::{derive_new_sid, Form, OrderConstraints, SidMapping};
 use crate::sid::MachineSid;
 
 const CHUNK: u64 = 4 << 20;
 /// Occurrences listed in full; beyond this only counted.
 const MAX_LISTED: usize = 200;
+
+/// Why an image could not be verified at all (problems found in it are in the report instead).
+#[derive(Debug)]
+pub enum VerifyError {
+    /// The image cannot be opened or read.
+    Image(OverlayError),
+    /// No stand-in SID can be derived from the old one (to search for it).
+    Derive(DeriveError),
+    /// The old SID cannot be searched for, in the words of the rewrite's mapping.
+    Mapping(Box<crate::rewrite::RewriteError>),
+    /// The image's Windows installation (or NTFS volumes) cannot be surveyed.
+    Survey(Box<crate::rewrite::survey::SurveyError>),
+    /// The recorded identifiers cannot be searched for, in the words of identity.
+    Identity(Box<crate::identity::IdentityError>),
+    /// The clone.json given (or beside the image) is not readable as one.
+    CloneJson { path: PathBuf },
+    /// No old SID given, and no clone.json that records one.
+    NoOldSid,
+}
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VerifyError::Image(e) => write!(f, "{e}"),
+            VerifyError::Derive(e) => write!(f, "{e}"),
+            VerifyError::Mapping(e) => write!(f, "{e}"),
+            VerifyError::Identity(e) => write!(f, "{e}"),
+            VerifyError::Survey(e) => write!(f, "cannot read the Windows installation: {e}"),
+            VerifyError::CloneJson { path } => {
+                write!(f, "cannot read {} as a clone.json", path.display())
+            }
+            VerifyError::NoOldSid => {
+                f.write_str("give --old-sid S-1-5-21-... (the master's machine SID)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for VerifyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            VerifyError::Image(e) => Some(e),
+            VerifyError::Derive(e) => Some(e),
+            VerifyError::Mapping(e) => Some(&**e),
+            VerifyError::Survey(e) => Some(&**e),
+            VerifyError::Identity(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+impl From<OverlayError> for VerifyError {
+    fn from(e: OverlayError) -> Self {
+        VerifyError::Image(e)
+    }
+}
+
+/// What `sidfs verify IMAGE` checks against: the old SID (given, or recorded in the clone.json)
+/// and the recorded identifiers. `clone_json` defaults to the clone.json beside IMAGE (a mounted
+/// clone's disk.img), if there is one.
+pub fn verify_target(
+    image: &Path,
+    old: Option<MachineSid>,
+    clone_json: Option<PathBuf>,
+) -> Result<(MachineSid, Option<IdentityChoice>), VerifyError> {
+    let beside = image.parent().map(|d| d.join(crate::fuse::INFO_NAME));
+    let info_path = clone_json.or(beside.filter(|p| p.exists()));
+    let info: Option<serde_json::Value> = match &info_path {
+        Some(p) => match std::fs::read(p).map(|b| serde_json::from_slice(&b)) {
+            Ok(Ok(v)) => Some(v),
+            _ => return Err(VerifyError::CloneJson { path: p.clone() }),
+        },
+        None => None,
+    };
+    let old = old
+        .or_else(|| info.as_ref()?["old_sid"].as_str()?.parse().ok())
+        .ok_or(VerifyError::NoOldSid)?;
+    let identity = info
+        .as_ref()
+        .and_then(|i| serde_json::from_value(i["identity"].clone()).ok());
+    Ok((old, identity))
+}
 
 #[derive(Debug, serde::Serialize)]
 pub struct FoundSid {
@@ -52,7 +136,7 @@ impl VerifyReport {
     }
 }
 
-pub fn verify(image: &Path, old: MachineSid) -> Result<VerifyReport, String> {
+pub fn verify(image: &Path, old: MachineSid) -> Result<VerifyReport, VerifyError> {
     verify_with_identity(image, old, None)
 }
 
@@ -62,10 +146,10 @@ pub fn verify_with_identity(
     image: &Path,
     old: MachineSid,
     identity: Option<&IdentityChoice>,
-) -> Result<VerifyReport, String> {
-    let master = MasterImage::open(image).map_err(|e| e.to_string())?;
-    let dummy = derive_new_sid(&old, 0, &OrderConstraints::new()).map_err(|e| e.to_string())?;
-    let finder = SidMapping::new(old, dummy).map_err(|e| e.to_string())?;
+) -> Result<VerifyReport, VerifyError> {
+    let master = MasterImage::open(image)?;
+    let dummy = derive_new_sid(&old, 0, &OrderConstraints::new()).map_err(VerifyError::Derive)?;
+    let finder = SidMapping::new(old, dummy).map_err(|e| VerifyError::Mapping(Box::new(e)))?;
     // A clone's own SID is not `old`: survey it as it is; a disk without Windows is surveyed as
     // a data disk of the machine whose SID is `old`.
     let win = crate::clone::survey_image(
@@ -75,14 +159,16 @@ pub fn verify_with_identity(
         Some(old),
         &mut crate::rewrite::survey_cache::SurveyFacts::default(),
     )
-    .map_err(|e| format!("cannot read the Windows installation: {e}"))?;
+    .map_err(|e| VerifyError::Survey(Box::new(e)))?;
 
     let mut regions: Vec<(Range<u64>, String, bool)> = Vec::new();
     let mut problems = Vec::new();
     let mut structures_checked = Vec::new();
     let mut residual_identifiers = Vec::new();
     let id_mapping = match identity {
-        Some(choice) if !choice.changes.is_empty() => Some(IdentityMapping::new(choice)?),
+        Some(choice) if !choice.changes.is_empty() => {
+            Some(IdentityMapping::new(choice).map_err(|e| VerifyError::Identity(Box::new(e)))?)
+        }
         _ => None,
     };
     if let Some(w) = &win {
@@ -144,7 +230,7 @@ pub fn verify_with_identity(
                     regions.push((at.0..at.0 + e.len, h.path.clone(), false));
                 }
             }
-            let bytes = match windows.volume.read_file(&h.path, "", HIVE_LIMIT) {
+            let bytes = match windows.volume.read_file(&h.path, "", HIVE_SIZE_LIMIT) {
                 Ok(b) => b,
                 Err(e) => {
                     problems.push(format!("{}: cannot read: {e}", h.path));
@@ -208,7 +294,7 @@ fn scan(
     master: &MasterImage,
     finder: &SidMapping,
     findings: Findings,
-) -> Result<VerifyReport, String> {
+) -> Result<VerifyReport, VerifyError> {
     let Findings {
         regions,
         problems,
@@ -220,8 +306,8 @@ fn scan(
     let mut occurrences = Vec::new();
     let (mut unexpected, mut expected) = (0usize, 0usize);
     let mut pos = 0;
-    while let Some(d) = master.next_data(pos).map_err(|e| e.to_string())? {
-        let h = master.next_hole(d).map_err(|e| e.to_string())?;
+    while let Some(d) = master.next_data(pos)? {
+        let h = master.next_hole(d)?;
         let mut at = d;
         while at < h {
             let end = (at + CHUNK).min(h);
@@ -229,7 +315,7 @@ fn scan(
             let ws = at.saturating_sub(margin) / 512 * 512;
             let we = (end + margin).min(size);
             let mut w = vec![0u8; (we - ws) as usize];
-            master.read_at(ws, &mut w).map_err(|e| e.to_string())?;
+            master.read_at(ws, &mut w)?;
             let mut views = vec![w.clone()];
             let records = find_records(&w, ws);
             if !records.is_empty() {
@@ -277,4 +363,41 @@ fn scan(
         problems,
         residual_identifiers,
     })
+}
+
+#[cfg(test)]
+mod target_tests {
+    use super::*;
+    use crate::testutil::TempDir;
+
+    /// Prove that `verify` takes its old SID from the command line first, then from the
+    /// clone.json beside the image, and refuses (typed) when neither gives one or the
+    /// clone.json is not one.
+    #[test]
+    fn the_old_sid_comes_from_the_option_or_the_clone_json_beside_the_image() {
+        let dir = TempDir::new("verify-target");
+        let image = dir.0.join("disk.img");
+        let e = verify_target(&image, None, None).unwrap_err();
+        assert!(matches!(e, VerifyError::NoOldSid), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "give --old-sid S-1-5-21-... (the master's machine SID)"
+        );
+        let given: MachineSid = "S-1-5-21-1-2-3".parse().unwrap();
+        assert_eq!(verify_target(&image, Some(given), None).unwrap().0, given);
+
+        let info = dir.0.join(crate::fuse::INFO_NAME);
+        std::fs::write(&info, b"{ not json").unwrap();
+        let e = verify_target(&image, None, None).unwrap_err();
+        assert!(matches!(e, VerifyError::CloneJson { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!("cannot read {} as a clone.json", info.display())
+        );
+
+        std::fs::write(&info, br#"{"old_sid": "S-1-5-21-10-20-30"}"#).unwrap();
+        let (old, identity) = verify_target(&image, None, None).unwrap();
+        assert_eq!(old.to_string(), "S-1-5-21-10-20-30");
+        assert!(identity.is_none());
+    }
 }

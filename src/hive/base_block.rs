@@ -18,7 +18,7 @@
 //! | 0x030 | 64 | File name (UTF-16LE, debug only) |
 //! | 0x1FC | 4 | Checksum (XOR of the 127 dwords before it) |
 
-use super::{le_u32, le_u64, CellOffset, FileOffset, HiveError, Result};
+use super::{u32_at, u64_at, CellOffset, FileOffset, HiveError, Result};
 
 /// Size of the base block; the hive bins start right after it.
 pub const BASE_BLOCK_SIZE: usize = 4096;
@@ -74,7 +74,7 @@ pub struct BaseBlock {
 pub fn compute_checksum(base_block: &[u8]) -> u32 {
     let mut sum = 0u32;
     for i in 0..CHECKSUM_DWORDS {
-        sum ^= le_u32(base_block, i * 4).unwrap_or(0);
+        sum ^= u32_at(base_block, i * 4).unwrap_or(0);
     }
     match sum {
         0 => 1,
@@ -101,7 +101,7 @@ impl BaseBlock {
             });
         }
         // The block is 4096 bytes long, so every fixed field below is present.
-        let field = |at| le_u32(block, at).unwrap_or(0);
+        let field = |at| u32_at(block, at).unwrap_or(0);
         let name_units: Vec<u16> = block[FILE_NAME..FILE_NAME + FILE_NAME_SIZE]
             .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
@@ -110,7 +110,7 @@ impl BaseBlock {
         Ok(BaseBlock {
             primary_sequence: field(PRIMARY_SEQUENCE_NUMBER),
             secondary_sequence: field(SECONDARY_SEQUENCE_NUMBER),
-            last_written: le_u64(block, LAST_WRITTEN_TIMESTAMP).unwrap_or(0),
+            last_written: u64_at(block, LAST_WRITTEN_TIMESTAMP).unwrap_or(0),
             major_version: field(MAJOR_VERSION),
             minor_version: field(MINOR_VERSION),
             file_type: field(FILE_TYPE),

@@ -11,7 +11,7 @@
 //! Every segment holds 16344 bytes of data except the last, which holds the rest.
 
 use super::value::DataSegment;
-use super::{le_u16, le_u32, Cell, CellOffset, FileOffset, Hive, HiveError, Result};
+use super::{u16_at, u32_at, Cell, CellOffset, FileOffset, Hive, HiveError, Result};
 
 const SIGNATURE: u64 = 0x00;
 const NUMBER_OF_SEGMENTS: usize = 0x02;
@@ -45,12 +45,12 @@ impl<'h> BigData<'h> {
 
     /// The stored number of segments.
     pub fn segment_count(&self) -> u16 {
-        le_u16(self.cell.data(), NUMBER_OF_SEGMENTS).unwrap_or(0)
+        u16_at(self.cell.data(), NUMBER_OF_SEGMENTS).unwrap_or(0)
     }
 
     /// The cell offset of the segment list.
     pub fn segment_list_offset(&self) -> CellOffset {
-        CellOffset(le_u32(self.cell.data(), SEGMENTS_LIST_OFFSET).unwrap_or(u32::MAX))
+        CellOffset(u32_at(self.cell.data(), SEGMENTS_LIST_OFFSET).unwrap_or(u32::MAX))
     }
 
     /// The segments holding `data_size` bytes: 16344 bytes from each segment cell, the rest from
@@ -79,7 +79,7 @@ impl<'h> BigData<'h> {
         let mut remaining = data_size;
         let mut segments = Vec::with_capacity(count as usize);
         for index in 0..count as usize {
-            let offset = CellOffset(le_u32(list.data(), index * 4).unwrap_or(u32::MAX));
+            let offset = CellOffset(u32_at(list.data(), index * 4).unwrap_or(u32::MAX));
             let segment = self.hive.cell(offset)?;
             let len = remaining.min(BIG_DATA_SEGMENT_SIZE);
             let (file_offset, bytes) = segment.sub_range(0, u64::from(len), "db segment data")?;

@@ -14,7 +14,7 @@
 //! Cells follow the header and tile the bin with no gaps [Suhanov "Cell"].
 
 use super::cell::{self, Cell};
-use super::{le_u32, BaseBlock, FileOffset, Hive, HiveError, Result, BASE_BLOCK_SIZE};
+use super::{u32_at, BaseBlock, FileOffset, Hive, HiveError, Result, BASE_BLOCK_SIZE};
 
 /// Size of the hbin header; the first cell starts right after it.
 pub const HBIN_HEADER_SIZE: u64 = 32;
@@ -93,7 +93,7 @@ fn read_bin(data: &[u8], position: u64, end: u64) -> Result<HiveBin> {
         });
     }
     let relative = position - BASE_BLOCK_SIZE as u64;
-    let stored_offset = le_u32(header, OFFSET).unwrap_or(0);
+    let stored_offset = u32_at(header, OFFSET).unwrap_or(0);
     if u64::from(stored_offset) != relative {
         return Err(HiveError::BadBin {
             offset,
@@ -102,7 +102,7 @@ fn read_bin(data: &[u8], position: u64, end: u64) -> Result<HiveBin> {
             found: u64::from(stored_offset),
         });
     }
-    let size = le_u32(header, SIZE).unwrap_or(0);
+    let size = u32_at(header, SIZE).unwrap_or(0);
     if size < HBIN_ALIGNMENT || !size.is_multiple_of(HBIN_ALIGNMENT) {
         return Err(HiveError::BadBin {
             offset,

@@ -31,7 +31,7 @@
 use super::subkey_list::{compare_names, SubkeyList};
 use super::value::ValueKey;
 use super::{
-    le_u16, le_u32, le_u64, Cell, CellOffset, FileOffset, Hive, HiveError, Name, Result,
+    u16_at, u32_at, u64_at, Cell, CellOffset, FileOffset, Hive, HiveError, Name, Result,
     SecurityKey,
 };
 
@@ -83,12 +83,12 @@ impl<'h> KeyNode<'h> {
 
     fn u16_field(&self, at: usize) -> u16 {
         // parse() checked that the cell holds the 0x4C fixed bytes.
-        le_u16(self.cell.data(), at).unwrap_or(0)
+        u16_at(self.cell.data(), at).unwrap_or(0)
     }
 
     fn u32_field(&self, at: usize) -> u32 {
         // parse() checked that the cell holds the 0x4C fixed bytes.
-        le_u32(self.cell.data(), at).unwrap_or(0)
+        u32_at(self.cell.data(), at).unwrap_or(0)
     }
 
     /// The hive this key belongs to.
@@ -123,7 +123,7 @@ impl<'h> KeyNode<'h> {
 
     /// The last-written FILETIME.
     pub fn last_written(&self) -> u64 {
-        le_u64(self.cell.data(), LAST_WRITTEN_TIMESTAMP).unwrap_or(0)
+        u64_at(self.cell.data(), LAST_WRITTEN_TIMESTAMP).unwrap_or(0)
     }
 
     /// The parent key's offset (meaningless for the root).

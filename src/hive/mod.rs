@@ -53,6 +53,12 @@ pub use subkey_list::{
 pub use value::{value_type, DataSegment, DataStorage, ValueData, ValueKey, VALUE_COMP_NAME};
 pub use walk::{KeyWalk, WalkedKey, MAX_KEY_DEPTH};
 
+/// The largest hive file sidfs reads into memory, for inspect, the rewrite and verify alike (a
+/// hive that one of them read and another refused would make inspect and mount disagree). Real
+/// SOFTWARE and COMPONENTS hives reach a few hundred MiB; anything larger is refused rather than
+/// allocated.
+pub const HIVE_SIZE_LIMIT: u64 = 1 << 30;
+
 /// An offset relative to the start of the hive-bins data (file offset 4096), as stored in every
 /// cell reference of a hive. 0xFFFFFFFF means "no cell" [Suhanov].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -108,25 +114,7 @@ impl fmt::Display for FileOffset {
     }
 }
 
-/// Reads a little-endian u16 at `at` in `buf`, if present.
-pub(crate) fn le_u16(buf: &[u8], at: usize) -> Option<u16> {
-    let bytes = buf.get(at..at.checked_add(2)?)?;
-    Some(u16::from_le_bytes([bytes[0], bytes[1]]))
-}
-
-/// Reads a little-endian u32 at `at` in `buf`, if present.
-pub(crate) fn le_u32(buf: &[u8], at: usize) -> Option<u32> {
-    let bytes = buf.get(at..at.checked_add(4)?)?;
-    Some(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
-}
-
-/// Reads a little-endian u64 at `at` in `buf`, if present.
-pub(crate) fn le_u64(buf: &[u8], at: usize) -> Option<u64> {
-    let bytes = buf.get(at..at.checked_add(8)?)?;
-    let mut out = [0u8; 8];
-    out.copy_from_slice(bytes);
-    Some(u64::from_le_bytes(out))
-}
+pub(crate) use crate::le::{u16_at, u32_at, u64_at};
 
 /// A parsed hive file held in memory: the base block plus the list of hive bins.
 ///

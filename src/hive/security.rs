@@ -17,7 +17,7 @@
 
 use std::collections::HashSet;
 
-use super::{le_u32, Cell, CellOffset, FileOffset, Hive, HiveError, Result};
+use super::{u32_at, Cell, CellOffset, FileOffset, Hive, HiveError, Result};
 
 const SIGNATURE: u64 = 0x00;
 const FLINK: usize = 0x04;
@@ -49,7 +49,7 @@ impl<'h> SecurityKey<'h> {
 
     fn u32_field(&self, at: usize) -> u32 {
         // parse() checked the 0x14 fixed bytes.
-        le_u32(self.cell.data(), at).unwrap_or(0)
+        u32_at(self.cell.data(), at).unwrap_or(0)
     }
 
     /// The cell holding this record.

@@ -18,7 +18,7 @@
 use std::cmp::Ordering;
 use std::collections::HashSet;
 
-use super::{le_u16, le_u32, Cell, CellOffset, FileOffset, Hive, HiveError, Result};
+use super::{u16_at, u32_at, Cell, CellOffset, FileOffset, Hive, HiveError, Result};
 
 const SIGNATURE: u64 = 0x00;
 const NUMBER_OF_ELEMENTS: usize = 0x02;
@@ -107,7 +107,7 @@ impl<'h> SubkeyList<'h> {
                 expected: "li, lf, lh or ri",
                 found: signature.to_vec(),
             })?;
-        let count = le_u16(cell.data(), NUMBER_OF_ELEMENTS).unwrap_or(0);
+        let count = u16_at(cell.data(), NUMBER_OF_ELEMENTS).unwrap_or(0);
         let max = (cell.data().len() as u64 - ELEMENTS) / kind.element_size();
         if u64::from(count) > max {
             return Err(HiveError::CountTooLarge {
@@ -155,7 +155,7 @@ impl<'h> SubkeyList<'h> {
     fn element_u32(&self, index: usize, field: u64) -> u32 {
         let at = ELEMENTS + index as u64 * self.kind.element_size() + field;
         // parse() checked count * element_size fits in the cell.
-        le_u32(self.cell.data(), at as usize).unwrap_or(0)
+        u32_at(self.cell.data(), at as usize).unwrap_or(0)
     }
 
     /// The elements of this list if it is a leaf; an empty vector for an ri.

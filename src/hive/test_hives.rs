@@ -220,7 +220,7 @@ fn check_subkey_lists(label: &str, hive: &Hive<'_>) -> (usize, usize, usize) {
             }
             // The element offset reported really holds the key offset.
             let at = entry.file_offset.0 as usize;
-            let stored = le_u32(hive.bytes(), at).unwrap();
+            let stored = u32_at(hive.bytes(), at).unwrap();
             assert_eq!(stored, entry.key.0);
             if let Some(previous) = &previous {
                 assert_eq!(

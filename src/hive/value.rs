@@ -18,7 +18,7 @@
 //! ([`super::BigData`]).
 
 use super::big_data::{BigData, BIG_DATA_SEGMENT_SIZE};
-use super::{le_u16, le_u32, Cell, CellOffset, FileOffset, Hive, HiveError, Name, Result};
+use super::{u16_at, u32_at, Cell, CellOffset, FileOffset, Hive, HiveError, Name, Result};
 
 const SIGNATURE: u64 = 0x00;
 const NAME_LENGTH: usize = 0x02;
@@ -150,7 +150,7 @@ impl<'h> ValueKey<'h> {
         }
         (0..count as usize)
             .map(|i| {
-                let vk = CellOffset(le_u32(list.data(), i * 4).unwrap_or(u32::MAX));
+                let vk = CellOffset(u32_at(list.data(), i * 4).unwrap_or(u32::MAX));
                 ValueKey::parse(hive, vk)
             })
             .collect()
@@ -168,17 +168,17 @@ impl<'h> ValueKey<'h> {
 
     fn u32_field(&self, at: usize) -> u32 {
         // parse() checked the 0x14 fixed bytes.
-        le_u32(self.cell.data(), at).unwrap_or(0)
+        u32_at(self.cell.data(), at).unwrap_or(0)
     }
 
     /// The name length in bytes.
     pub fn name_len(&self) -> u16 {
-        le_u16(self.cell.data(), NAME_LENGTH).unwrap_or(0)
+        u16_at(self.cell.data(), NAME_LENGTH).unwrap_or(0)
     }
 
     /// The flags.
     pub fn flags(&self) -> u16 {
-        le_u16(self.cell.data(), FLAGS).unwrap_or(0)
+        u16_at(self.cell.data(), FLAGS).unwrap_or(0)
     }
 
     /// The value name ("" for the default value) with the absolute offset of its bytes.

@@ -5,7 +5,7 @@
 //! key or value gives `Ok(None)` (or an empty list), a value of the wrong shape a
 //! [`HiveError::UnexpectedValue`]. Sources are cited per function; see FORMAT-FACTS.md §1–2.
 
-use super::{le_u16, le_u32, value_type, FileOffset, Hive, HiveError, KeyNode, Result, ValueData};
+use super::{u16_at, u32_at, value_type, FileOffset, Hive, HiveError, KeyNode, Result, ValueData};
 use crate::sid::{MachineSid, Sid};
 
 /// SECURITY key holding the account-domain (machine) SID as its default value.
@@ -227,7 +227,7 @@ pub fn machine_sid_from_sam(sam: &Hive<'_>) -> Result<Option<MachineSidRecord>> 
     };
     let bytes = data.to_vec();
     let at = ACCOUNT_V_SID_DESCRIPTOR * ACCOUNT_V_DESCRIPTOR_SIZE;
-    let (Some(offset), Some(length)) = (le_u32(&bytes, at), le_u32(&bytes, at + 4)) else {
+    let (Some(offset), Some(length)) = (u32_at(&bytes, at), u32_at(&bytes, at + 4)) else {
         return Err(HiveError::UnexpectedValue {
             path: SAM_ACCOUNT.to_owned(),
             value: "V".to_owned(),
@@ -275,8 +275,8 @@ fn policy_name(security: &Hive<'_>, path: &str) -> Result<Option<String>> {
     if bytes.len() < POLICY_NAME_HEADER_SIZE {
         return Err(bad(format!("{} bytes", bytes.len())));
     }
-    let length = usize::from(le_u16(&bytes, POLICY_NAME_LENGTH).unwrap_or(0));
-    let offset = le_u32(&bytes, POLICY_NAME_OFFSET).unwrap_or(0) as usize;
+    let length = usize::from(u16_at(&bytes, POLICY_NAME_LENGTH).unwrap_or(0));
+    let offset = u32_at(&bytes, POLICY_NAME_OFFSET).unwrap_or(0) as usize;
     let text = offset
         .checked_add(length)
         .and_then(|end| bytes.get(offset..end))

@@ -112,6 +112,6 @@ impl From<IdentityError> for String {
 
 impl From<IdentityError> for crate::mount::MountError {
     fn from(e: IdentityError) -> crate::mount::MountError {
-        crate::mount::MountError(e.to_string())
+        crate::mount::MountError::Identity(e)
     }
 }

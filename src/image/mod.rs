@@ -13,8 +13,8 @@ pub mod reader;
 pub use error::{ImageError, Result};
 
 pub use ntfs_volume::{
-    find_windows_volume, Extent, HiveFileKind, HiveLocation, HiveRole, NtfsVolume, StreamLayout,
-    StreamLocation,
+    ntfs_volumes, Extent, HiveFileKind, HiveLocation, HiveRole, NtfsVolume, StreamLayout,
+    StreamLocation, WINDOWS_MARKER,
 };
 pub use partition::{FileSystemKind, Partition, PartitionTable, PartitionTableKind};
 pub use reader::{open_disk, ImageFile, ImageOffset, OpenedDisk, PartitionOffset, PartitionReader};

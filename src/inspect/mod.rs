@@ -33,20 +33,16 @@ pub use report::{
 
 use crate::image::partition::PartitionType;
 use crate::image::{
-    FileSystemKind, ImageError, ImageFile, NtfsVolume, Partition, PartitionTable,
+    ntfs_volumes, FileSystemKind, ImageError, ImageFile, Partition, PartitionTable,
     PartitionTableKind,
 };
 
-/// The largest hive file we read into memory. Real SOFTWARE hives reach ~200 MiB; anything
-/// larger is refused rather than allocated.
-pub const HIVE_SIZE_LIMIT: u64 = 256 << 20;
 /// Most MFT records walked when looking for EFS-encrypted and compressed files.
 pub const SPECIAL_FILE_SCAN_LIMIT: u64 = 1 << 18;
 /// Example paths kept per kind of special file.
 pub const SPECIAL_FILE_EXAMPLES: usize = 5;
 
-/// The path whose presence marks an NTFS volume as holding Windows.
-pub const WINDOWS_MARKER: &str = r"Windows\System32\config\SYSTEM";
+pub use crate::image::WINDOWS_MARKER;
 
 /// The image could not be inspected at all.
 #[derive(Debug)]
@@ -142,13 +138,8 @@ pub fn inspect(path: &Path) -> Result<InspectReport, InspectError> {
     }
     let mut open_error = None;
     let mut found = None;
-    for partition in &table.partitions {
-        if partition.file_system != FileSystemKind::Ntfs {
-            continue;
-        }
-        let opened = NtfsVolume::open(&image, partition)
-            .and_then(|v| v.try_lookup(WINDOWS_MARKER).map(|r| r.map(|_| v)));
-        match opened {
+    for (partition, opened) in ntfs_volumes(&image, &table) {
+        match opened.and_then(|v| v.holds_windows().map(|w| w.then_some(v))) {
             Ok(Some(volume)) => {
                 found = Some((partition.clone(), volume));
                 break;

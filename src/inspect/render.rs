@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use super::report::{InspectReport, WindowsReport};
+use crate::render::human;
 
 /// Width of the label column of key/value lines.
 const LABEL_WIDTH: usize = 19;
@@ -12,7 +13,7 @@ impl InspectReport {
     /// whether the image can be cloned.
     pub fn render_text(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "{} ({})", self.image, human_size(self.image_size));
+        let _ = writeln!(out, "{} ({})", self.image, human(self.image_size));
         out.push('\n');
         if !self.refusals.is_empty() {
             let _ = writeln!(
@@ -83,7 +84,7 @@ impl InspectReport {
             rows.push(vec![
                 p.index.to_string(),
                 p.start.to_string(),
-                human_size(p.size),
+                human(p.size),
                 type_name,
                 p.file_system.clone(),
                 if p.holds_windows {
@@ -251,7 +252,7 @@ fn render_windows(w: &WindowsReport, out: &mut String) {
             } else {
                 h.state.to_uppercase()
             },
-            human_size(h.size),
+            human(h.size),
             if logs.is_empty() {
                 "-".into()
             } else {
@@ -364,21 +365,5 @@ fn table(out: &mut String, rows: &[Vec<String>]) {
             let _ = write!(text, " {cell:<width$}", width = widths[c]);
         }
         let _ = writeln!(out, "{}", text.trim_end());
-    }
-}
-
-/// 1536 → "1.5 KiB".
-pub(super) fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }

@@ -25,7 +25,7 @@ const SECTOR: u64 = 512;
 const CHUNK: usize = 64 * CLUSTER_SIZE as usize;
 
 fn fail<T>(message: String) -> Result<T, MountError> {
-    Err(MountError(message))
+    Err(MountError::Refused(message))
 }
 
 /// Writes the clone `disk` of `req.clone.master` to `req.out` as a qcow2 overlay. The caller
@@ -55,12 +55,13 @@ pub fn write_overlay(
     }
 
     let (file, partial) = PartialOutput::create(out)?;
-    let qerr = |e: super::Qcow2Error| MountError(format!("writing {}: {e}", out.display()));
+    let qerr =
+        |e: super::Qcow2Error| MountError::Refused(format!("writing {}: {e}", out.display()));
     let mut writer =
         OverlayWriter::new(&file, size, backing.as_os_str().as_bytes()).map_err(qerr)?;
 
     let started = Instant::now();
-    let err = |e: OverlayError| MountError(e.to_string());
+    let err = MountError::Overlay;
     // Only a fresh clone: an existing one's delta may hold the guest's writes anywhere.
     let fresh_stage = stage.filter(|_| req.state.is_none());
     let old_sid = fresh_stage.map(|s| s.mapping().old().to_string());
@@ -115,8 +116,8 @@ fn walk_differences(
     writer: &mut OverlayWriter<'_>,
     only: Option<&[(u64, u64)]>,
 ) -> Result<u64, MountError> {
-    let err = |e: OverlayError| MountError(e.to_string());
-    let qerr = |e: super::Qcow2Error| MountError(e.to_string());
+    let err = |e: OverlayError| MountError::Refused(e.to_string());
+    let qerr = |e: super::Qcow2Error| MountError::Refused(e.to_string());
     let size = disk.size();
     let geometry = disk.geometry();
     let progress = std::io::stderr().is_terminal();
@@ -304,14 +305,14 @@ fn backing_name(master: &Path, out: &Path) -> Result<PathBuf, MountError> {
             let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
             let dir = dir.unwrap_or(Path::new("."));
             std::fs::canonicalize(dir).map_err(|e| {
-                MountError(format!(
+                MountError::Refused(format!(
                     "cannot resolve the directory of {}: {e}",
                     p.display()
                 ))
             })
         };
         let file = master.file_name().ok_or_else(|| {
-            MountError(format!(
+            MountError::Refused(format!(
                 "{} does not name a master file: give its path",
                 master.display()
             ))
@@ -410,7 +411,8 @@ mod tests {
         let long = PathBuf::from(format!("/{}", "a".repeat(MAX_BACKING_NAME)));
         let e = backing_name(&long, Path::new("/tmp/x.qcow2")).unwrap_err();
         assert!(
-            e.0.contains("more than a qcow2 backing file name holds"),
+            e.to_string()
+                .contains("more than a qcow2 backing file name holds"),
             "{e}"
         );
     }

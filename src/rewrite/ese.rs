@@ -216,9 +216,9 @@ pub struct EseRewrite {
     pub report: EseReport,
 }
 
+/// The u32 at `at`, or 0 past the end (an absent field reads as unset).
 fn u32_at(buf: &[u8], at: usize) -> u32 {
-    buf.get(at..at + 4)
-        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    crate::le::u32_at(buf, at).unwrap_or(0)
 }
 
 /// The validated file header fields the rewrite needs.

@@ -41,6 +41,7 @@ use serde::Serialize;
 use super::hive::FormCounts;
 use super::mapping::SidMapping;
 use crate::image::partition::crc32::crc32;
+use crate::le::u32_at;
 
 /// "ElfFile\0" at the start of the file [libevtx "File header"].
 pub const FILE_SIGNATURE: &[u8; 8] = b"ElfFile\0";
@@ -170,12 +171,6 @@ impl fmt::Display for EvtxError {
 }
 
 impl std::error::Error for EvtxError {}
-
-fn u32_at(buf: &[u8], at: usize) -> Option<u32> {
-    let end = at.checked_add(4)?;
-    buf.get(at..end)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-}
 
 fn put_u32(buf: &mut [u8], at: usize, value: u32) {
     buf[at..at + 4].copy_from_slice(&value.to_le_bytes());

@@ -101,8 +101,8 @@ impl From<ImageError> for SurveyError {
     }
 }
 
-/// Largest hive read into memory; real SOFTWARE hives are ~100 MiB.
-pub const HIVE_LIMIT: u64 = 1 << 30;
+// Largest hive read into memory: the one limit of the hive layer.
+use crate::hive::HIVE_SIZE_LIMIT as HIVE_LIMIT;
 /// Files whose content is never rewritten, with the reason (docs/SEMANTICS.md).
 pub const EXCLUDED_FILES: [(&str, &str); 4] = [
     (
@@ -601,9 +601,7 @@ pub fn survey_with(
                 index: partition.index,
                 source,
             })?;
-        let is_windows = volume
-            .try_lookup(r"Windows\System32\config\SYSTEM")?
-            .is_some();
+        let is_windows = volume.holds_windows()?;
         volumes.push(NtfsPart {
             partition,
             volume,

@@ -12,6 +12,7 @@
 use super::fixup::apply_fixups;
 use crate::image::error::{ImageError, Result};
 use crate::image::reader::ImageOffset;
+use crate::le::{u16_at, u32_at, u64_at};
 
 /// Record header fields (offsets into the record).
 const RECORD_MAGIC: &[u8; 4] = b"FILE";
@@ -100,24 +101,6 @@ pub struct FileRecord {
     /// Record number of the base record, for an extension record.
     pub base_record: Option<u64>,
     pub attributes: Vec<Attribute>,
-}
-
-fn u16_at(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(
-        b.get(at..at.checked_add(2)?)?.try_into().ok()?,
-    ))
-}
-
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
-    ))
-}
-
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(
-        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
-    ))
 }
 
 /// Whether `buf` starts with a FILE record signature (a record not yet written reads as zeros).

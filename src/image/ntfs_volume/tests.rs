@@ -5,8 +5,25 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::*;
-use crate::image::partition::{PartitionTableKind, PartitionType};
+use crate::image::partition::{PartitionTable, PartitionTableKind, PartitionType};
 use crate::testutil::*;
+
+/// The NTFS partition that holds Windows, or `None`. Partitions that fail to open are skipped;
+/// if no Windows volume is found and one of them failed, that error is returned.
+fn find_windows_volume(image: &ImageFile) -> Result<Option<(Partition, NtfsVolume)>> {
+    let table = PartitionTable::read(image)?;
+    let mut first_error = None;
+    for (partition, opened) in ntfs_volumes(image, &table) {
+        match opened.and_then(|v| v.holds_windows().map(|w| w.then_some(v))) {
+            Ok(Some(volume)) => return Ok(Some((partition.clone(), volume))),
+            Ok(None) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(None), Err)
+}
 
 fn run_stdin(cmd: &str, args: &[&str], stdin: &str) {
     use std::io::Write;

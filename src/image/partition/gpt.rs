@@ -28,6 +28,7 @@ use super::crc32::crc32;
 use super::guid::Guid;
 use crate::image::error::{ImageError, Result};
 use crate::image::reader::{ImageFile, ImageOffset};
+use crate::le;
 
 /// "EFI PART".
 pub const GPT_SIGNATURE: &[u8; 8] = b"EFI PART";
@@ -57,12 +58,30 @@ pub struct GptHeader {
     pub entry_size: u32,
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+/// A field of `b` (the `what` read at `offset`) that lies outside the bytes read.
+fn truncated(
+    b: &[u8],
+    at: usize,
+    size: usize,
+    offset: ImageOffset,
+    what: &'static str,
+) -> ImageError {
+    ImageError::Truncated {
+        offset,
+        what,
+        needed: (at as u64).saturating_add(size as u64),
+        available: b.len() as u64,
+    }
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+/// The little-endian u32 at `at` of `b`, the `what` read at `offset`.
+fn u32_at(b: &[u8], at: usize, offset: ImageOffset, what: &'static str) -> Result<u32> {
+    le::u32_at(b, at).ok_or_else(|| truncated(b, at, 4, offset, what))
+}
+
+/// The little-endian u64 at `at` of `b`, the `what` read at `offset`.
+fn u64_at(b: &[u8], at: usize, offset: ImageOffset, what: &'static str) -> Result<u64> {
+    le::u64_at(b, at).ok_or_else(|| truncated(b, at, 8, offset, what))
 }
 
 impl GptHeader {
@@ -82,7 +101,7 @@ impl GptHeader {
                 format!("{:02X?}", &block[..block.len().min(8)]),
             ));
         }
-        let header_size = u32_at(block, 12);
+        let header_size = u32_at(block, 12, offset, "GPT header")?;
         if header_size < MIN_HEADER_SIZE || header_size as usize > block.len() {
             return Err(ImageError::invalid(
                 offset,
@@ -91,7 +110,7 @@ impl GptHeader {
                 header_size.to_string(),
             ));
         }
-        let stored_crc = u32_at(block, 16);
+        let stored_crc = u32_at(block, 16, offset, "GPT header")?;
         let mut copy = block[..header_size as usize].to_vec();
         copy[16..20].fill(0);
         let actual_crc = crc32(&copy);
@@ -105,14 +124,14 @@ impl GptHeader {
         }
         let header = GptHeader {
             offset,
-            my_lba: u64_at(block, 24),
-            alternate_lba: u64_at(block, 32),
-            first_usable_lba: u64_at(block, 40),
-            last_usable_lba: u64_at(block, 48),
+            my_lba: u64_at(block, 24, offset, "GPT header")?,
+            alternate_lba: u64_at(block, 32, offset, "GPT header")?,
+            first_usable_lba: u64_at(block, 40, offset, "GPT header")?,
+            last_usable_lba: u64_at(block, 48, offset, "GPT header")?,
             disk_guid: Guid(block[56..72].try_into().expect("16 bytes")),
-            entries_lba: u64_at(block, 72),
-            entry_count: u32_at(block, 80),
-            entry_size: u32_at(block, 84),
+            entries_lba: u64_at(block, 72, offset, "GPT header")?,
+            entry_count: u32_at(block, 80, offset, "GPT header")?,
+            entry_size: u32_at(block, 84, offset, "GPT header")?,
         };
         if header.my_lba != lba {
             return Err(ImageError::invalid(
@@ -208,7 +227,7 @@ fn read_at_lba(image: &ImageFile, lba: u64, lba_size: u64) -> Result<(GptHeader,
         "GPT entry array",
     )?;
     // The entries CRC is at header offset 88; re-read it from the block (validated above).
-    let stored = u32_at(&block, 88);
+    let stored = u32_at(&block, 88, offset, "GPT header")?;
     let actual = crc32(&array);
     if stored != actual {
         return Err(ImageError::invalid(
@@ -225,8 +244,8 @@ fn read_at_lba(image: &ImageFile, lba: u64, lba_size: u64) -> Result<(GptHeader,
             continue;
         }
         let entry_offset = ImageOffset(array_offset.0 + i as u64 * header.entry_size as u64);
-        let first_lba = u64_at(raw, 32);
-        let last_lba = u64_at(raw, 40);
+        let first_lba = u64_at(raw, 32, entry_offset, "GPT entry")?;
+        let last_lba = u64_at(raw, 40, entry_offset, "GPT entry")?;
         if last_lba < first_lba {
             return Err(ImageError::invalid(
                 entry_offset,
@@ -246,7 +265,7 @@ fn read_at_lba(image: &ImageFile, lba: u64, lba_size: u64) -> Result<(GptHeader,
             unique_guid: Guid(raw[16..32].try_into().expect("16 bytes")),
             first_lba,
             last_lba,
-            attributes: u64_at(raw, 48),
+            attributes: u64_at(raw, 48, entry_offset, "GPT entry")?,
             name: String::from_utf16_lossy(&name_units),
         });
     }
@@ -292,6 +311,25 @@ pub fn read_gpt(image: &ImageFile, lba_size: u64) -> Result<Gpt> {
                     "a valid primary or backup GPT",
                     format!("primary: {primary}; backup at LBA {alternate}: {backup}"),
                 )),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A header block cut short after its signature (a caller's short read, a hostile image) is
+    /// a truncation error naming the header, not a panic.
+    #[test]
+    fn a_header_block_shorter_than_its_fields_is_an_error() {
+        for len in [8, 12, 15] {
+            let mut block = vec![0u8; len];
+            block[..8].copy_from_slice(GPT_SIGNATURE);
+            match GptHeader::parse(&block, ImageOffset(512), 1) {
+                Err(ImageError::Truncated { what, .. }) => assert_eq!(what, "GPT header"),
+                other => panic!("{len} bytes: expected a truncation error, got {other:?}"),
             }
         }
     }

@@ -18,6 +18,7 @@ use super::{Part, SecureError};
 use crate::image::ntfs_volume::fixup::apply_fixups;
 use crate::image::ntfs_volume::multi_sector::redo_fixups;
 use crate::image::ImageOffset;
+use crate::le;
 
 /// Multi-sector fixup granule, whatever the sector size [mst.c].
 const FIXUP_BLOCK: usize = 512;
@@ -42,14 +43,6 @@ const VCN_LEN: usize = 8;
 const MAX_DEPTH: usize = 32;
 /// Largest index block we accept (NTFS uses 4 KiB; 64 KiB is the largest cluster).
 const MAX_BLOCK_SIZE: usize = 64 * 1024;
-
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
 
 /// Undoes the update-sequence fixups of a multi-sector record (`base`: its offset in `part`,
 /// for messages), through the volume's one multi-sector owner
@@ -127,7 +120,7 @@ impl IndexTree {
                 format!("{} bytes", root.len()),
             ));
         }
-        let found = u32_at(root, ROOT_COLLATION);
+        let found = le::u32_at(root, ROOT_COLLATION).unwrap_or_default();
         if found != collation {
             return Err(SecureError::corrupt(
                 root_part,
@@ -137,7 +130,7 @@ impl IndexTree {
                 format!("{found:#x}"),
             ));
         }
-        let block_size = u32_at(root, ROOT_BLOCK_SIZE) as usize;
+        let block_size = le::u32_at(root, ROOT_BLOCK_SIZE).unwrap_or_default() as usize;
         let units = root[ROOT_UNITS_PER_BLOCK] as usize;
         // The VCN unit is the cluster when blocks are at least a cluster, else 512 bytes; the
         // root's per-block count is in that unit, so the unit is block size / count.
@@ -214,6 +207,27 @@ impl IndexTree {
         SecureError::corrupt(part, offset, what, expected, found)
     }
 
+    /// The little-endian u16 at `at` in node `node`; a field past the node's end is corrupt.
+    fn u16_in(&self, node: usize, at: usize) -> Result<u16, SecureError> {
+        le::u16_at(self.buf(node), at).ok_or_else(|| self.field_past_end(node, at))
+    }
+
+    /// The little-endian u32 at `at` in node `node`; a field past the node's end is corrupt.
+    fn u32_in(&self, node: usize, at: usize) -> Result<u32, SecureError> {
+        le::u32_at(self.buf(node), at).ok_or_else(|| self.field_past_end(node, at))
+    }
+
+    fn field_past_end(&self, node: usize, at: usize) -> SecureError {
+        let len = self.buf(node).len();
+        self.corrupt_at(
+            node,
+            at,
+            "index field",
+            format!("a field inside the node's {len} bytes"),
+            "the end of the node",
+        )
+    }
+
     /// An error about the entry in `slot`.
     pub fn corrupt(
         &self,
@@ -241,9 +255,9 @@ impl IndexTree {
         } else {
             INDX_INDEX_HEADER
         };
+        let entries_offset = self.u32_in(node, header)? as usize;
+        let index_length = self.u32_in(node, header + 4)? as usize;
         let buf = self.buf(node);
-        let entries_offset = u32_at(buf, header) as usize;
-        let index_length = u32_at(buf, header + 4) as usize;
         let start = header.checked_add(entries_offset);
         let end = header.checked_add(index_length);
         let (start, end) = match (start, end) {
@@ -272,8 +286,8 @@ impl IndexTree {
                     "the end of the node",
                 ));
             }
-            let len = u16_at(buf, p + ENTRY_LENGTH) as usize;
-            let flags = u16_at(buf, p + ENTRY_FLAGS);
+            let len = usize::from(self.u16_in(node, p + ENTRY_LENGTH)?);
+            let flags = self.u16_in(node, p + ENTRY_FLAGS)?;
             let min = if flags & ENTRY_NODE != 0 {
                 ENTRY_KEY + VCN_LEN
             } else {
@@ -290,7 +304,15 @@ impl IndexTree {
             }
             if flags & ENTRY_NODE != 0 {
                 let vcn_at = p + len - VCN_LEN;
-                let vcn = u64::from_le_bytes(buf[vcn_at..vcn_at + 8].try_into().expect("8"));
+                let vcn = le::u64_at(buf, vcn_at).ok_or_else(|| {
+                    self.corrupt_at(
+                        node,
+                        vcn_at,
+                        "subnode VCN",
+                        "8 bytes",
+                        "the end of the node",
+                    )
+                })?;
                 let child = self.load_block(node, vcn_at, vcn, walk)?;
                 self.visit(child, walk, depth + 1)?;
             }
@@ -391,11 +413,10 @@ impl IndexTree {
         key_len: usize,
         data_len: usize,
     ) -> Result<(std::ops::Range<usize>, std::ops::Range<usize>), SecureError> {
-        let buf = self.buf(slot.node);
         let p = slot.offset;
-        let found_key = u16_at(buf, p + ENTRY_KEY_LENGTH) as usize;
-        let data_offset = u16_at(buf, p + ENTRY_DATA_OFFSET) as usize;
-        let found_data = u16_at(buf, p + ENTRY_DATA_LENGTH) as usize;
+        let found_key = usize::from(self.u16_in(slot.node, p + ENTRY_KEY_LENGTH)?);
+        let data_offset = usize::from(self.u16_in(slot.node, p + ENTRY_DATA_OFFSET)?);
+        let found_data = usize::from(self.u16_in(slot.node, p + ENTRY_DATA_LENGTH)?);
         let content_end = self.content_end(slot);
         if found_key != key_len
             || found_data != data_len
@@ -443,10 +464,9 @@ impl IndexTree {
         slot: &Slot,
         n: usize,
     ) -> Result<std::ops::Range<usize>, SecureError> {
-        let buf = self.buf(slot.node);
         let p = slot.offset;
-        let start = u16_at(buf, p + ENTRY_DATA_OFFSET) as usize
-            + u16_at(buf, p + ENTRY_DATA_LENGTH) as usize;
+        let start = usize::from(self.u16_in(slot.node, p + ENTRY_DATA_OFFSET)?)
+            + usize::from(self.u16_in(slot.node, p + ENTRY_DATA_LENGTH)?);
         if start + n > self.content_end(slot) {
             return Err(self.corrupt(
                 slot,
@@ -460,15 +480,15 @@ impl IndexTree {
 
     /// The key of a slot (its length as declared by the entry, checked by `key_and_data`).
     pub fn key_mut(&mut self, slot: &Slot) -> Result<&mut [u8], SecureError> {
-        let key_len = u16_at(self.buf(slot.node), slot.offset + ENTRY_KEY_LENGTH) as usize;
-        let data_len = u16_at(self.buf(slot.node), slot.offset + ENTRY_DATA_LENGTH) as usize;
+        let key_len = usize::from(self.u16_in(slot.node, slot.offset + ENTRY_KEY_LENGTH)?);
+        let data_len = usize::from(self.u16_in(slot.node, slot.offset + ENTRY_DATA_LENGTH)?);
         let (key, _) = self.ranges(slot, key_len, data_len)?;
         Ok(&mut self.buf_mut(slot.node)[key])
     }
 
     pub fn data_mut(&mut self, slot: &Slot) -> Result<&mut [u8], SecureError> {
-        let key_len = u16_at(self.buf(slot.node), slot.offset + ENTRY_KEY_LENGTH) as usize;
-        let data_len = u16_at(self.buf(slot.node), slot.offset + ENTRY_DATA_LENGTH) as usize;
+        let key_len = usize::from(self.u16_in(slot.node, slot.offset + ENTRY_KEY_LENGTH)?);
+        let data_len = usize::from(self.u16_in(slot.node, slot.offset + ENTRY_DATA_LENGTH)?);
         let (_, data) = self.ranges(slot, key_len, data_len)?;
         Ok(&mut self.buf_mut(slot.node)[data])
     }

@@ -15,6 +15,7 @@ use std::collections::HashSet;
 use std::ops::Range;
 
 use super::{Part, SecureError};
+use crate::le::{u16_at, u32_at, u64_at};
 
 /// Distance from an entry to its mirror, and the size of the blocks entries may not cross.
 pub const SDS_BLOCK: u64 = 0x40000;
@@ -58,27 +59,15 @@ pub struct SdsHeader {
     pub length: u32,
 }
 
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([b[at], b[at + 1]])
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
-
 impl SdsHeader {
-    /// `b` holds at least 20 bytes.
-    fn parse(b: &[u8]) -> SdsHeader {
-        SdsHeader {
-            hash: u32_at(b, 0),
-            security_id: u32_at(b, 4),
-            offset: u64_at(b, 8),
-            length: u32_at(b, 16),
-        }
+    /// The header at the start of `b`; `None` when `b` is shorter than a header.
+    fn parse(b: &[u8]) -> Option<SdsHeader> {
+        Some(SdsHeader {
+            hash: u32_at(b, 0)?,
+            security_id: u32_at(b, 4)?,
+            offset: u64_at(b, 8)?,
+            length: u32_at(b, 16)?,
+        })
     }
 
     pub fn to_bytes(&self) -> [u8; SDS_HEADER_LEN] {
@@ -137,7 +126,11 @@ pub fn walk(sds: &[u8]) -> Result<Vec<SdsHeader>, SecureError> {
             continue;
         }
         let at = pos as usize;
-        let h = SdsHeader::parse(&sds[at..at + SDS_HEADER_LEN]);
+        // (The check above leaves room for a header: `None` cannot happen.)
+        let Some(h) = sds.get(at..).and_then(SdsHeader::parse) else {
+            pos = next_block;
+            continue;
+        };
         if h.length == 0 {
             pos = next_block;
             continue;
@@ -227,7 +220,7 @@ pub fn rewrite_descriptor(
             format!("{}", sd.len()),
         ));
     }
-    let control = u16_at(sd, SD_CONTROL);
+    let control = sd_u16(sd, SD_CONTROL, base)?;
     if sd[0] != 1 || control & SE_SELF_RELATIVE == 0 {
         return Err(err(
             0,
@@ -238,19 +231,39 @@ pub fn rewrite_descriptor(
     }
     let mut outcome = DescriptorOutcome::default();
     for field in [SD_OWNER, SD_GROUP] {
-        let at = u32_at(sd, field) as usize;
+        let at = sd_u32(sd, field, base)? as usize;
         if at != 0 {
             let end = sid_end(sd, at, sd.len(), base)?;
             outcome.replaced += replace_sid(&mut sd[at..end], old, new);
         }
     }
     for field in [SD_SACL, SD_DACL] {
-        let at = u32_at(sd, field) as usize;
+        let at = sd_u32(sd, field, base)? as usize;
         if at != 0 {
             rewrite_acl(sd, at, base, old, new, &mut outcome)?;
         }
     }
     Ok(outcome)
+}
+
+/// The little-endian u16 at `at` of the descriptor `sd` (at `base` in `$SDS`).
+fn sd_u16(sd: &[u8], at: usize, base: u64) -> Result<u16, SecureError> {
+    u16_at(sd, at).ok_or_else(|| field_past_end(sd, at, base))
+}
+
+/// The little-endian u32 at `at` of the descriptor `sd` (at `base` in `$SDS`).
+fn sd_u32(sd: &[u8], at: usize, base: u64) -> Result<u32, SecureError> {
+    u32_at(sd, at).ok_or_else(|| field_past_end(sd, at, base))
+}
+
+fn field_past_end(sd: &[u8], at: usize, base: u64) -> SecureError {
+    SecureError::corrupt(
+        Part::Sds,
+        base.saturating_add(at as u64),
+        "security descriptor field",
+        format!("a field inside the {}-byte descriptor", sd.len()),
+        "its end",
+    )
 }
 
 /// The end of the SID at `at`, which must lie inside `..limit`.
@@ -286,7 +299,7 @@ fn replace_sid(sid: &mut [u8], old: &[u8; 12], new: &[u8; 12]) -> usize {
     let count = sid[1] as usize;
     if count >= 4
         && sid[2..8] == NT_AUTHORITY
-        && u32_at(sid, SID_HEADER_LEN) == NT_NON_UNIQUE
+        && u32_at(sid, SID_HEADER_LEN) == Some(NT_NON_UNIQUE)
         && sid[12..24] == old[..]
     {
         sid[12..24].copy_from_slice(new);
@@ -309,7 +322,7 @@ fn ace_sid_offset(ty: u8, ace: &[u8]) -> Option<usize> {
         // *_CALLBACK_OBJECT.
         0x05..=0x08 | 0x0B | 0x0C | 0x0F | 0x10 => {
             let flags_at = ACE_HEADER_LEN + 4;
-            let flags = u32::from_le_bytes(ace.get(flags_at..flags_at + 4)?.try_into().ok()?);
+            let flags = u32_at(ace, flags_at)?;
             let mut at = flags_at + 4;
             if flags & ACE_OBJECT_TYPE_PRESENT != 0 {
                 at += GUID_LEN;
@@ -342,8 +355,8 @@ fn rewrite_acl(
             "too little room".into(),
         ));
     }
-    let size = u16_at(sd, at + 2) as usize;
-    let count = u16_at(sd, at + 4) as usize;
+    let size = usize::from(sd_u16(sd, at + 2, base)?);
+    let count = usize::from(sd_u16(sd, at + 4, base)?);
     let end = at + size;
     if size < ACL_HEADER_LEN || end > sd.len() {
         return Err(err(
@@ -364,7 +377,7 @@ fn rewrite_acl(
             ));
         }
         let ty = sd[p];
-        let ace_size = u16_at(sd, p + 2) as usize;
+        let ace_size = usize::from(sd_u16(sd, p + 2, base)?);
         if ace_size < ACE_HEADER_LEN || p + ace_size > end {
             return Err(err(
                 p + 2,

@@ -1,28 +1,30 @@
 //! The Windows installation on one NTFS volume: volume state, hives, machine SID, domain,
 //! accounts, profiles, special files. Anything that cannot be read becomes a refusal with reason
 //! `unreadable`; the rest of the report is still filled in.
+//!
+//! This file walks the installation and judges its hives and stores; [`volume`] judges the
+//! NTFS volume and its special files; [`profiles`] places each user profile and its hives.
+
+mod profiles;
+mod volume;
+
+use profiles::profile_report;
+#[cfg(test)]
+pub(in crate::inspect) use profiles::profile_volume_path;
+use volume::{special_files, volume_state};
 
 use super::finding::{Refusal, RefusalReason, Warning, WarningReason};
 use super::hive_file::{self, HiveCheck};
 use super::report::{
     AccountReport, DomainReport, HiveLogReport, HiveReport, MachineSidSources, ProfileReport,
-    SidSource, SpecialFilesReport, StoreReport, VolumeReport, WindowsReport,
+    SidSource, StoreReport, WindowsReport,
 };
-use super::{SPECIAL_FILE_EXAMPLES, SPECIAL_FILE_SCAN_LIMIT};
 use crate::hive::windows::{
     self, DomainControllerEvidence, MachineSidRecord, POL_AC_DM_S, SAM_ACCOUNT,
 };
 use crate::hive::Hive;
-use crate::image::ntfs_volume::HibernationState;
 use crate::image::{HiveFileKind, HiveLocation, HiveRole, NtfsVolume, Partition};
-use crate::sid::{MachineSid, Sid};
-
-/// Where a local user keeps DPAPI master keys, relative to the profile directory (Vista+ and
-/// XP) [FORMAT-FACTS §5 DPAPI].
-const PROTECT_DIRS: [&str; 2] = [
-    r"AppData\Roaming\Microsoft\Protect",
-    r"Application Data\Microsoft\Protect",
-];
+use crate::sid::MachineSid;
 
 /// Collects refusals and warnings while the installation is inspected.
 struct Findings<'a> {
@@ -161,7 +163,7 @@ pub(super) fn inspect_installation(
             primary_sequence: check.primary_sequence,
             secondary_sequence: check.secondary_sequence,
             logs,
-            error: check.error.clone(),
+            error: check.error.as_ref().map(ToString::to_string),
         });
     }
     for (role, name) in [
@@ -325,7 +327,7 @@ pub(super) fn inspect_installation(
     let special_files = special_files(volume, &mut findings);
     let read = |path: &str| {
         volume
-            .read_file(path, "", crate::rewrite::survey::HIVE_LIMIT)
+            .read_file(path, "", crate::hive::HIVE_SIZE_LIMIT)
             .ok()
     };
     let identifiers = crate::identity::discover_on(&read, &|dir: &str| {
@@ -451,122 +453,6 @@ fn store_reports(
     out
 }
 
-/// $Volume flags, $LogFile and hiberfil.sys, with their refusals.
-fn volume_state(partition: &Partition, volume: &NtfsVolume, f: &mut Findings<'_>) -> VolumeReport {
-    let mut report = VolumeReport {
-        start: partition.start.0,
-        size: partition.len,
-        cluster_size: 0,
-        ntfs_version: String::new(),
-        serial_number: String::new(),
-        label: None,
-        dirty: false,
-        log_file_clean: None,
-        log_file_version: None,
-        hibernation: "unknown".to_string(),
-    };
-    match volume.facts() {
-        Ok(facts) => {
-            report.cluster_size = facts.cluster_size;
-            report.ntfs_version = format!("{}.{}", facts.ntfs_major, facts.ntfs_minor);
-            report.serial_number = format!("{:016x}", facts.serial_number);
-            report.label = facts.volume_name.clone();
-            report.dirty = facts.is_dirty();
-            if facts.is_dirty() {
-                f.refuse(
-                    RefusalReason::NtfsDirty,
-                    format!(
-                        "The Windows volume (partition {}) is marked dirty, so its metadata may \
-                         be inconsistent: boot the master, run chkdsk /f on it, shut down \
-                         cleanly and capture it again.",
-                        partition.index
-                    ),
-                );
-            }
-        }
-        Err(e) => f.unreadable("The Windows volume's $Volume record", e),
-    }
-    match volume.log_file_state() {
-        Ok(log) => {
-            report.log_file_clean = Some(log.clean);
-            if !log.emptied {
-                report.log_file_version =
-                    Some(format!("{}.{}", log.major_version, log.minor_version));
-            }
-            if !log.clean {
-                f.refuse(
-                    RefusalReason::LogFileUnclean,
-                    "The NTFS journal ($LogFile) of the Windows volume has operations that were \
-                     never applied, so the volume was not shut down cleanly: boot the master \
-                     and shut it down completely (shutdown /s /t 0) before capturing it."
-                        .to_string(),
-                );
-            } else if log.is_version_2() {
-                f.refuse(
-                    RefusalReason::FastRestart,
-                    "The NTFS journal ($LogFile) has a version 2.0 restart page, which Windows \
-                     Fast Startup writes when it may keep file-system metadata cached: disable \
-                     Fast Startup (powercfg /h off) in the master, shut down and capture it \
-                     again."
-                        .to_string(),
-                );
-            }
-        }
-        Err(e) => f.unreadable("The Windows volume's $LogFile", e),
-    }
-    // The security descriptors every clone rewrites live in $Secure:$SDS.
-    if let Err(e) = volume.stream_layout("$Secure", "$SDS") {
-        f.unreadable(
-            "The Windows volume's security descriptors ($Secure:$SDS)",
-            e,
-        );
-    }
-    match volume.hibernation_state() {
-        Ok(state) => {
-            report.hibernation = match &state {
-                HibernationState::Absent => "absent",
-                HibernationState::Clean { .. } => "clean",
-                HibernationState::Hibernated { .. } => "hibernated",
-                HibernationState::Wake { .. } => "wake",
-                HibernationState::Restore { .. } => "restore",
-                HibernationState::Unknown { .. } => "unknown",
-            }
-            .to_string();
-            match state {
-                HibernationState::Hibernated { signature, .. } => f.refuse(
-                    RefusalReason::Hibernated,
-                    format!(
-                        "hiberfil.sys holds a hibernation or Fast Startup image (signature {:?}), \
-                         so Windows would resume a state that does not match the clone: boot the \
-                         master, disable Fast Startup (powercfg /h off), shut down and capture it \
-                         again.",
-                        String::from_utf8_lossy(&signature)
-                    ),
-                ),
-                HibernationState::Restore { .. } => f.refuse(
-                    RefusalReason::Hibernated,
-                    "hiberfil.sys says a resume from hibernation was in progress (RSTR): boot \
-                     the master, let it finish, disable hibernation (powercfg /h off) and \
-                     capture it again."
-                        .to_string(),
-                ),
-                HibernationState::Unknown { size, signature } => f.warn(
-                    WarningReason::HibernationUnknown,
-                    format!(
-                        "hiberfil.sys ({size} bytes) starts with {signature:02X?}, which is \
-                         neither a hibernation image nor a cleared one; if the master was \
-                         hibernated, resume and shut it down before cloning."
-                    ),
-                ),
-                _ => {}
-            }
-        }
-        Err(e) => f.unreadable("The Windows volume's hiberfil.sys", e),
-    }
-    report
-}
-
-/// Refusals and warnings for one hive's state.
 fn judge_hive(
     location: &HiveLocation,
     check: &HiveCheck,
@@ -706,156 +592,5 @@ pub(super) fn role_name(role: &HiveRole) -> &'static str {
         HiveRole::ServiceProfileNtuser => "service-ntuser",
         HiveRole::SystemProfileNtuser => "systemprofile-ntuser",
         HiveRole::Bcd => "bcd",
-    }
-}
-
-/// `ProfileImagePath` as a path on the volume: drops a drive letter or `%SystemDrive%`, expands
-/// `%SystemRoot%`/`%windir%` to `Windows`. `None` for a path on another drive letter form we
-/// cannot place.
-pub(super) fn profile_volume_path(image_path: &str) -> Option<String> {
-    let mut rest = image_path.trim().trim_end_matches('\\').to_string();
-    let lower = rest.to_ascii_lowercase();
-    for (prefix, replacement) in [
-        ("%systemdrive%\\", ""),
-        ("%systemroot%", "Windows"),
-        ("%windir%", "Windows"),
-    ] {
-        if lower.starts_with(prefix) {
-            rest = format!("{replacement}{}", &rest[prefix.len()..]);
-            return Some(rest.trim_start_matches('\\').to_string());
-        }
-    }
-    let bytes = rest.as_bytes();
-    if bytes.len() >= 3 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' && bytes[2] == b'\\' {
-        return Some(rest[3..].to_string());
-    }
-    None
-}
-
-/// The profile directory of a per-user hive (the hive's path without the part below the
-/// profile), or `None` for other hives.
-fn profile_dir_of(location: &HiveLocation) -> Option<String> {
-    let suffixes: &[&str] = match location.role {
-        HiveRole::UserNtuser | HiveRole::ServiceProfileNtuser | HiveRole::SystemProfileNtuser => {
-            &[r"\NTUSER.DAT"]
-        }
-        HiveRole::UserClasses => &[
-            r"\AppData\Local\Microsoft\Windows\UsrClass.dat",
-            r"\Local Settings\Application Data\Microsoft\Windows\UsrClass.dat",
-        ],
-        _ => return None,
-    };
-    let lower = location.path.to_ascii_lowercase();
-    suffixes.iter().find_map(|s| {
-        lower
-            .ends_with(&s.to_ascii_lowercase())
-            .then(|| location.path[..location.path.len() - s.len()].to_string())
-    })
-}
-
-fn profile_report(
-    volume: &NtfsVolume,
-    profile: &windows::UserProfile,
-    locations: &[HiveLocation],
-    machine_sid: Option<MachineSid>,
-    domain_sid: Option<&Sid>,
-) -> ProfileReport {
-    let kind = match &profile.sid {
-        Some(sid) => {
-            let parent = sid.domain();
-            if machine_sid.is_some_and(|m| parent.as_ref() == Some(&m.to_sid())) {
-                "local"
-            } else if domain_sid.is_some() && parent.as_ref() == domain_sid {
-                "domain"
-            } else if sid.authority() == 5 && sid.sub_authorities().len() == 1 {
-                "well-known"
-            } else {
-                "other"
-            }
-        }
-        None => "other",
-    };
-    let dir = profile
-        .profile_image_path
-        .as_deref()
-        .and_then(profile_volume_path);
-    let hives = match &dir {
-        Some(dir) => locations
-            .iter()
-            .filter(|l| l.kind == HiveFileKind::Primary)
-            .filter(|l| profile_dir_of(l).is_some_and(|d| d.eq_ignore_ascii_case(dir)))
-            .map(|l| l.path.clone())
-            .collect(),
-        None => Vec::new(),
-    };
-    let dpapi_master_keys = dir.as_ref().and_then(|dir| {
-        PROTECT_DIRS.iter().find_map(|protect| {
-            let path = format!(r"{dir}\{protect}\{}", profile.key_name);
-            match volume.list_dir(&path) {
-                Ok(entries) if entries.iter().any(|e| !e.is_directory) => Some(path),
-                _ => None,
-            }
-        })
-    });
-    ProfileReport {
-        sid: profile.key_name.clone(),
-        kind: kind.to_string(),
-        path: profile.profile_image_path.clone(),
-        hives,
-        dpapi_master_keys,
-    }
-}
-
-/// EFS-encrypted and compressed files, from a bounded MFT walk.
-fn special_files(volume: &NtfsVolume, f: &mut Findings<'_>) -> SpecialFilesReport {
-    let scan = match volume.scan_special_files(SPECIAL_FILE_SCAN_LIMIT, SPECIAL_FILE_EXAMPLES) {
-        Ok(s) => s,
-        Err(e) => {
-            f.unreadable("The Windows volume's MFT", e);
-            return SpecialFilesReport::default();
-        }
-    };
-    if scan.encrypted > 0 {
-        f.warn(
-            WarningReason::EfsFiles,
-            format!(
-                "{} EFS-encrypted file(s) (e.g. {}) hold their users' SIDs in encrypted form and \
-                 their keys are DPAPI-protected by those SIDs, so local users cannot open them in \
-                 a clone: decrypt them in the master (cipher /d) if clones need them.",
-                scan.encrypted,
-                scan.encrypted_examples.join(", ")
-            ),
-        );
-    }
-    if scan.compressed > 0 {
-        f.warn(
-            WarningReason::CompressedFiles,
-            format!(
-                "{} NTFS-compressed file(s) (e.g. {}) are not searched for the SID, so any SID \
-                 inside them stays the master's: uncompress them in the master (compact /u) if \
-                 they may carry it.",
-                scan.compressed,
-                scan.compressed_examples.join(", ")
-            ),
-        );
-    }
-    if scan.truncated {
-        f.warn(
-            WarningReason::ScanIncomplete,
-            format!(
-                "Only the first {} MFT records were checked for encrypted and compressed files; \
-                 the counts above may be incomplete.",
-                scan.records_scanned
-            ),
-        );
-    }
-    SpecialFilesReport {
-        records_scanned: scan.records_scanned,
-        truncated: scan.truncated,
-        encrypted: scan.encrypted,
-        compressed: scan.compressed,
-        encrypted_examples: scan.encrypted_examples,
-        compressed_examples: scan.compressed_examples,
-        unreadable: scan.unreadable,
     }
 }
