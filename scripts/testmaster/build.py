@@ -14,6 +14,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import evtx  # noqa: E402
+import extension_records  # noqa: E402
 import hives  # noqa: E402
 import ntfs  # noqa: E402
 import regf  # noqa: E402
@@ -25,7 +26,7 @@ from tools import make_progress, run  # noqa: E402
 MiB = 1 << 20
 SECTOR = 512
 VARIANTS = ["clean", "hibernated", "fast-startup", "dirty-ntfs", "unclean-logfile", "bitlocker",
-            "dirty-hive", "domain-controller"]
+            "dirty-hive", "domain-controller"] + extension_records.VARIANTS
 SIZE_PRESETS = {"small": 256 * MiB, "medium": 1024 * MiB}
 MIN_SIZE = 128 * MiB
 
@@ -59,6 +60,8 @@ REFUSALS = {
     "domain-controller": [{"code": "domain-controller",
                            "detail": "ProductType LanmanNT and PolPrDmS == PolAcDmS"}],
 }
+
+REFUSALS.update({v: [] for v in extension_records.VARIANTS})
 
 progress = make_progress("build-test-master")
 
@@ -363,6 +366,8 @@ def build(a, size, out, manifest_path, work):
     with NtfsMount(pf, mnt, log=os.path.join(work, "ntfs-3g.log")):
         sds = populate_windows(mnt, a.variant, hive_files, files)
     progress("Windows NTFS populated and unmounted")
+    if a.variant in extension_records.VARIANTS:
+        extension_records.apply(a.variant, pf, mnt, work, files, progress)
     vol = ntfs.Volume(pf, 0)
     ntfs.write_restart_pages(vol, clean=a.variant != "unclean-logfile")
     if a.variant == "dirty-ntfs":
