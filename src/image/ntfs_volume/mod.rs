@@ -444,6 +444,10 @@ impl NtfsVolume {
         stream: &str,
         limit: u64,
     ) -> Result<Vec<u8>> {
+        let record = file.file_record_number();
+        if let Some(bytes) = self.read_data(record, stream, limit, false, path)? {
+            return Ok(bytes);
+        }
         let item = match file.data(fs, stream) {
             None => {
                 return Err(ImageError::NotFound {
@@ -607,8 +611,97 @@ impl NtfsVolume {
         })
     }
 
+    /// Reads `$DATA` stream `stream` of record `record` through the one attribute-layout lookup
+    /// (which follows `$ATTRIBUTE_LIST` into extension records): the whole value, or with
+    /// `head` its first `limit` bytes; without `head` a value larger than `limit` is an error,
+    /// before anything is allocated. Bytes past the initialized size read as zeros, holes too.
+    /// `None` for a compressed stream (the `ntfs` crate decompresses; its reads of values
+    /// continued in extension records stopped at the base record's piece: 0 bytes).
+    fn read_data(
+        &self,
+        record: u64,
+        stream: &str,
+        limit: u64,
+        head: bool,
+        path: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        let mft = self.mft_map()?;
+        let Some(layout) =
+            attribute::attribute_layout(&self.image, mft, record, record::TYPE_DATA, stream)?
+        else {
+            return Err(ImageError::NotFound {
+                volume: self.start,
+                path: format!("{path}:{stream} ($DATA)"),
+            });
+        };
+        let size = match &layout {
+            attribute::AttributeLayout::Resident { len, .. } => u64::from(*len),
+            attribute::AttributeLayout::NonResident { data_size, .. } => *data_size,
+        };
+        if size > limit && !head {
+            return Err(ImageError::TooLarge {
+                what: format!("{path}:{stream}"),
+                size,
+                limit,
+            });
+        }
+        let want = size.min(limit);
+        match layout {
+            attribute::AttributeLayout::Resident {
+                record: r,
+                value_offset,
+                ..
+            } => {
+                let (bytes, _) = mft.read(&self.image, r)?;
+                let start = value_offset as usize;
+                let value = bytes.get(start..start + want as usize).ok_or_else(|| {
+                    ImageError::invalid(
+                        self.start,
+                        "resident value",
+                        format!("{want} bytes inside record {r}"),
+                        format!("offset {start} in a {}-byte record", bytes.len()),
+                    )
+                })?;
+                Ok(Some(value.to_vec()))
+            }
+            attribute::AttributeLayout::NonResident { flags, .. }
+                if flags & record::ATTR_FLAG_COMPRESSED != 0 =>
+            {
+                Ok(None)
+            }
+            attribute::AttributeLayout::NonResident {
+                initialized_size,
+                extents,
+                ..
+            } => {
+                let mut buf = vec![0u8; want as usize];
+                let stored = want.min(initialized_size);
+                for e in extents {
+                    let (Some(at), start) = (e.image_offset, e.logical_offset) else {
+                        continue;
+                    };
+                    let end = start.saturating_add(e.len).min(stored);
+                    if end > start {
+                        self.image.read_exact_at(
+                            at,
+                            &mut buf[start as usize..end as usize],
+                            "file data",
+                        )?;
+                    }
+                }
+                Ok(Some(buf))
+            }
+        }
+    }
+
     /// Reads up to `max` bytes from the start of a stream of record `record`.
     fn read_head(&self, record: u64, max: u64) -> Result<Vec<u8>> {
+        match self.read_data(record, "", max, true, &format!("record {record}")) {
+            Ok(Some(bytes)) => return Ok(bytes),
+            Ok(None) => {}
+            Err(ImageError::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        }
         self.guarded("reading a file head", |ntfs, fs| {
             let file = ntfs
                 .file(fs, record)
