@@ -3,8 +3,8 @@
 //! in extents of extension records, a SID-named directory's `$I30`, `$MFT` itself with an
 //! attribute list, and old record copies in free clusters. Each test first checks with an
 //! independent tool (ntfsinfo, or the clone checker's scan.py) that the master really has that
-//! layout, then clones it: the independent clone checker must say PASS (ntfssecaudit included),
-//! and `sidfs verify` must be clean.
+//! layout, then clones it: ntfssecaudit must find no error, the independent clone checker must
+//! say PASS, and `sidfs verify` must be clean.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -111,13 +111,49 @@ fn clone_and_check(
     assert_eq!(o, old);
     {
         let dev = LoopDev::new(&m.disk(), start, size);
-        let audit = ok(Command::new("ntfssecaudit").arg("-a").arg(&dev.0));
-        assert!(audit.contains("No errors were found"), "clone:\n{audit}");
+        audit_clean(&dev.0);
     }
     let partition = manifest["windows_partition"].as_u64();
     clone_check(s, master, &m.disk(), &old, &new, partition);
     verify_clean(&m, &old);
     (m, new)
+}
+
+/// `ntfssecaudit -a` finds no error. Its one known artefact on volumes ntfs-3g wrote
+/// (docs/TEST-MASTERS.md: it reads past the end of `$SDS-2`, "Security attribute is too long")
+/// is accepted only when both `$SDS` copies hold the same number of entries.
+fn audit_clean(dev: &str) {
+    let out = run(Command::new("ntfssecaudit").arg("-a").arg(dev));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("No errors were found"),
+        "ntfssecaudit:\n{text}"
+    );
+    let entries = |copy: &str| {
+        text.lines()
+            .find(|l| l.ends_with(&format!("deleted entries in {copy}")))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no entry count for {copy}:\n{text}"))
+    };
+    for line in text.lines().filter(|l| l.contains(" errors in ")) {
+        let artefact =
+            line == "1 errors in $SDS-2" && text.contains("Security attribute is too long");
+        assert!(
+            line.starts_with("0 errors") || artefact,
+            "ntfssecaudit: {line}\n{text}"
+        );
+        if artefact {
+            assert_eq!(
+                entries("$SDS-1").replace("$SDS-1", ""),
+                entries("$SDS-2").replace("$SDS-2", ""),
+                "{text}"
+            );
+        }
+    }
 }
 
 fn tools() -> bool {
