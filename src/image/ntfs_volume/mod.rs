@@ -8,6 +8,7 @@
 //! they stay inside the partition.
 
 pub mod attribute;
+mod crate_view;
 pub mod extent;
 pub mod fixup;
 pub mod hives;
@@ -18,6 +19,9 @@ pub mod record;
 
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use crate_view::{CrateReader, MftView};
 
 use ntfs::indexes::NtfsFileNameIndex;
 use ntfs::structured_values::{NtfsFileAttributeFlags, NtfsFileNamespace, NtfsStandardInformation};
@@ -118,7 +122,9 @@ pub struct NtfsVolume {
     len: u64,
     ntfs: Ntfs,
     /// Where each MFT record lies, read once by our own parser (`attribute.rs`).
-    mft: std::sync::OnceLock<attribute::MftMap>,
+    mft: std::sync::OnceLock<Arc<attribute::MftMap>>,
+    /// The whole MFT as one run for the `ntfs` crate, when record 0 has an attribute list.
+    view: Option<Arc<MftView>>,
 }
 
 impl std::fmt::Debug for NtfsVolume {
@@ -184,7 +190,7 @@ impl NtfsVolume {
             }
         }
         let reader = PartitionReader::new(image.clone(), start, partition.len);
-        let mut fs = reader.clone();
+        let mut fs = CrateReader::new(reader, None);
         let ntfs = guard(start, "reading the boot sector and $UpCase", || {
             let mut ntfs = Ntfs::new(&mut fs).map_err(|e| ntfs_error(start, "boot sector", e))?;
             if ntfs.size() > partition.len {
@@ -202,12 +208,38 @@ impl NtfsVolume {
                 .map_err(|e| ntfs_error(start, "$UpCase", e))?;
             Ok(ntfs)
         })?;
+        // Our own map of the MFT (every piece of record 0's $DATA), and from it the crate's view
+        // of a fragmented MFT. A map that cannot be read now is read (and reported) on first use.
+        let mft_at = ntfs.mft_position().value().map(|p| p.get()).unwrap_or(0);
+        let facts = VolumeFacts {
+            start,
+            len: partition.len,
+            cluster_size: ntfs.cluster_size(),
+            sector_size: ntfs.sector_size(),
+            file_record_size: ntfs.file_record_size(),
+            serial_number: 0,
+            mft_offset: ImageOffset(start.0.saturating_add(mft_at)),
+            ntfs_major: 0,
+            ntfs_minor: 0,
+            volume_flags: 0,
+            volume_name: None,
+        };
+        let mft = std::sync::OnceLock::new();
+        let mut view = None;
+        if let Ok(map) = guard(start, "reading $MFT", || {
+            attribute::MftMap::open(image, &facts)
+        }) {
+            let map = Arc::new(map);
+            view = MftView::new(image, start, partition.len, mft_at, map.clone()).map(Arc::new);
+            let _ = mft.set(map);
+        }
         Ok(NtfsVolume {
             image: image.clone(),
             start,
             len: partition.len,
             ntfs,
-            mft: std::sync::OnceLock::new(),
+            mft,
+            view,
         })
     }
 
@@ -217,15 +249,18 @@ impl NtfsVolume {
     }
 
     /// A fresh reader with its own cursor.
-    fn reader(&self) -> PartitionReader {
-        PartitionReader::new(self.image.clone(), self.start, self.len)
+    fn reader(&self) -> CrateReader {
+        CrateReader::new(
+            PartitionReader::new(self.image.clone(), self.start, self.len),
+            self.view.clone(),
+        )
     }
 
     /// Runs `f` (which calls into the `ntfs` crate), turning a panic into an error.
     fn guarded<R>(
         &self,
         context: &str,
-        f: impl FnOnce(&Ntfs, &mut PartitionReader) -> Result<R>,
+        f: impl FnOnce(&Ntfs, &mut CrateReader) -> Result<R>,
     ) -> Result<R> {
         let mut fs = self.reader();
         guard(self.start, context, || f(&self.ntfs, &mut fs))
@@ -304,7 +339,7 @@ impl NtfsVolume {
     fn lookup_in<'n>(
         &self,
         ntfs: &'n Ntfs,
-        fs: &mut PartitionReader,
+        fs: &mut CrateReader,
         path: &str,
     ) -> Result<NtfsFile<'n>> {
         let parts = components(path);
@@ -438,7 +473,7 @@ impl NtfsVolume {
     fn read_stream_of(
         &self,
         _ntfs: &Ntfs,
-        fs: &mut PartitionReader,
+        fs: &mut CrateReader,
         file: &NtfsFile<'_>,
         path: &str,
         stream: &str,
@@ -545,7 +580,7 @@ impl NtfsVolume {
             return Ok(m);
         }
         let map = attribute::MftMap::open(&self.image, &self.facts()?)?;
-        Ok(self.mft.get_or_init(|| map))
+        Ok(self.mft.get_or_init(|| Arc::new(map)))
     }
 
     /// The layout of `file`'s `$DATA` stream `stream`, through the one attribute-layout lookup
@@ -555,7 +590,7 @@ impl NtfsVolume {
     fn layout_of(
         &self,
         _ntfs: &Ntfs,
-        _fs: &mut PartitionReader,
+        _fs: &mut CrateReader,
         file: &NtfsFile<'_>,
         stream: &str,
     ) -> Result<StreamLayout> {
