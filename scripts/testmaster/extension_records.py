@@ -6,20 +6,20 @@ implementation independent of sidfs): when a record overflows, ntfs-3g itself ad
 `$ATTRIBUTE_LIST` and moves attributes, or further extents of a runlist, into extension
 records. The builder only arranges the free space and the writes so that it has to.
 
-- `ext-hive`: SOFTWARE grows to about 1.9 MiB (per-user Windows Installer products under
+- `ext-hive`: SOFTWARE grows to about 2.4 MiB (per-user Windows Installer products under
   `Installer\\UserData\\<machine>-1001`, LogonUI `SessionData\\1\\LoggedOnUserSID` last, so its
   SID lies in the tail of the file) and is rewritten into free space fragmented into single
-  clusters: its `$DATA` runlist outgrows record and ntfs-3g continues it in extents
+  clusters: its `$DATA` runlist outgrows the record and ntfs-3g continues it in extents
   (lowest VCN > 0) in extension records listed by `$ATTRIBUTE_LIST`.
 - `ext-sid-dir`: `$Recycle.Bin` and the SID-named `$Recycle.Bin/<machine>-1001` get small
-  named streams first and then 300 long-named entries each: `$FILE_NAME`, `$INDEX_ROOT` and
-  `$INDEX_ALLOCATION` of `$I30` end up in extension records (the parent's INDX blocks hold
-  the SID-named keys).
-- `ext-mft`: 12,000 single-cluster files are created while the free space is small, so the MFT
-  grows in hundreds of pieces between them and record 0 gets an `$ATTRIBUTE_LIST`, its further
-  `$DATA` extents in extension records; then `Users/Public/AccountPictures/<machine>-1001`
-  (a SID-named directory with a Student-owned descriptor and a file naming the SID) is created,
-  so it lives in MFT records that only those extents map; the filler files are deleted again.
+  named streams first and then 300 long-named entries each: `$FILE_NAME` and the `$I30`
+  `$INDEX_ROOT` end up in extension records (`$INDEX_ALLOCATION` and `$BITMAP` stay in the
+  base record; the parent's INDX blocks hold the SID-named keys).
+- `ext-mft`: free space of single-cluster holes, then 1,600 empty files: the MFT grows in
+  about 300 pieces and record 0 gets an `$ATTRIBUTE_LIST`, its further `$DATA` extents in an
+  extension record; then `Users/Public/AccountPictures/<machine>-1001` (a SID-named directory
+  with a Student-owned descriptor and a file naming the SID) is created, in MFT records that
+  only those extents map; the filler files are deleted again.
 - `ext-record-copies`: the on-disk bytes of every MFT record and INDX block that holds the
   machine SID (update-sequence fixups applied, as written) are copied into a file, which is
   then deleted: the copies stay in clusters no file owns, like the stale copies of a used
