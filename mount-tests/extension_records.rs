@@ -27,6 +27,13 @@ fn cached_master(variant: &str) -> (PathBuf, serde_json::Value) {
     let img = dir.join(format!("{stem}.img"));
     let json = dir.join(format!("{stem}.img.json"));
     if !img.exists() || !json.exists() {
+        // Masters of older builder versions are dropped.
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("{variant}-")) && !name.starts_with(&stem) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         let tmp = dir.join(format!("{stem}.partial.img"));
         ok(Command::new(format!("{root}/scripts/build-test-master"))
             .args(["--variant", variant])
