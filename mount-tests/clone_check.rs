@@ -17,7 +17,7 @@ fn checker_dir() -> PathBuf {
     ))
 }
 
-fn tools_present() -> bool {
+pub(crate) fn tools_present() -> bool {
     [
         "ntfs-3g",
         "ntfssecaudit",
@@ -34,7 +34,7 @@ fn tools_present() -> bool {
 /// Runs `make_master_json.py` then `check_clone.sh` on a mounted clone; its last line must be
 /// PASS. Returns the checker's output.
 /// `partition`: the NTFS volume to check, where the disk has more than one.
-fn clone_check(
+pub(crate) fn clone_check(
     s: &Scratch,
     master: &Path,
     clone: &Path,
@@ -79,7 +79,7 @@ fn clone_check(
     text
 }
 
-fn mounted_sids(m: &Mounted) -> (String, String) {
+pub(crate) fn mounted_sids(m: &Mounted) -> (String, String) {
     let info: serde_json::Value =
         serde_json::from_slice(&read_all(&m.mountpoint.join("clone.json"))).unwrap();
     (
@@ -89,7 +89,7 @@ fn mounted_sids(m: &Mounted) -> (String, String) {
 }
 
 /// `sidfs verify` of the mounted disk must agree with the checker: clean.
-fn verify_clean(m: &Mounted, old: &str) {
+pub(crate) fn verify_clean(m: &Mounted, old: &str) {
     let out = run(sidfs()
         .arg("verify")
         .arg(m.disk())

@@ -8,6 +8,7 @@ mod daemon;
 mod deploy;
 mod durability;
 mod evtx;
+mod extension_records;
 mod fail_closed;
 mod hostname;
 mod identity;

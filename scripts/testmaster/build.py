@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from . import evtx, hives, ntfs, regf, sids
+from . import evtx, extension_records, hives, ntfs, regf, sids
 from .disk import (
     SECTOR,
     MiB,
@@ -72,8 +72,9 @@ from .tools import (
 )
 
 LAYOUTS = ["gpt", "mbr"]
-VARIANTS = ["clean", "hibernated", "fast-startup", "dirty-ntfs", "unclean-logfile", "bitlocker",
-            "dirty-hive", "domain-controller"]
+VARIANTS = [
+    "clean", "hibernated", "fast-startup", "dirty-ntfs", "unclean-logfile", "bitlocker",
+    "dirty-hive", "domain-controller", *extension_records.VARIANTS]
 SIZE_PRESETS = {"small": 256 * MiB, "medium": 1024 * MiB}
 MIN_SIZE = 128 * MiB
 
@@ -112,6 +113,8 @@ REFUSALS: dict[str, list[dict[str, str]]] = {
     "domain-controller": [{"code": "domain-controller",
                            "detail": "ProductType LanmanNT and PolPrDmS == PolAcDmS"}],
 }
+
+REFUSALS.update({v: [] for v in extension_records.VARIANTS})
 
 progress = make_progress("build-test-master")
 
@@ -413,6 +416,8 @@ def build(o: Options, out: str, manifest_path: str, work: str) -> dict[str, Any]
     with NtfsMount(pf, mnt, log=os.path.join(work, "ntfs-3g.log")):
         sds = populate_windows(mnt, o.variant, hive_files, files)
     progress("Windows NTFS populated and unmounted")
+    if o.variant in extension_records.VARIANTS:
+        extension_records.apply(o.variant, pf, mnt, work, files, progress)
     vol = ntfs.Volume(pf, 0)
     ntfs.write_restart_pages(vol, clean=o.variant != "unclean-logfile")
     if o.variant == "dirty-ntfs":

@@ -52,6 +52,7 @@ pub enum AttributeLayout {
 }
 
 /// The MFT of one volume: where each record lies.
+#[derive(Debug)]
 pub struct MftMap {
     runs: StreamRuns,
     cluster: u64,
@@ -105,6 +106,20 @@ impl MftMap {
 
     pub fn record_size(&self) -> u32 {
         self.record_size as u32
+    }
+
+    pub fn cluster(&self) -> u64 {
+        self.cluster
+    }
+
+    /// Size of the MFT's `$DATA` in bytes.
+    pub fn data_size(&self) -> u64 {
+        self.runs.data_size
+    }
+
+    /// Partition offset of byte `logical` of the MFT (`None` in a hole or past the runs).
+    pub fn partition_offset(&self, logical: u64) -> Option<u64> {
+        self.runs.partition_offset(logical, self.cluster)
     }
 
     fn extents(&self, runs: &[super::record::Run], size: u64) -> Vec<Extent> {

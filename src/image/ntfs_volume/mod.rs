@@ -12,6 +12,7 @@
 //! special files; [`windows`] decides which volume holds Windows.
 
 pub mod attribute;
+mod crate_view;
 pub mod extent;
 pub mod fixup;
 pub mod hives;
@@ -25,6 +26,9 @@ mod windows;
 
 use std::io::Read;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use crate_view::{CrateReader, MftView};
 
 use ntfs::structured_values::{NtfsFileAttributeFlags, NtfsStandardInformation};
 use ntfs::{KnownNtfsFileRecordNumber, Ntfs, NtfsError, NtfsFile};
@@ -72,7 +76,9 @@ pub struct NtfsVolume {
     len: u64,
     ntfs: Ntfs,
     /// Where each MFT record lies, read once by our own parser (`attribute.rs`).
-    mft: std::sync::OnceLock<attribute::MftMap>,
+    mft: std::sync::OnceLock<Arc<attribute::MftMap>>,
+    /// The whole MFT as one run for the `ntfs` crate, when record 0 has an attribute list.
+    view: Option<Arc<MftView>>,
 }
 
 impl std::fmt::Debug for NtfsVolume {
@@ -123,7 +129,7 @@ impl NtfsVolume {
             }
         }
         let reader = PartitionReader::new(image.clone(), start, partition.len);
-        let mut fs = reader.clone();
+        let mut fs = CrateReader::new(reader, None);
         let ntfs = guard(start, "reading the boot sector and $UpCase", || {
             let mut ntfs = Ntfs::new(&mut fs).map_err(|e| ntfs_error(start, "boot sector", e))?;
             if ntfs.size() > partition.len {
@@ -141,12 +147,38 @@ impl NtfsVolume {
                 .map_err(|e| ntfs_error(start, "$UpCase", e))?;
             Ok(ntfs)
         })?;
+        // Our own map of the MFT (every piece of record 0's $DATA), and from it the crate's view
+        // of a fragmented MFT. A map that cannot be read now is read (and reported) on first use.
+        let mft_at = ntfs.mft_position().value().map(|p| p.get()).unwrap_or(0);
+        let facts = VolumeFacts {
+            start,
+            len: partition.len,
+            cluster_size: ntfs.cluster_size(),
+            sector_size: ntfs.sector_size(),
+            file_record_size: ntfs.file_record_size(),
+            serial_number: 0,
+            mft_offset: ImageOffset(start.0.saturating_add(mft_at)),
+            ntfs_major: 0,
+            ntfs_minor: 0,
+            volume_flags: 0,
+            volume_name: None,
+        };
+        let mft = std::sync::OnceLock::new();
+        let mut view = None;
+        if let Ok(map) = guard(start, "reading $MFT", || {
+            attribute::MftMap::open(image, &facts)
+        }) {
+            let map = Arc::new(map);
+            view = MftView::new(image, start, partition.len, mft_at, map.clone()).map(Arc::new);
+            let _ = mft.set(map);
+        }
         Ok(NtfsVolume {
             image: image.clone(),
             start,
             len: partition.len,
             ntfs,
-            mft: std::sync::OnceLock::new(),
+            mft,
+            view,
         })
     }
 
@@ -156,15 +188,18 @@ impl NtfsVolume {
     }
 
     /// A fresh reader with its own cursor.
-    fn reader(&self) -> PartitionReader {
-        PartitionReader::new(self.image.clone(), self.start, self.len)
+    fn reader(&self) -> CrateReader {
+        CrateReader::new(
+            PartitionReader::new(self.image.clone(), self.start, self.len),
+            self.view.clone(),
+        )
     }
 
     /// Runs `f` (which calls into the `ntfs` crate), turning a panic into an error.
     fn guarded<R>(
         &self,
         context: &str,
-        f: impl FnOnce(&Ntfs, &mut PartitionReader) -> Result<R>,
+        f: impl FnOnce(&Ntfs, &mut CrateReader) -> Result<R>,
     ) -> Result<R> {
         let mut fs = self.reader();
         guard(self.start, context, || f(&self.ntfs, &mut fs))
@@ -231,15 +266,102 @@ impl NtfsVolume {
         })
     }
 
+    /// Reads `$DATA` stream `stream` of record `record` through the one attribute-layout lookup
+    /// (which follows `$ATTRIBUTE_LIST` into extension records): the whole value, or with
+    /// `head` its first `limit` bytes; without `head` a value larger than `limit` is an error,
+    /// before anything is allocated. Bytes past the initialized size read as zeros, holes too.
+    /// `None` for a compressed stream (the `ntfs` crate decompresses; its reads of values
+    /// continued in extension records stopped at the base record's piece: 0 bytes).
+    fn read_data(
+        &self,
+        record: u64,
+        stream: &str,
+        limit: u64,
+        head: bool,
+        path: &str,
+    ) -> Result<Option<Vec<u8>>> {
+        let mft = self.mft_map()?;
+        let Some(layout) =
+            attribute::attribute_layout(&self.image, mft, record, record::TYPE_DATA, stream)?
+        else {
+            return Err(ImageError::NotFound {
+                volume: self.start,
+                path: format!("{path}:{stream} ($DATA)"),
+            });
+        };
+        let size = match &layout {
+            attribute::AttributeLayout::Resident { len, .. } => u64::from(*len),
+            attribute::AttributeLayout::NonResident { data_size, .. } => *data_size,
+        };
+        if size > limit && !head {
+            return Err(ImageError::TooLarge {
+                what: format!("{path}:{stream}"),
+                size,
+                limit,
+            });
+        }
+        let want = size.min(limit);
+        match layout {
+            attribute::AttributeLayout::Resident {
+                record: r,
+                value_offset,
+                ..
+            } => {
+                let (bytes, _) = mft.read(&self.image, r)?;
+                let start = value_offset as usize;
+                let value = bytes.get(start..start + want as usize).ok_or_else(|| {
+                    ImageError::invalid(
+                        self.start,
+                        "resident value",
+                        format!("{want} bytes inside record {r}"),
+                        format!("offset {start} in a {}-byte record", bytes.len()),
+                    )
+                })?;
+                Ok(Some(value.to_vec()))
+            }
+            attribute::AttributeLayout::NonResident { flags, .. }
+                if flags & record::ATTR_FLAG_COMPRESSED != 0 =>
+            {
+                Ok(None)
+            }
+            attribute::AttributeLayout::NonResident {
+                initialized_size,
+                extents,
+                ..
+            } => {
+                let mut buf = vec![0u8; want as usize];
+                let stored = want.min(initialized_size);
+                for e in extents {
+                    let (Some(at), start) = (e.image_offset, e.logical_offset) else {
+                        continue;
+                    };
+                    let end = start.saturating_add(e.len).min(stored);
+                    if end > start {
+                        self.image.read_exact_at(
+                            at,
+                            &mut buf[start as usize..end as usize],
+                            "file data",
+                        )?;
+                    }
+                }
+                Ok(Some(buf))
+            }
+        }
+    }
+
     fn read_stream_of(
         &self,
         _ntfs: &Ntfs,
-        fs: &mut PartitionReader,
+        fs: &mut CrateReader,
         file: &NtfsFile<'_>,
         path: &str,
         stream: &str,
         limit: u64,
     ) -> Result<Vec<u8>> {
+        let record = file.file_record_number();
+        if let Some(bytes) = self.read_data(record, stream, limit, false, path)? {
+            return Ok(bytes);
+        }
         let item = match file.data(fs, stream) {
             None => {
                 return Err(ImageError::NotFound {
@@ -337,7 +459,7 @@ impl NtfsVolume {
             return Ok(m);
         }
         let map = attribute::MftMap::open(&self.image, &self.facts()?)?;
-        Ok(self.mft.get_or_init(|| map))
+        Ok(self.mft.get_or_init(|| Arc::new(map)))
     }
 
     /// The layout of `file`'s `$DATA` stream `stream`, through the one attribute-layout lookup
@@ -347,7 +469,7 @@ impl NtfsVolume {
     fn layout_of(
         &self,
         _ntfs: &Ntfs,
-        _fs: &mut PartitionReader,
+        _fs: &mut CrateReader,
         file: &NtfsFile<'_>,
         stream: &str,
     ) -> Result<StreamLayout> {

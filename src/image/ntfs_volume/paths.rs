@@ -5,9 +5,10 @@ use ntfs::indexes::NtfsFileNameIndex;
 use ntfs::structured_values::NtfsFileNamespace;
 use ntfs::{KnownNtfsFileRecordNumber, Ntfs, NtfsFile};
 
+use super::crate_view::CrateReader;
 use super::{attribute, fixup, record, NtfsVolume};
 use crate::image::error::{ImageError, Result};
-use crate::image::reader::{ImageOffset, PartitionReader};
+use crate::image::reader::ImageOffset;
 
 /// Longest path (in components) we follow.
 const MAX_PATH_COMPONENTS: usize = 64;
@@ -55,7 +56,7 @@ impl NtfsVolume {
     pub(super) fn lookup_in<'n>(
         &self,
         ntfs: &'n Ntfs,
-        fs: &mut PartitionReader,
+        fs: &mut CrateReader,
         path: &str,
     ) -> Result<NtfsFile<'n>> {
         let parts = components(path);

@@ -48,6 +48,12 @@ pub struct SpecialFileReport {
 impl NtfsVolume {
     /// Reads up to `max` bytes from the start of a stream of record `record`.
     fn read_head(&self, record: u64, max: u64) -> Result<Vec<u8>> {
+        match self.read_data(record, "", max, true, &format!("record {record}")) {
+            Ok(Some(bytes)) => return Ok(bytes),
+            Ok(None) => {}
+            Err(ImageError::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        }
         self.guarded("reading a file head", |ntfs, fs| {
             let file = ntfs
                 .file(fs, record)
