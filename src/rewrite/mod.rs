@@ -20,6 +20,7 @@ pub mod sqlite_wal;
 pub mod stage;
 pub mod structures;
 pub mod wal_structure;
+pub mod wmi;
 
 pub use derive::{check_explicit_sid, derive_new_sid, DeriveError, OrderConstraints};
 pub use mapping::{Form, Occurrence, SidMapping};
