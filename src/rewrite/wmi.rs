@@ -324,7 +324,8 @@ fn records(objects: &[u8], map: &MappingFile) -> Result<Vec<Record>, WmiError> {
                 return Err(err("gives a size larger than the file"));
             }
             let first = size.min(PAGE_SIZE - offset);
-            let mut pieces = vec![base + offset..base + offset + first];
+            let mut pieces = Vec::with_capacity(1 + (size - first) / PAGE_SIZE + 1);
+            pieces.push(base + offset..base + offset + first);
             let mut left = size - first;
             let mut cont = logical + 1;
             while left > 0 {
@@ -352,7 +353,7 @@ fn records(objects: &[u8], map: &MappingFile) -> Result<Vec<Record>, WmiError> {
 /// Whether `OBJECTS.DATA` starts like a repository's objects file: a first page whose first
 /// descriptor points into the page (or an all-zero page), and a whole number of pages.
 pub fn looks_like_objects(bytes: &[u8]) -> bool {
-    bytes.len() % PAGE_SIZE == 0
+    bytes.len().is_multiple_of(PAGE_SIZE)
         && !bytes.is_empty()
         && u32_at(bytes, OD_OFFSET).is_some_and(|o| (o as usize) < PAGE_SIZE)
 }
@@ -365,7 +366,7 @@ pub fn rewrite_wmi(
     mappings: &[Vec<u8>],
     sid: &SidMapping,
 ) -> Result<WmiOutput, WmiError> {
-    if objects.len() % PAGE_SIZE != 0 {
+    if !objects.len().is_multiple_of(PAGE_SIZE) {
         return Err(WmiError::ObjectsSize { len: objects.len() });
     }
     if !sid.find_all(index, true).is_empty() {
