@@ -448,7 +448,51 @@ fn store_reports(
             clone,
         });
     }
+    out.extend(wmi_store(volume, map.as_ref(), f));
     out
+}
+
+/// The WMI repository (`crate::rewrite::wmi_structure`), as `sidfs mount` treats it: rewritten
+/// with its record and page checksums, or refused.
+fn wmi_store(
+    volume: &NtfsVolume,
+    map: Option<&crate::rewrite::SidMapping>,
+    f: &mut Findings<'_>,
+) -> Option<StoreReport> {
+    use crate::rewrite::wmi_structure::{Repository, ADVICE, OBJECTS, WMI_DIR};
+    let path = format!(r"{WMI_DIR}\{OBJECTS}");
+    let repo = match Repository::read(volume) {
+        Ok(r) => r?,
+        Err(e) => {
+            f.refuse(
+                RefusalReason::StoreNotRewritable,
+                format!("The WMI repository {WMI_DIR} cannot be read whole ({e}): {ADVICE} (docs/SEMANTICS.md, \"WMI repository\")."),
+            );
+            return None;
+        }
+    };
+    let sids = map.map_or(0, |m| m.find_all(&repo.objects.bytes, true).len());
+    let clone = match map {
+        _ if sids == 0 => "kept as it is (no machine SID)".to_string(),
+        Some(map) => match repo.rewrite(map) {
+            Ok(_) => "rewritten with its record and page checksums".to_string(),
+            Err(e) => {
+                f.refuse(
+                    RefusalReason::StoreNotRewritable,
+                    format!("The WMI repository {WMI_DIR} holds the machine SID but cannot be rewritten with valid checksums ({e}): {ADVICE} (docs/SEMANTICS.md, \"WMI repository\")."),
+                );
+                format!("refused: {e}")
+            }
+        },
+        None => "kept as it is (no machine SID)".to_string(),
+    };
+    Some(StoreReport {
+        path,
+        kind: "wmi".to_string(),
+        size: repo.objects.bytes.len() as u64,
+        sid_occurrences: sids,
+        clone,
+    })
 }
 
 /// $Volume flags, $LogFile and hiberfil.sys, with their refusals.

@@ -21,6 +21,7 @@ pub mod stage;
 pub mod structures;
 pub mod wal_structure;
 pub mod wmi;
+pub mod wmi_structure;
 
 pub use derive::{check_explicit_sid, derive_new_sid, DeriveError, OrderConstraints};
 pub use mapping::{Form, Occurrence, SidMapping};
