@@ -17,3 +17,4 @@ mod refusals;
 mod rewrite;
 mod sqlite_wal;
 mod stores;
+mod wmi;
