@@ -16,6 +16,7 @@ pub mod mapping;
 pub mod model;
 pub mod plan;
 pub mod secure;
+pub mod shadow;
 pub mod sqlite_wal;
 pub mod stage;
 pub mod structures;
