@@ -15,6 +15,7 @@ mod overlay;
 mod qcow2;
 mod refusals;
 mod rewrite;
+mod shadow;
 mod sqlite_wal;
 mod stores;
 mod wmi;
