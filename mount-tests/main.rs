@@ -7,6 +7,7 @@ mod common;
 mod daemon;
 mod deploy;
 mod durability;
+mod efs;
 mod evtx;
 mod fail_closed;
 mod identity;

@@ -449,7 +449,42 @@ fn store_reports(
         });
     }
     out.extend(wmi_store(volume, map.as_ref(), f));
+    out.extend(efs_store(volume, map.as_ref(), f));
     out
+}
+
+/// An encrypted file whose `$EFS` holds the machine SID (`crate::rewrite::efs`): refused, as
+/// `sidfs mount` refuses it.
+fn efs_store(
+    volume: &NtfsVolume,
+    map: Option<&crate::rewrite::SidMapping>,
+    f: &mut Findings<'_>,
+) -> Option<StoreReport> {
+    use crate::rewrite::efs::{first_efs_with_sid, ADVICE};
+    let map = map?;
+    match first_efs_with_sid(volume, map, super::SPECIAL_FILE_SCAN_LIMIT) {
+        Ok(None) => None,
+        Ok(Some((path, sids))) => {
+            f.refuse(
+                RefusalReason::StoreNotRewritable,
+                format!("The EFS metadata ($EFS) of {path} holds the machine SID next to hashes sidfs cannot recompute, and its key is protected under that SID: {ADVICE} (docs/SEMANTICS.md, \"EFS\")."),
+            );
+            Some(StoreReport {
+                path,
+                kind: "efs".to_string(),
+                size: 0,
+                sid_occurrences: sids,
+                clone: "refused: $EFS holds the machine SID".to_string(),
+            })
+        }
+        Err(e) => {
+            f.refuse(
+                RefusalReason::StoreNotRewritable,
+                format!("The EFS-encrypted files cannot be checked for the machine SID ({e}): decrypt them in the master before capturing it (cipher /d) (docs/SEMANTICS.md, \"EFS\")."),
+            );
+            None
+        }
+    }
 }
 
 /// The WMI repository (`crate::rewrite::wmi_structure`), as `sidfs mount` treats it: rewritten

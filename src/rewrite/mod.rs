@@ -7,6 +7,7 @@
 //! multi-sector records) build on it.
 
 pub mod derive;
+pub mod efs;
 pub mod ese;
 pub mod ese_structure;
 pub mod evtx;
