@@ -8,6 +8,7 @@ mod daemon;
 mod deploy;
 mod durability;
 mod efs;
+mod ese_logs;
 mod evtx;
 mod fail_closed;
 mod identity;

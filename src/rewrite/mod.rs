@@ -9,6 +9,7 @@
 pub mod derive;
 pub mod efs;
 pub mod ese;
+pub mod ese_logs;
 pub mod ese_structure;
 pub mod evtx;
 pub mod hive;

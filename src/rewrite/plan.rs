@@ -132,6 +132,7 @@ pub fn structures_with_identity(
     out.extend(super::wmi_structure::wmi_structures(survey, map)?);
     super::shadow::check_shadow_copies(survey, map)?;
     super::efs::check_efs(survey, map)?;
+    super::ese_logs::check_ese_logs(survey, map)?;
     for part in &survey.volumes {
         // No exemption for a `$Secure` that "seems" to hold no SID: without its layout there is
         // no faithful way to read it, and every Windows volume's descriptors name local accounts.
