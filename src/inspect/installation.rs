@@ -450,6 +450,48 @@ fn store_reports(
     }
     out.extend(wmi_store(volume, map.as_ref(), f));
     out.extend(efs_store(volume, map.as_ref(), f));
+    out.extend(ese_log_stores(volume, &ese, map.as_ref(), f));
+    out
+}
+
+/// ESE transaction logs beside the ESE databases (`crate::rewrite::ese_logs`): one that holds
+/// the machine SID is refused, as `sidfs mount` refuses it.
+fn ese_log_stores(
+    volume: &NtfsVolume,
+    databases: &[String],
+    map: Option<&crate::rewrite::SidMapping>,
+    f: &mut Findings<'_>,
+) -> Vec<StoreReport> {
+    use crate::rewrite::ese_logs::{logs_beside, ADVICE};
+    let mut logs: Vec<String> = databases
+        .iter()
+        .flat_map(|d| logs_beside(volume, d))
+        .collect();
+    logs.sort();
+    logs.dedup();
+    let mut out = Vec::new();
+    for path in logs {
+        let Ok(bytes) = volume.read_file(&path, "", crate::rewrite::plan::STRUCTURE_LIMIT) else {
+            continue;
+        };
+        let sids = map.map_or(0, |m| m.find_all(&bytes, true).len());
+        let clone = if sids == 0 {
+            "kept as it is (no machine SID)".to_string()
+        } else {
+            f.refuse(
+                RefusalReason::StoreNotRewritable,
+                format!("The ESE transaction log {path} holds the machine SID, and a byte replacement would break its segment checksums: {ADVICE} (docs/SEMANTICS.md, \"ESE logs and compressed values\")."),
+            );
+            "refused: segment checksums".to_string()
+        };
+        out.push(StoreReport {
+            path,
+            kind: "ese-log".to_string(),
+            size: bytes.len() as u64,
+            sid_occurrences: sids,
+            clone,
+        });
+    }
     out
 }
 
