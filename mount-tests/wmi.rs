@@ -138,3 +138,70 @@ fn a_wmi_repository_that_cannot_be_rewritten_is_refused() {
     assert!(line.contains("winmgmt /resetrepository"), "{line}");
     assert!(!mp.join("disk.img").exists());
 }
+
+/// Prove, on a Windows test master whose WMI repository holds its machine SID, that inspect lists
+/// the repository (text and `--json`) with its SID occurrences and "rewritten with its record and
+/// page checksums", and that a mounted clone's repository passes dissect.cim and the checksum,
+/// CreatorSID and old-SID checks.
+#[test]
+fn inspect_lists_the_wmi_repository_of_a_windows_master_and_its_clone_passes() {
+    if !have_tool("ntfs-3g") {
+        return;
+    }
+    let Some(python) = oracle_python() else {
+        return;
+    };
+    let s = Scratch::new("wmi-windows");
+    let (built, manifest) = build_master(&s, "built.img", &[]);
+    let old = manifest["machine_sid"].as_str().unwrap().to_string();
+    let repo = repository(&s, &old, "master-repo");
+    let files: Vec<(&str, &[u8])> = repo
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_slice()))
+        .collect();
+    let (start, size) = windows_partition(&manifest);
+    write_files(&s, &built, start, size, &files);
+    let out = run(sidfs().arg("inspect").arg("--json").arg(&built));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    let stores = report["windows"]["stores"].as_array().unwrap();
+    let wmi = stores
+        .iter()
+        .find(|st| st["kind"] == "wmi")
+        .unwrap_or_else(|| panic!("no wmi store: {stores:?}"));
+    assert_eq!(
+        wmi["path"],
+        r"Windows\System32\wbem\Repository\OBJECTS.DATA"
+    );
+    // Three binary CreatorSIDs, a UTF-16 string twice, a free-page remnant.
+    assert_eq!(wmi["sid_occurrences"], 6, "{wmi}");
+    assert_eq!(wmi["clone"], "rewritten with its record and page checksums");
+    let text = run(sidfs().arg("inspect").arg(&built));
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("wmi") && l.contains("OBJECTS.DATA") && l.contains("rewritten")),
+        "{text}"
+    );
+
+    let mp = s.mkdir("mp");
+    let m = Mounted::new(&built, &mp, 43, &s.path("state"), &[]);
+    let info: serde_json::Value =
+        serde_json::from_slice(&read_all(&m.mountpoint.join("clone.json"))).unwrap();
+    let new = info["new_sid"].as_str().unwrap().to_string();
+    let clone_dir = s.mkdir("clone-repo");
+    {
+        let dev = LoopDev::new(&m.disk(), start, size);
+        let nm = NtfsMount::new(&dev.0, &s.path("clone-ro"));
+        for n in FILES {
+            std::fs::write(clone_dir.join(n), read_all(&nm.0.join(DIR).join(n))).unwrap();
+        }
+    }
+    m.unmount();
+    let out = oracle(&python, &clone_dir, &old, &new);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
