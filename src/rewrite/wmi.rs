@@ -295,6 +295,9 @@ fn records(objects: &[u8], map: &MappingFile) -> Result<Vec<Record>, WmiError> {
         (e.page != PAGE_NUMBER_MASK && p < pages).then_some(p)
     };
     let mut out = Vec::new();
+    // Records do not overlap: together they hold at most the file's bytes. This bounds the work
+    // (and memory) a hostile descriptor array can ask for.
+    let mut claimed = 0usize;
     let mut logical = 0usize;
     while logical < map.entries.len() {
         let Some(p) = physical(logical) else {
@@ -320,8 +323,11 @@ fn records(objects: &[u8], map: &MappingFile) -> Result<Vec<Record>, WmiError> {
             if offset < (i + 1) * DESCRIPTOR_LEN || offset >= PAGE_SIZE {
                 return Err(err("points outside its page's data"));
             }
-            if size > objects.len() {
-                return Err(err("gives a size larger than the file"));
+            claimed = claimed.saturating_add(size);
+            if claimed > objects.len() {
+                return Err(err(
+                    "makes the records claim more bytes than the file holds",
+                ));
             }
             let first = size.min(PAGE_SIZE - offset);
             let mut pieces = Vec::with_capacity(1 + (size - first) / PAGE_SIZE + 1);
@@ -348,14 +354,6 @@ fn records(objects: &[u8], map: &MappingFile) -> Result<Vec<Record>, WmiError> {
         logical = next_logical;
     }
     Ok(out)
-}
-
-/// Whether `OBJECTS.DATA` starts like a repository's objects file: a first page whose first
-/// descriptor points into the page (or an all-zero page), and a whole number of pages.
-pub fn looks_like_objects(bytes: &[u8]) -> bool {
-    bytes.len().is_multiple_of(PAGE_SIZE)
-        && !bytes.is_empty()
-        && u32_at(bytes, OD_OFFSET).is_some_and(|o| (o as usize) < PAGE_SIZE)
 }
 
 /// Rewrites the repository; `index` is `INDEX.BTR` (only checked), `mappings` are the mapping

@@ -240,4 +240,15 @@ fn hostile_descriptors_give_errors() {
     let mut repo2 = self::repo();
     repo2.objects[OD_OFFSET..OD_OFFSET + 4].copy_from_slice(&0x1_0000u32.to_le_bytes());
     assert!(rewrite_wmi(&repo2.objects, &[], &repo2.mappings, &sid_map()).is_err());
+    // Every descriptor slot of a page claiming the whole file: refused before any copying.
+    let mut repo3 = self::repo();
+    let len = repo3.objects.len() as u32;
+    for i in 0..PAGE_SIZE / DESCRIPTOR_LEN - 1 {
+        let d = &mut repo3.objects[i * DESCRIPTOR_LEN..(i + 1) * DESCRIPTOR_LEN];
+        d[..4].copy_from_slice(&(i as u32 + 1).to_le_bytes());
+        d[4..8].copy_from_slice(&(PAGE_SIZE as u32 - 16).to_le_bytes());
+        d[8..12].copy_from_slice(&len.to_le_bytes());
+    }
+    let e = rewrite_wmi(&repo3.objects, &[], &repo3.mappings, &sid_map()).unwrap_err();
+    assert!(matches!(e, WmiError::Descriptor { page: 0, .. }), "{e}");
 }
