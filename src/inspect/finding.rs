@@ -63,6 +63,8 @@ pub enum WarningReason {
     ScanIncomplete,
     /// The two SYSTEM names of the computer differ.
     NamesDiffer,
+    /// A volume has Volume Shadow Copies (old copies of its blocks).
+    ShadowCopies,
 }
 
 /// One reason to refuse cloning.
@@ -142,6 +144,7 @@ impl WarningReason {
             WarningReason::DirtyBackupHive => "dirty-backup-hive",
             WarningReason::ScanIncomplete => "scan-incomplete",
             WarningReason::NamesDiffer => "names-differ",
+            WarningReason::ShadowCopies => "shadow-copies",
         }
     }
 }
@@ -180,6 +183,7 @@ mod tests {
             WarningReason::DirtyBackupHive,
             WarningReason::ScanIncomplete,
             WarningReason::NamesDiffer,
+            WarningReason::ShadowCopies,
         ] {
             let json = serde_json::to_string(&reason).unwrap();
             assert_eq!(json, format!("\"{}\"", reason.as_str()));

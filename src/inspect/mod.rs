@@ -188,7 +188,62 @@ pub fn inspect(path: &Path) -> Result<InspectReport, InspectError> {
             }
         }
     }
+    shadow_copy_findings(&image, &table, &mut report);
     Ok(report)
+}
+
+/// Shadow copies on every NTFS volume (`crate::rewrite::shadow`): a warning with their count, and
+/// a refusal when a store holds the machine SID, as `sidfs mount` refuses it.
+fn shadow_copy_findings(image: &ImageFile, table: &PartitionTable, report: &mut InspectReport) {
+    use crate::rewrite::shadow::{catalog_shadow_copies, shadow_stores, store_holds_sid, ADVICE};
+    let map = report
+        .windows
+        .as_ref()
+        .and_then(|w| w.machine_sid.as_deref())
+        .and_then(|s| s.parse::<crate::sid::MachineSid>().ok())
+        .and_then(crate::rewrite::ese::probe_mapping);
+    for partition in &table.partitions {
+        if partition.file_system != FileSystemKind::Ntfs {
+            continue;
+        }
+        let Ok(volume) = crate::image::NtfsVolume::open(image, partition) else {
+            continue;
+        };
+        let stores = shadow_stores(&volume);
+        let listed = catalog_shadow_copies(image, partition.start.0, partition.len).unwrap_or(0);
+        if stores.is_empty() && listed == 0 {
+            continue;
+        }
+        report.warnings.push(Warning::new(
+            WarningReason::ShadowCopies,
+            format!(
+                "Partition {} has {} shadow copies (its VSS catalog lists {listed}, System Volume Information holds {} store files): they hold old copies of the volume's blocks, and a clone that restores one gets back what the master had then; {ADVICE} (docs/SEMANTICS.md, \"Shadow copies\").",
+                partition.index,
+                listed.max(stores.len()),
+                stores.len()
+            ),
+        ));
+        let Some(map) = &map else { continue };
+        for s in &stores {
+            match store_holds_sid(image, s, map) {
+                Ok(false) => {}
+                Ok(true) => {
+                    report.refusals.push(Refusal::new(
+                        RefusalReason::StoreNotRewritable,
+                        format!("The shadow copy store {} of partition {} holds the machine SID in old copies of the volume's blocks, which sidfs cannot rewrite faithfully: {ADVICE} (docs/SEMANTICS.md, \"Shadow copies\").", s.path, partition.index),
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    report.refusals.push(Refusal::new(
+                        RefusalReason::StoreNotRewritable,
+                        format!("The shadow copies of partition {} cannot be searched for the machine SID ({e}): {ADVICE} (docs/SEMANTICS.md, \"Shadow copies\").", partition.index),
+                    ));
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// A partition that runs past the end of the image, or an NTFS volume whose sectors run past its

@@ -121,7 +121,7 @@ pub struct WindowsReport {
 pub struct StoreReport {
     /// Path on the volume.
     pub path: String,
-    /// "ese", "evtx" or "sqlite-wal".
+    /// "ese", "ese-log", "evtx", "sqlite-wal", "wmi" or "efs".
     pub kind: String,
     pub size: u64,
     /// Machine-SID occurrences in the file, every form.

@@ -14,6 +14,7 @@ use super::evtx::EvtxError;
 use super::hive::HiveRewriteError;
 use super::secure::SecureError;
 use super::sqlite_wal::WalError;
+use super::wmi::WmiError;
 use crate::image::ImageError;
 use crate::overlay::OverlayError;
 use crate::sid::{MachineSid, SidError};
@@ -48,6 +49,7 @@ pub enum RewriteError {
     Hive(HiveRewriteError),
     Secure(SecureError),
     Ese(EseError),
+    Wmi(WmiError),
     Evtx(EvtxError),
     Wal(WalError),
     /// The clone's other identifiers (computer name, GUIDs) could not be replaced in a hive.
@@ -125,6 +127,9 @@ pub enum RewriteError {
         /// What to do, one clause.
         advice: String,
     },
+    /// A store the survey refuses as a whole (WMI, EFS, shadow-copy stores, ESE logs): the
+    /// sentence names the store, says why and what to do.
+    StoreRefused(String),
     /// A store with checksums cannot be read whole to rewrite it.
     StoreUnreadable {
         store: String,
@@ -171,6 +176,7 @@ impl fmt::Display for RewriteError {
             RewriteError::Hive(e) => write!(f, "{e}"),
             RewriteError::Secure(e) => write!(f, "{e}"),
             RewriteError::Ese(e) => write!(f, "{e}"),
+            RewriteError::Wmi(e) => write!(f, "{e}"),
             RewriteError::Evtx(e) => write!(f, "{e}"),
             RewriteError::Wal(e) => write!(f, "{e}"),
             RewriteError::Identifiers(e) => write!(f, "identifiers: {e}"),
@@ -243,6 +249,7 @@ impl fmt::Display for RewriteError {
                 f,
                 "{store} holds the machine SID but cannot be rewritten with valid {checksums}: {cause}; {advice}"
             ),
+            RewriteError::StoreRefused(message) => f.write_str(message),
             RewriteError::StoreUnreadable {
                 store,
                 checksums,
@@ -266,6 +273,7 @@ impl std::error::Error for RewriteError {
             RewriteError::Hive(e) => Some(e),
             RewriteError::Secure(e) | RewriteError::SecureInconsistent(e) => Some(e),
             RewriteError::Ese(e) => Some(e),
+            RewriteError::Wmi(e) => Some(e),
             RewriteError::Evtx(e) => Some(e),
             RewriteError::Wal(e) => Some(e),
             RewriteError::RecordedSid { source, .. } => Some(source),

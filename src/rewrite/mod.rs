@@ -7,14 +7,17 @@
 //! multi-sector records) build on it.
 
 pub mod derive;
+pub mod efs;
 pub mod error;
 pub mod ese;
+pub mod ese_logs;
 pub mod ese_structure;
 pub mod evtx;
 pub mod hive;
 pub mod junction;
 pub mod mapping;
 pub mod secure;
+pub mod shadow;
 pub mod sid_ranges;
 pub mod sqlite_wal;
 pub mod stage;
@@ -24,6 +27,8 @@ pub mod structures;
 pub mod survey;
 pub mod survey_cache;
 pub mod wal_structure;
+pub mod wmi;
+pub mod wmi_structure;
 
 pub use derive::{check_explicit_sid, derive_new_sid, DeriveError, OrderConstraints};
 pub use error::RewriteError;

@@ -2,6 +2,8 @@
 //! (hiberfil.sys), and the EFS-encrypted and compressed files a byte-level patcher cannot
 //! rewrite.
 
+use std::io::Read;
+
 use ntfs::structured_values::NtfsFileAttributeFlags;
 use ntfs::{KnownNtfsFileRecordNumber, NtfsFileFlags, NtfsReadSeek};
 
@@ -41,6 +43,8 @@ pub struct SpecialFileReport {
     /// Up to `max_examples` paths of each kind.
     pub encrypted_examples: Vec<String>,
     pub compressed_examples: Vec<String>,
+    /// MFT record numbers of the encrypted files (at most the walk's records).
+    pub encrypted_records: Vec<u64>,
     /// Records that could not be parsed (corrupt), counted, not fatal.
     pub unreadable: u64,
 }
@@ -179,6 +183,7 @@ impl NtfsVolume {
             };
             if flags.contains(NtfsFileAttributeFlags::ENCRYPTED) {
                 report.encrypted += 1;
+                report.encrypted_records.push(record);
                 if report.encrypted_examples.len() < max_examples {
                     report.encrypted_examples.push(self.path_of(record));
                 }
@@ -191,5 +196,43 @@ impl NtfsVolume {
             }
         }
         Ok(report)
+    }
+
+    /// The value of a file's `$EFS` attribute (`$LOGGED_UTILITY_STREAM` named `$EFS`: the EFS
+    /// metadata of an encrypted file), `None` if it has none; at most `limit` bytes.
+    pub fn efs_of(&self, record: u64, limit: u64) -> Result<Option<Vec<u8>>> {
+        self.guarded("$EFS attribute", |ntfs, fs| {
+            let file = ntfs.file(fs, record).map_err(self.err("MFT record"))?;
+            let mut attributes = file.attributes();
+            while let Some(item) = attributes.next(fs) {
+                let item = item.map_err(self.err("attribute"))?;
+                let attribute = item.to_attribute().map_err(self.err("attribute"))?;
+                if attribute.ty().ok() != Some(ntfs::NtfsAttributeType::LoggedUtilityStream)
+                    || attribute.name().map_or(true, |n| n != "$EFS")
+                {
+                    continue;
+                }
+                let len = attribute.value_length();
+                if len > limit {
+                    return Err(ImageError::TooLarge {
+                        what: format!("$EFS of MFT record {record}"),
+                        size: len,
+                        limit,
+                    });
+                }
+                let value = attribute.value(fs).map_err(self.err("$EFS value"))?;
+                let mut buf = vec![0u8; len as usize];
+                value
+                    .attach(fs)
+                    .read_exact(&mut buf)
+                    .map_err(|e| ImageError::Ntfs {
+                        volume: self.start,
+                        context: format!("reading $EFS of MFT record {record}"),
+                        message: e.to_string(),
+                    })?;
+                return Ok(Some(buf));
+            }
+            Ok(None)
+        })
     }
 }

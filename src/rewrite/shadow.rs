@@ -1,0 +1,201 @@
+//! Volume Shadow Copy stores: what a clone does with them (docs/SEMANTICS.md, "Shadow copies").
+//!
+//! Facts [libyal libvshadow documentation, "Volume Shadow Snapshot (VSS) format"]: a volume's
+//! shadow copies live in `System Volume Information`, the catalog in the file named
+//! `{3808876b-c176-4e48-b7ae-04046e6cc752}` and each shadow copy's store (the old contents of
+//! every block written since the snapshot) in a file named `{GUID}` followed by that identifier.
+//! The volume header at volume offset 0x1e00 (the identifier as a little-endian GUID, version,
+//! record type 1, ..., the catalog's volume offset at 0x30) leads to the catalog: 16 KiB blocks,
+//! each a 128-byte header (the identifier, version, record type 2, ..., this block's offset at
+//! 0x20 and the next block's at 0x28, 0 for the last) and 128-byte entries whose first 8 bytes
+//! are the entry type (0x02: a shadow copy's volume information, one per shadow copy; 0x03: its
+//! store information). Windows writes the catalog with volume I/O, so the catalog file's NTFS
+//! valid data length may be 0: it is read from the clusters.
+//! A store's blocks are raw copies of the volume's earlier blocks: hive bins, `$Secure`, MFT
+//! records, with the SID wherever the volume had it.
+//!
+//! sidfs cannot rewrite those blocks faithfully: they are pieces of hives and `$Secure` without
+//! the whole structure around them (lh hashes, `$SDS` hashes and `$SDH` order would go stale), and
+//! a restore of such a shadow copy on a clone would bring the master's identity back. So a store
+//! that holds the old SID is refused (DESIGN invariant 8) with the advice to delete the shadow
+//! copies before capturing; a store without it (a data disk whose snapshots predate any SID on
+//! it) is kept as it is.
+
+#![forbid(unsafe_code)]
+
+use super::SidMapping;
+use crate::image::{ImageFile, ImageOffset, NtfsVolume, StreamLayout};
+
+/// The directory that holds the catalog and the stores.
+pub const SVI_DIR: &str = "System Volume Information";
+/// The VSS identifier: the catalog's file name, and the suffix of every store file's name.
+pub const VSS_IDENTIFIER: &str = "{3808876b-c176-4e48-b7ae-04046e6cc752}";
+/// What the user does about shadow copies on a master.
+pub const ADVICE: &str = "delete them in the master before capturing it (vssadmin delete shadows /all, as administrator) so that no clone can restore the master's identity from them";
+/// Bytes read at a time when a store is searched for the SID.
+const CHUNK: usize = 1 << 20;
+/// Overlap between chunks: longer than the longest SID form (UTF-16, 2 x 50 bytes and a check).
+const OVERLAP: usize = 128;
+
+/// The VSS identifier {3808876b-c176-4e48-b7ae-04046e6cc752} as stored (a little-endian GUID).
+pub const VSS_GUID_BYTES: [u8; 16] = [
+    0x6b, 0x87, 0x08, 0x38, 0x76, 0xc1, 0x48, 0x4e, 0xb7, 0xae, 0x04, 0x04, 0x6e, 0x6c, 0xc7, 0x52,
+];
+/// Volume offset of the VSS volume header.
+pub const VOLUME_HEADER_AT: u64 = 0x1e00;
+const CATALOG_BLOCK: usize = 0x4000;
+const CATALOG_ENTRY: usize = 128;
+/// At most this many catalog blocks are followed (a hostile chain ends here).
+const CATALOG_BLOCKS_MAX: usize = 256;
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    b.get(at..at + 8)
+        .map_or(0, |x| u64::from_le_bytes(x.try_into().unwrap_or([0; 8])))
+}
+
+/// The number of shadow copies the volume's VSS catalog lists (entries of type 0x02), or `None`
+/// when the volume has no VSS volume header. `start`/`len`: the volume in the image.
+pub fn catalog_shadow_copies(image: &ImageFile, start: u64, len: u64) -> Option<usize> {
+    let mut header = [0u8; 128];
+    image
+        .read_exact_at(
+            ImageOffset(start.checked_add(VOLUME_HEADER_AT)?),
+            &mut header,
+            "the VSS volume header",
+        )
+        .ok()?;
+    if header[..16] != VSS_GUID_BYTES
+        || u32::from_le_bytes([header[20], header[21], header[22], header[23]]) != 1
+    {
+        return None;
+    }
+    let mut at = u64_at(&header, 0x30);
+    let mut count = 0;
+    let mut block = vec![0u8; CATALOG_BLOCK];
+    for _ in 0..CATALOG_BLOCKS_MAX {
+        if at == 0 || at.checked_add(CATALOG_BLOCK as u64)? > len {
+            break;
+        }
+        image
+            .read_exact_at(
+                ImageOffset(start.checked_add(at)?),
+                &mut block,
+                "the VSS catalog",
+            )
+            .ok()?;
+        if block[..16] != VSS_GUID_BYTES {
+            break;
+        }
+        count += block[CATALOG_ENTRY..]
+            .chunks_exact(CATALOG_ENTRY)
+            .filter(|e| u64_at(e, 0) == 2)
+            .count();
+        let next = u64_at(&block, 0x28);
+        if next <= at {
+            break;
+        }
+        at = next;
+    }
+    Some(count)
+}
+
+/// One shadow copy store file.
+pub struct ShadowStore {
+    /// Path on its volume.
+    pub path: String,
+    pub layout: StreamLayout,
+}
+
+/// The shadow copy store files of a volume (not the catalog), in directory order.
+pub fn shadow_stores(volume: &NtfsVolume) -> Vec<ShadowStore> {
+    let Ok(entries) = volume.list_dir(SVI_DIR) else {
+        return Vec::new();
+    };
+    entries
+        .into_iter()
+        .filter(|e| {
+            !e.is_directory
+                && e.name.len() > VSS_IDENTIFIER.len()
+                && e.name.starts_with('{')
+                && e.name.to_ascii_lowercase().ends_with(VSS_IDENTIFIER)
+        })
+        .filter_map(|e| {
+            let path = format!(r"{SVI_DIR}\{}", e.name);
+            let layout = volume.stream_layout(&path, "").ok()?;
+            Some(ShadowStore { path, layout })
+        })
+        .collect()
+}
+
+/// Whether a store's clusters hold the old SID in any form, searched `CHUNK` bytes at a time.
+/// A store that cannot be searched (compressed or encrypted, or unreadable) is an error.
+pub fn store_holds_sid(
+    image: &ImageFile,
+    store: &ShadowStore,
+    map: &SidMapping,
+) -> Result<bool, String> {
+    if !store.layout.is_plain() {
+        return Err(format!(
+            "{} is compressed or encrypted: its bytes cannot be searched",
+            store.path
+        ));
+    }
+    let mut buf = vec![0u8; CHUNK + OVERLAP];
+    for e in store.layout.extents() {
+        let Some(start) = e.image_offset else {
+            continue;
+        };
+        let len = e
+            .len
+            .min(store.layout.size.saturating_sub(e.logical_offset));
+        let mut done = 0u64;
+        while done < len {
+            let n = ((len - done) as usize).min(CHUNK + OVERLAP);
+            let at = start
+                .0
+                .checked_add(done)
+                .ok_or_else(|| format!("{}: extent past the image", store.path))?;
+            image
+                .read_exact_at(ImageOffset(at), &mut buf[..n], "a shadow copy store")
+                .map_err(|e| format!("{}: {e}", store.path))?;
+            if !map.find_all(&buf[..n], true).is_empty() {
+                return Ok(true);
+            }
+            if done + n as u64 >= len {
+                break;
+            }
+            done += CHUNK as u64;
+        }
+    }
+    Ok(false)
+}
+
+/// Refuses (the error is the one line) when a shadow copy store of any volume of the survey
+/// holds the old SID; logs the stores that do not.
+pub fn check_shadow_copies(
+    survey: &super::survey::WindowsSurvey,
+    map: &SidMapping,
+) -> Result<(), String> {
+    for part in &survey.volumes {
+        let stores = shadow_stores(&part.volume);
+        for s in &stores {
+            let holds = store_holds_sid(&survey.image, s, map).map_err(|e| {
+                format!(
+                    "partition {} has {} shadow copies, and {e}; {ADVICE}",
+                    part.partition.index,
+                    stores.len()
+                )
+            })?;
+            if holds {
+                return Err(format!(
+                    "partition {} has {} shadow copies whose store {} holds the machine SID in old copies of the volume's blocks, which sidfs cannot rewrite faithfully; {ADVICE}",
+                    part.partition.index,
+                    stores.len(),
+                    s.path
+                ));
+            }
+            log::info!("{}: no machine SID in it, kept as it is", s.path);
+        }
+    }
+    Ok(())
+}

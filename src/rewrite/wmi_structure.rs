@@ -1,0 +1,230 @@
+//! The WMI repository as a whole structure of the patch stage: [`super::wmi::rewrite_wmi`]
+//! adapted to disk ranges and edits, like [`super::ese_structure::EseStructure`]. It owns
+//! `OBJECTS.DATA` and the mapping files (whose page checksums change); `INDEX.BTR` is only
+//! checked to hold no SID.
+
+use std::ops::Range;
+
+use super::stage::{diff_runs, Structure, StructureOutput};
+use super::stream::{edits_in_holes, extent_ranges, read_stream, runs_to_disk, STRUCTURE_LIMIT};
+use super::wmi::{rewrite_wmi, WmiOutput};
+use super::{RewriteError, SidMapping};
+use crate::image::{Extent, NtfsVolume, StreamLayout};
+use crate::overlay::MasterImage;
+
+/// The repository directory of Windows Vista and later, relative to the volume.
+pub const WMI_DIR: &str = r"Windows\System32\wbem\Repository";
+pub const OBJECTS: &str = "OBJECTS.DATA";
+pub const INDEX: &str = "INDEX.BTR";
+pub const MAPPINGS: [&str; 3] = ["MAPPING1.MAP", "MAPPING2.MAP", "MAPPING3.MAP"];
+
+/// One file of the repository, as found on its volume.
+pub struct RepositoryFile {
+    pub name: &'static str,
+    pub layout: StreamLayout,
+    pub bytes: Vec<u8>,
+}
+
+/// The files of one volume's repository: `OBJECTS.DATA`, `INDEX.BTR` (if present) and the
+/// mapping files present, in order.
+pub struct Repository {
+    pub objects: RepositoryFile,
+    pub index: Option<RepositoryFile>,
+    pub mappings: Vec<RepositoryFile>,
+}
+
+impl Repository {
+    /// `Ok(None)`: the volume has no `OBJECTS.DATA`. An error: a file of it cannot be read.
+    pub fn read(volume: &NtfsVolume) -> Result<Option<Self>, String> {
+        let file = |name: &'static str| -> Result<Option<RepositoryFile>, String> {
+            let path = format!(r"{WMI_DIR}\{name}");
+            match volume.try_lookup(&path) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(format!("{path}: {e}")),
+            }
+            let layout = volume
+                .stream_layout(&path, "")
+                .map_err(|e| format!("{path}: {e}"))?;
+            let bytes = volume
+                .read_file(&path, "", STRUCTURE_LIMIT)
+                .map_err(|e| format!("{path}: {e}"))?;
+            Ok(Some(RepositoryFile {
+                name,
+                layout,
+                bytes,
+            }))
+        };
+        let Some(objects) = file(OBJECTS)? else {
+            return Ok(None);
+        };
+        let index = file(INDEX)?;
+        let mut mappings = Vec::new();
+        for m in MAPPINGS {
+            if let Some(f) = file(m)? {
+                mappings.push(f);
+            }
+        }
+        Ok(Some(Repository {
+            objects,
+            index,
+            mappings,
+        }))
+    }
+
+    /// The clone's files, or why the repository cannot be rewritten with valid checksums.
+    pub fn rewrite(&self, map: &SidMapping) -> Result<WmiOutput, String> {
+        let mappings: Vec<Vec<u8>> = self.mappings.iter().map(|m| m.bytes.clone()).collect();
+        let index = self.index.as_ref().map_or(&[][..], |f| &f.bytes[..]);
+        let out =
+            rewrite_wmi(&self.objects.bytes, index, &mappings, map).map_err(|e| e.to_string())?;
+        for (file, new) in std::iter::once((&self.objects, &out.objects))
+            .chain(self.mappings.iter().zip(out.mappings.iter()))
+        {
+            if file.bytes != *new && (!file.layout.is_plain() || file.layout.extents().is_empty()) {
+                return Err(format!(
+                    "{} would change but is stored {}",
+                    file.name,
+                    if file.layout.is_plain() {
+                        "inside its MFT record (resident)"
+                    } else {
+                        "compressed or encrypted"
+                    }
+                ));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The repository of one volume, registered when it holds the old SID and its rewrite was
+/// checked on the master's files.
+pub struct WmiStructure {
+    partition: u32,
+    objects: (Vec<Extent>, u64),
+    mappings: Vec<(&'static str, Vec<Extent>, u64)>,
+    index: Option<(Vec<Extent>, u64)>,
+}
+
+impl WmiStructure {
+    pub fn new(repo: &Repository, partition: u32) -> Self {
+        let of = |f: &RepositoryFile| (f.layout.extents().to_vec(), f.layout.size);
+        WmiStructure {
+            partition,
+            objects: of(&repo.objects),
+            mappings: repo
+                .mappings
+                .iter()
+                .map(|m| (m.name, m.layout.extents().to_vec(), m.layout.size))
+                .collect(),
+            index: repo.index.as_ref().map(of),
+        }
+    }
+}
+
+impl Structure for WmiStructure {
+    fn name(&self) -> String {
+        format!("WMI repository {WMI_DIR} (partition {})", self.partition)
+    }
+
+    fn owned(&self) -> Vec<Range<u64>> {
+        let mut r = extent_ranges(&self.objects.0);
+        for (_, e, _) in &self.mappings {
+            r.extend(extent_ranges(e));
+        }
+        r.sort_by_key(|x| x.start);
+        r
+    }
+
+    fn transform(
+        &self,
+        master: &MasterImage,
+        map: &SidMapping,
+    ) -> Result<StructureOutput, RewriteError> {
+        let objects = read_stream(master, &self.objects.0, self.objects.1)?;
+        let index = match &self.index {
+            // A resident INDEX.BTR reads as empty here; it was checked in the survey.
+            Some((e, size)) if !e.is_empty() => read_stream(master, e, *size)?,
+            _ => Vec::new(),
+        };
+        let mut mappings = Vec::new();
+        for (_, e, size) in &self.mappings {
+            mappings.push(read_stream(master, e, *size)?);
+        }
+        let out = rewrite_wmi(&objects, &index, &mappings, map).map_err(RewriteError::Wmi)?;
+        let mut owned_edits = Vec::new();
+        let files = std::iter::once(("OBJECTS.DATA", &objects, &out.objects, &self.objects.0))
+            .chain(
+                self.mappings
+                    .iter()
+                    .zip(mappings.iter().zip(out.mappings.iter()))
+                    .map(|((name, e, _), (old, new))| (*name, old, new, e)),
+            );
+        for (name, old, new, extents) in files {
+            let runs = diff_runs(old, new);
+            if edits_in_holes(&runs, extents) {
+                return Err(RewriteError::InHole { stream: name });
+            }
+            owned_edits.extend(runs_to_disk(runs, extents));
+        }
+        owned_edits.sort_by_key(|(o, _)| *o);
+        let r = &out.report;
+        Ok(StructureOutput {
+            owned_edits,
+            record_edits: Vec::new(),
+            summary: format!(
+                "{} SID occurrences, {} of {} records changed with their CRC-32s, {} pages changed, {} page checksums recomputed (mapping sequence {})",
+                r.replaced.total(),
+                r.records_changed,
+                r.records,
+                r.pages_changed,
+                r.page_checksums_updated,
+                r.sequence
+            ),
+        })
+    }
+}
+
+/// What to do about a repository sidfs cannot rewrite, for the refusal.
+pub const ADVICE: &str = "remove the permanent WMI event subscriptions that hold it in the master (Get-CimInstance -Namespace root\\subscription __EventFilter, __EventConsumer, __FilterToConsumerBinding | Remove-CimInstance), or reset the repository (winmgmt /resetrepository), and capture it again";
+
+/// The WMI repositories of the survey's volumes as structures, checked first (DESIGN invariant
+/// 8): one that holds the old SID but cannot be rewritten with valid checksums is an error
+/// naming it; one without the SID is left alone (the byte rewrite finds nothing in it).
+pub fn wmi_structures(
+    survey: &super::survey::WindowsSurvey,
+    map: &SidMapping,
+) -> Result<Vec<Box<dyn Structure>>, String> {
+    let mut out: Vec<Box<dyn Structure>> = Vec::new();
+    for part in &survey.volumes {
+        let name = format!(
+            "the WMI repository {WMI_DIR} (partition {})",
+            part.partition.index
+        );
+        let repo = match Repository::read(&part.volume) {
+            Ok(Some(r)) => r,
+            Ok(None) => continue,
+            Err(e) => {
+                return Err(format!(
+                    "{name} cannot be read whole to rewrite the machine SID in it with valid checksums ({e}); {ADVICE}"
+                ))
+            }
+        };
+        if map.find_all(&repo.objects.bytes, true).is_empty() {
+            log::info!("{name}: holds no machine SID in OBJECTS.DATA, kept as it is");
+            continue;
+        }
+        match repo.rewrite(map) {
+            Ok(out_files) => {
+                log::info!("{name}: {:?}", out_files.report);
+                out.push(Box::new(WmiStructure::new(&repo, part.partition.index)));
+            }
+            Err(why) => {
+                return Err(format!(
+                    "{name} holds the machine SID but cannot be rewritten with valid checksums: {why}; {ADVICE}"
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
