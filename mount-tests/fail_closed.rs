@@ -1,4 +1,4 @@
-//! Fail closed (DESIGN invariant 8): a structure that holds the old SID and that sidfs cannot
+//! Fail closed (docs/SEMANTICS.md invariant 8): a structure that holds the old SID and that sidfs cannot
 //! rewrite faithfully makes mount and export refuse with one line naming it, instead of a
 //! byte-level replacement that leaves its hashes or lists stale. The damage is placed with an
 //! independent tool (ntfsinfo tells where a file's clusters are).

@@ -393,7 +393,7 @@ impl FromStr for MachineSid {
 mod tests {
     use super::*;
 
-    /// STUDENT-PC8's machine SID as stored in SECURITY `Policy\PolAcDmS` (FORMAT-FACTS sample).
+    /// STUDENT-PC8's machine SID as stored in SECURITY `Policy\PolAcDmS` (the winreg-kb STUDENT-PC8 test hives in ../shared/realdata).
     const STUDENT_PC8_HEX: &str = "0104000000000005150000003fd3a3f21631edcac9217797";
 
     fn hex(text: &str) -> Vec<u8> {

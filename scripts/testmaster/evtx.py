@@ -1,7 +1,7 @@
 """A small, deterministic Windows XML Event Log (.evtx) for the test master.
 
 Written field by field from the format description [libyal/libevtx documentation "Windows XML
-Event Log (EVTX)"; FORMAT-FACTS §5]: a 4096-byte file header, 64 KiB chunks with a string table
+Event Log (EVTX)"; docs/FORMAT-FACTS.md §5]: a 4096-byte file header, 64 KiB chunks with a string table
 (0x80), a template table (0x180), the records CRC32 at 0x34 over [0x200, free-space offset) and the
 header CRC32 at 0x7C over [0, 0x78) + [0x80, 0x200); records whose binary XML is a template
 instance with substitution values. The machine SID appears as SidType (0x13) values (in an

@@ -1,6 +1,6 @@
 """Byte-level NTFS edits on an unmounted volume inside a disk image.
 
-Everything works on (image path, partition byte offset). Sources: FORMAT-FACTS.md §3
+Everything works on (image path, partition byte offset). Sources: docs/FORMAT-FACTS.md §3
 (ntfs-3g layout.h, mst.c, logfile.h/logfile.c; libfsntfs).
 """
 import struct

@@ -3,7 +3,7 @@
 hivex cannot create a hive from nothing, so new_empty_hive() writes the smallest valid one:
 a 4096-byte base block (version 1.5, so hivex writes lh subkey lists) and one 4096-byte hbin
 holding the root nk cell, one sk cell and a free cell. hivex adds everything else.
-Layout: msuhanov/regf "Windows registry file format specification.md" (see FORMAT-FACTS.md §2).
+Layout: msuhanov/regf "Windows registry file format specification.md" (see docs/FORMAT-FACTS.md §2).
 """
 import struct
 from typing import Any

@@ -3,7 +3,7 @@
 //!
 //! Each function takes a parsed [`Hive`] of the right kind and returns typed structs; a missing
 //! key or value gives `Ok(None)` (or an empty list), a value of the wrong shape a
-//! [`HiveError::UnexpectedValue`]. Sources are cited per function; see FORMAT-FACTS.md §1–2.
+//! [`HiveError::UnexpectedValue`]. Sources are cited per function; see docs/FORMAT-FACTS.md §1–2.
 
 use super::{u16_at, u32_at, value_type, FileOffset, Hive, HiveError, KeyNode, Result, ValueData};
 use crate::sid::{MachineSid, Sid};
@@ -24,7 +24,7 @@ pub const SAM_USER_NAMES: &str = "SAM\\Domains\\Account\\Users\\Names";
 pub const SAM_USERS: &str = "SAM\\Domains\\Account\\Users";
 
 /// `SAM\Domains\Account\V` header: 4 descriptors of {u32 offset, u32 length, u32 unknown}; data
-/// offsets are relative to the end of the header [FORMAT-FACTS §2, winreg-kb Domains.md].
+/// offsets are relative to the end of the header [docs/FORMAT-FACTS.md §2, winreg-kb Domains.md].
 const ACCOUNT_V_DESCRIPTOR_SIZE: usize = 12;
 const ACCOUNT_V_HEADER_SIZE: usize = 0x30;
 /// Descriptor 1 of Account\V is the domain SID.
@@ -199,7 +199,7 @@ fn machine_sid_at(
     Ok(MachineSidRecord { sid, file_offset })
 }
 
-/// The machine SID from SECURITY `Policy\PolAcDmS` (default value, 24 bytes) [FORMAT-FACTS §2;
+/// The machine SID from SECURITY `Policy\PolAcDmS` (default value, 24 bytes) [docs/FORMAT-FACTS.md §2;
 /// ReactOS `LsarSetAccountDomain`]. `Ok(None)` if the key or value is missing.
 pub fn machine_sid_from_security(security: &Hive<'_>) -> Result<Option<MachineSidRecord>> {
     let Some(data) = value_data(security, POL_AC_DM_S, "")? else {
@@ -218,7 +218,7 @@ pub fn machine_sid_from_security(security: &Hive<'_>) -> Result<Option<MachineSi
 }
 
 /// The machine SID from SAM `SAM\Domains\Account` value `V`: descriptor 1 of the 4-descriptor
-/// header, offset relative to 0x30, 24 bytes [FORMAT-FACTS §2; regipy reads the last 24 bytes].
+/// header, offset relative to 0x30, 24 bytes [docs/FORMAT-FACTS.md §2; regipy reads the last 24 bytes].
 /// Fails if descriptor 1 and the last 24 bytes disagree. `Ok(None)` if the key or value is
 /// missing.
 pub fn machine_sid_from_sam(sam: &Hive<'_>) -> Result<Option<MachineSidRecord>> {

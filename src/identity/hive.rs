@@ -1,5 +1,5 @@
 //! Applying an [`IdentityMapping`] to one hive file, after the SID rewrite, keeping the hive
-//! valid [FORMAT-FACTS §2; Suhanov]:
+//! valid [docs/FORMAT-FACTS.md §2; Suhanov]:
 //! 1. parse the hive (it must validate) and collect every key name, class name, value name and
 //!    value data segment;
 //! 2. replace every delimited occurrence in the whole file (allocated cells, free cells), then

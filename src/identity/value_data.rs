@@ -1,5 +1,5 @@
 //! Giving a value new data of another length inside an existing hive, without changing the
-//! hive file's length [Suhanov "Cell", "Key value"; FORMAT-FACTS §2]:
+//! hive file's length [Suhanov "Cell", "Key value"; docs/FORMAT-FACTS.md §2]:
 //!
 //! * data of at most 4 bytes is stored in the vk record itself (data size with bit 31 set, the
 //!   bytes in the data-offset field); a data cell it leaves is freed;

@@ -1,8 +1,8 @@
 //! Refusals (the image must not be cloned) and warnings (it may, but the user should know).
 //!
 //! Each finding has a stable machine-readable `reason` and one sentence that says what is wrong
-//! and what to do. The reasons follow DESIGN.md invariant 6 and FORMAT-FACTS "Cross-cutting
-//! constraints" 5–6.
+//! and what to do. The reasons follow invariant 6 of docs/SEMANTICS.md and the refusals docs/FORMAT-FACTS.md
+//! implies (§2 dirty hives, §3 NTFS and hibernation states).
 
 use serde::{Deserialize, Serialize};
 

@@ -12,7 +12,7 @@
 //! No faithful rewrite exists: the hash fields' inputs are not published (changing a SID inside
 //! a DDF could make Windows reject the whole `$EFS`), and the DDF's private key is protected by
 //! DPAPI under the user's SID, so a local user cannot decrypt the file in a clone anyway. So an
-//! `$EFS` that holds the old SID is refused (DESIGN invariant 8), naming the file, with what the
+//! `$EFS` that holds the old SID is refused (docs/SEMANTICS.md invariant 8), naming the file, with what the
 //! user does: decrypt it in the master before capture (`cipher /d`), or let the users re-create
 //! their EFS keys and re-encrypt in the clones.
 

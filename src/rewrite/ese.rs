@@ -4,7 +4,7 @@
 //!
 //! [`rewrite_ese`] is a pure function from (master file bytes, [`SidMapping`]) to the clone's file
 //! bytes plus an [`EseReport`], or an [`EseError`] saying why the file cannot be rewritten
-//! faithfully (the caller then refuses the master: DESIGN invariant 8).
+//! faithfully (the caller then refuses the master: docs/SEMANTICS.md invariant 8).
 //!
 //! Layout [libyal/libesedb `documentation/Extensible Storage Engine (ESE) Database File (EDB)
 //! format.asciidoc`, "File header", "Page header", "Page flags"; microsoft/Extensible-Storage-Engine

@@ -6,7 +6,7 @@
 //! changed bytes onto the disk.
 //!
 //! Layout [libyal/libevtx `documentation/Windows XML Event Log (EVTX).asciidoc`;
-//! williballenthin/python-evtx `Evtx/Evtx.py` (`FileHeader`, `ChunkHeader`); FORMAT-FACTS §5]:
+//! williballenthin/python-evtx `Evtx/Evtx.py` (`FileHeader`, `ChunkHeader`); docs/FORMAT-FACTS.md §5]:
 //! - a 4096-byte file header, "ElfFile\0", whose CRC32 at 124 covers bytes [0, 120);
 //! - then 64 KiB chunks, "ElfChnk\0", each with a 512-byte header: the free-space offset at 0x30
 //!   (where the records end), the records CRC32 at 0x34 over [0x200, free-space offset), and the

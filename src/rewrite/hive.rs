@@ -5,7 +5,7 @@
 //! clone's hive bytes plus a [`HiveRewriteReport`]. The caller diffs the result against the master
 //! and maps the changed bytes onto the disk.
 //!
-//! What it does, in order [FORMAT-FACTS §2; Suhanov; libregf]:
+//! What it does, in order [docs/FORMAT-FACTS.md §2; Suhanov; libregf]:
 //! 1. Parses the master with [`Hive::parse`], which refuses a dirty hive (sequence numbers differ or
 //!    the base-block checksum is wrong) and a damaged base block or hbin, and walks every key,
 //!    value and subkey list, so that any damaged structure is an error before anything is written.
@@ -57,7 +57,7 @@ const BASE_CHECKSUM: usize = 0x1FC;
 const BASE_CHECKSUMMED_END: usize = 0x200;
 
 /// Where Task Scheduler keeps one key per registered task, below the SOFTWARE hive's root
-/// [FORMAT-FACTS §5].
+/// [docs/FORMAT-FACTS.md §5].
 pub const TASKS_KEY: &str = "Microsoft\\Windows NT\\CurrentVersion\\Schedule\\TaskCache\\Tasks";
 /// Value of a `Tasks\{GUID}` key holding the task's path below `System32\Tasks` (REG_SZ).
 const TASK_PATH_VALUE: &str = "Path";
@@ -67,7 +67,7 @@ const TASK_HASH_VALUE: &str = "Hash";
 /// What the Task Scheduler `Hash` values must become: the hash of a task's XML in the master and
 /// in the clone.
 ///
-/// The input of the hash is UNCONFIRMED (FORMAT-FACTS §5), so the rewrite never computes it: the
+/// The input of the hash is UNCONFIRMED (docs/FORMAT-FACTS.md §5), so the rewrite never computes it: the
 /// implementor hashes the master's XML the way it believes Windows does, and the rewrite replaces a
 /// stored hash only when it equals that master hash — proof that the algorithm is right for this
 /// file. Any other stored hash is left alone and reported.

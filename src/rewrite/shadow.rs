@@ -17,7 +17,7 @@
 //! sidfs cannot rewrite those blocks faithfully: they are pieces of hives and `$Secure` without
 //! the whole structure around them (lh hashes, `$SDS` hashes and `$SDH` order would go stale), and
 //! a restore of such a shadow copy on a clone would bring the master's identity back. So a store
-//! that holds the old SID is refused (DESIGN invariant 8) with the advice to delete the shadow
+//! that holds the old SID is refused (docs/SEMANTICS.md invariant 8) with the advice to delete the shadow
 //! copies before capturing; a store without it (a data disk whose snapshots predate any SID on
 //! it) is kept as it is.
 

@@ -4,7 +4,7 @@
 //!
 //! [`rewrite_wal`] is a pure function from (master file bytes, [`SidMapping`]) to the clone's file
 //! bytes plus a [`WalReport`], or a [`WalError`] saying why the file cannot be rewritten
-//! faithfully (the caller then refuses the master: DESIGN invariant 8).
+//! faithfully (the caller then refuses the master: docs/SEMANTICS.md invariant 8).
 //!
 //! Layout [sqlite.org/fileformat2.html, "The WAL file format"; all fields big-endian u32]:
 //! - a 32-byte header: magic 0x377f0682 or 0x377f0683, format version 3007000, page size,

@@ -80,7 +80,7 @@ fn holds_sid(map: &SidMapping, bytes: &[u8]) -> bool {
 
 /// [`structures`], whose hives also get the clone's other identifiers.
 ///
-/// Fails closed (DESIGN invariant 8): a hive or `$Secure` that holds the old SID but cannot be
+/// Fails closed (docs/SEMANTICS.md invariant 8): a hive or `$Secure` that holds the old SID but cannot be
 /// rewritten as a whole (a layout sidfs does not follow, a master already inconsistent, a
 /// compressed or encrypted stream) is an error naming it, never left to the byte-level rewrite,
 /// which would leave its hashes, checksums and order stale. One that does not hold the SID is
@@ -175,7 +175,7 @@ fn when_deleted(path: &str) -> &'static str {
     }
 }
 
-/// The ESE databases of the survey as structures, checked first (DESIGN invariant 8): one that
+/// The ESE databases of the survey as structures, checked first (docs/SEMANTICS.md invariant 8): one that
 /// holds the old SID (or hides it 7-bit compressed) but cannot be rewritten with valid page
 /// checksums is an error naming it and what deleting it costs; one without the SID is left alone.
 fn ese_structures(survey: &WindowsSurvey, map: &SidMapping) -> Result<Vec<Box<dyn Structure>>> {
@@ -229,7 +229,7 @@ fn ese_structures(survey: &WindowsSurvey, map: &SidMapping) -> Result<Vec<Box<dy
     Ok(out)
 }
 
-/// The SQLite write-ahead logs of the survey as structures, checked first (DESIGN invariant 8):
+/// The SQLite write-ahead logs of the survey as structures, checked first (docs/SEMANTICS.md invariant 8):
 /// one that holds the old SID but cannot be rewritten with valid frame checksums (unknown format
 /// version or page size, compressed or unreadable) is an error naming it; one without the SID is
 /// left alone. The database file beside it has no page checksums and gets the generic rewrite.

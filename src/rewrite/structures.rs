@@ -54,7 +54,7 @@ impl HiveStructure {
 }
 
 /// SHA-256 of a task file without its UTF-16LE byte order mark (the TaskCache `Hash` input as
-/// far as it is known: FORMAT-FACTS §5; a stored hash that does not match is left alone).
+/// far as it is known: docs/FORMAT-FACTS.md §5; a stored hash that does not match is left alone).
 fn task_hash(bytes: &[u8]) -> Vec<u8> {
     let body = bytes.strip_prefix(&[0xFF, 0xFE]).unwrap_or(bytes);
     Sha256::digest(body).to_vec()

@@ -6,7 +6,7 @@
 //!
 //! [`rewrite_wmi`] is a pure function from (the master's `OBJECTS.DATA` and mapping files,
 //! [`SidMapping`]) to the clone's files plus a [`WmiReport`], or a [`WmiError`] saying why the
-//! repository cannot be rewritten faithfully (the caller then refuses the master: DESIGN
+//! repository cannot be rewritten faithfully (the caller then refuses the master: docs/SEMANTICS.md
 //! invariant 8).
 //!
 //! Layout, format version 2.1 [libyal dtformats, "WMI repository file format", sections "The

@@ -188,7 +188,7 @@ impl Structure for WmiStructure {
 /// What to do about a repository sidfs cannot rewrite, for the refusal.
 pub const ADVICE: &str = "remove the permanent WMI event subscriptions that hold it in the master (Get-CimInstance -Namespace root\\subscription __EventFilter, __EventConsumer, __FilterToConsumerBinding | Remove-CimInstance), or reset the repository (winmgmt /resetrepository), and capture it again";
 
-/// The WMI repositories of the survey's volumes as structures, checked first (DESIGN invariant
+/// The WMI repositories of the survey's volumes as structures, checked first (docs/SEMANTICS.md invariant
 /// 8): one that holds the old SID but cannot be rewritten with valid checksums is an error
 /// naming it; one without the SID is left alone (the byte rewrite finds nothing in it).
 pub fn wmi_structures(

@@ -1,6 +1,6 @@
 //! Multi-sector transfer fixups (update sequence array) of FILE, INDX and RSTR/RCRD records.
 //!
-//! [libntfs-3g/mst.c `ntfs_mst_post_read_fixup`; layout.h NTFS_RECORD; FORMAT-FACTS §3
+//! [libntfs-3g/mst.c `ntfs_mst_post_read_fixup`; layout.h NTFS_RECORD; docs/FORMAT-FACTS.md §3
 //! "Fixups"]: header +0x04 USA offset (u16), +0x06 USA count (u16). The block size is always
 //! 512 bytes. Valid if count = 1 + size/512, offset even, offset + 2·count ≤ 510. usa[0] is the
 //! USN; the last u16 of each 512-byte block must equal it and is replaced by usa[i+1].

@@ -1,6 +1,6 @@
 //! Where an NTFS volume keeps registry hives.
 //!
-//! Locations: [FORMAT-FACTS §2 "Dirty state and transaction logs" (.LOG/.LOG1/.LOG2, RegBack);
+//! Locations: [docs/FORMAT-FACTS.md §2 "Dirty state and transaction logs" (.LOG/.LOG1/.LOG2, RegBack);
 //! Microsoft Learn "Registry Hives" (system hives in %SystemRoot%\System32\Config, user hives
 //! NTUSER.DAT and UsrClass.dat in the profile); libyal/winreg-kb documentation].
 

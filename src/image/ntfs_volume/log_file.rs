@@ -1,6 +1,6 @@
 //! $LogFile restart pages: is the journal clean?
 //!
-//! [include/ntfs-3g/logfile.h; libntfs-3g/logfile.c; FORMAT-FACTS §3 "$LogFile"]
+//! [include/ntfs-3g/logfile.h; libntfs-3g/logfile.c; docs/FORMAT-FACTS.md §3 "$LogFile"]
 //!
 //! Restart page header ("RSTR", or "CHKD" after chkdsk), with an update sequence array:
 //!
@@ -72,7 +72,7 @@ pub fn emptied_state(offset: ImageOffset) -> LogFileState {
 
 impl LogFileState {
     /// Restart page version 2.0: Windows 8+ Fast Startup may have cached metadata
-    /// (ntfs-3g refuses read-write mounts then). [FORMAT-FACTS §3]
+    /// (ntfs-3g refuses read-write mounts then). [docs/FORMAT-FACTS.md §3]
     pub fn is_version_2(&self) -> bool {
         self.major_version == 2 && self.minor_version == 0
     }

@@ -3,7 +3,7 @@
 //! patch stage, `verify`, `$Secure`'s index blocks and MFT record edits.
 //!
 //! The last two bytes of every 512-byte sector of such a record are replaced on disk by the
-//! update sequence number; the real bytes live in the update sequence array (FORMAT-FACTS §3
+//! update sequence number; the real bytes live in the update sequence array (docs/FORMAT-FACTS.md §3
 //! "Fixups"). A SID that crosses a sector end is therefore invisible in the raw bytes: the
 //! rewrite undoes the fixups of every record it sees, patches the logical bytes, and redoes them.
 //! Records are recognized by signature and a consistent update sequence array, wherever they are

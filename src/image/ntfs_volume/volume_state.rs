@@ -15,7 +15,7 @@ const LOG_FILE_HEAD: u64 = 2 * 65536;
 /// hiberfil.sys is read for its first page only.
 const HIBERFIL_HEAD: u64 = 4096;
 
-/// The hibernation file's state. [FORMAT-FACTS §3 "Hibernation / Fast Startup"]
+/// The hibernation file's state. [docs/FORMAT-FACTS.md §3 "Hibernation / Fast Startup"]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HibernationState {
     /// No hiberfil.sys in the root directory.

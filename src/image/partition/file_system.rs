@@ -1,7 +1,7 @@
 //! Recognising the file system in a partition's first sector.
 //!
-//! NTFS: OEM id "NTFS    " at +3 [FORMAT-FACTS §3 boot sector]; BitLocker: "-FVE-FS-" at +3
-//! [libyal/libbde BDE format doc; FORMAT-FACTS §3]; FAT: a BIOS parameter block with sane
+//! NTFS: OEM id "NTFS    " at +3 [docs/FORMAT-FACTS.md §3 boot sector]; BitLocker: "-FVE-FS-" at +3
+//! [libyal/libbde BDE format doc; docs/FORMAT-FACTS.md §3]; FAT: a BIOS parameter block with sane
 //! geometry and a "FAT" type string at +0x36 (FAT12/16) or +0x52 (FAT32)
 //! [Microsoft "FAT32 File System Specification" (fatgen103), BPB and BS_FilSysType].
 

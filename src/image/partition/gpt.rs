@@ -1,7 +1,7 @@
 //! GUID Partition Table: header and entry array, CRC-checked, with backup fallback.
 //!
 //! [libyal/libvsgpt:documentation/GUID Partition Table (GPT) format.asciidoc@50add435;
-//! torvalds/linux:block/partitions/efi.h; UEFI spec 2.10 §5.3; FORMAT-FACTS §4]
+//! torvalds/linux:block/partitions/efi.h; UEFI spec 2.10 §5.3; docs/FORMAT-FACTS.md §4]
 //!
 //! Header (at LBA 1, or at the alternate LBA for the backup):
 //!

@@ -1,6 +1,6 @@
 //! GUIDs as stored in GPT structures.
 //!
-//! [UEFI spec 2.10 Appendix A "EFI_GUID"; FORMAT-FACTS §4: "GUIDs are stored mixed-endian: the
+//! [UEFI spec 2.10 Appendix A "EFI_GUID"; docs/FORMAT-FACTS.md §4: "GUIDs are stored mixed-endian: the
 //! first three fields little-endian"]. `Guid` keeps the 16 on-disk bytes and prints the
 //! canonical string form.
 
@@ -74,16 +74,16 @@ impl fmt::Debug for Guid {
     }
 }
 
-/// Microsoft basic data (NTFS, FAT, exFAT data partitions). [FORMAT-FACTS §4]
+/// Microsoft basic data (NTFS, FAT, exFAT data partitions). [docs/FORMAT-FACTS.md §4]
 pub const BASIC_DATA: Guid = Guid::parse_const("EBD0A0A2-B9E5-4433-87C0-68B6B72699C7");
-/// EFI system partition. [FORMAT-FACTS §4]
+/// EFI system partition. [docs/FORMAT-FACTS.md §4]
 pub const EFI_SYSTEM: Guid = Guid::parse_const("C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
-/// Microsoft reserved partition. [FORMAT-FACTS §4]
+/// Microsoft reserved partition. [docs/FORMAT-FACTS.md §4]
 pub const MICROSOFT_RESERVED: Guid = Guid::parse_const("E3C9E316-0B5C-4DB8-817D-F92DF00215AE");
-/// Windows recovery environment. [FORMAT-FACTS §4]
+/// Windows recovery environment. [docs/FORMAT-FACTS.md §4]
 pub const WINDOWS_RECOVERY: Guid = Guid::parse_const("DE94BBA4-06D1-4D40-A16A-BFD50179D6AC");
 /// Logical Disk Manager metadata (dynamic disks). [UEFI/Wikipedia "GUID Partition Table"
-/// partition type table; FORMAT-FACTS §4 gives the prefix]
+/// partition type table; docs/FORMAT-FACTS.md §4 gives the prefix]
 pub const LDM_METADATA: Guid = Guid::parse_const("5808C8AA-7E8F-42E0-85D2-E1E90434CFB3");
 /// Logical Disk Manager data (dynamic disks). [as above]
 pub const LDM_DATA: Guid = Guid::parse_const("AF9B60A0-1431-4F62-BC68-3311714A69AD");
@@ -108,7 +108,7 @@ pub fn known_type_name(guid: &Guid) -> Option<&'static str> {
 mod tests {
     use super::*;
 
-    /// The on-disk bytes FORMAT-FACTS §4 lists for basic data and ESP; proves the
+    /// The on-disk bytes docs/FORMAT-FACTS.md §4 lists for basic data and ESP; proves the
     /// mixed-endian conversion and the Display round trip.
     #[test]
     fn mixed_endian_bytes() {

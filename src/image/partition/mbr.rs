@@ -1,7 +1,7 @@
 //! Master Boot Record and extended (EBR) chains.
 //!
 //! [libyal/libvsmbr:documentation/Master Boot Record (MBR) partition table format.asciidoc@3f99ec78;
-//! torvalds/linux:block/partitions/msdos.c; FORMAT-FACTS §4]
+//! torvalds/linux:block/partitions/msdos.c; docs/FORMAT-FACTS.md §4]
 //!
 //! | off   | size | field |
 //! |-------|------|-------|

@@ -101,7 +101,7 @@ pub struct PartitionTable {
 
 /// Size of the first sector we examine.
 const SECTOR: usize = 512;
-/// LBA sizes at which a GPT header is looked for. [FORMAT-FACTS §4]
+/// LBA sizes at which a GPT header is looked for. [docs/FORMAT-FACTS.md §4]
 const GPT_LBA_SIZES: [u64; 2] = [512, 4096];
 
 impl PartitionTable {

@@ -7,7 +7,7 @@ use crate::inspect::report::ProfileReport;
 use crate::sid::{MachineSid, Sid};
 
 /// Where a local user keeps DPAPI master keys, relative to the profile directory (Vista+ and
-/// XP) [FORMAT-FACTS §5 DPAPI].
+/// XP) [docs/FORMAT-FACTS.md §5 DPAPI].
 const PROTECT_DIRS: [&str; 2] = [
     r"AppData\Roaming\Microsoft\Protect",
     r"Application Data\Microsoft\Protect",

@@ -1,7 +1,7 @@
 //! The two view indexes of `$Secure` (`$SII`, `$SDH`): an `$INDEX_ROOT` value and INDX blocks
 //! in `$INDEX_ALLOCATION`, walked in order from the root through subnode VCNs.
 //!
-//! [ntfs-3g layout.h INDEX_ROOT, INDEX_HEADER, INDEX_BLOCK, INDEX_ENTRY; FORMAT-FACTS §3
+//! [ntfs-3g layout.h INDEX_ROOT, INDEX_HEADER, INDEX_BLOCK, INDEX_ENTRY; docs/FORMAT-FACTS.md §3
 //! "Indexes"]: INDEX_ROOT +0x04 collation, +0x08 index block size, +0x0C clusters (or 512-byte
 //! units) per index block, +0x10 INDEX_HEADER. INDX block: "INDX", update sequence array,
 //! +0x10 VCN, +0x18 INDEX_HEADER. INDEX_HEADER (offsets from itself): +0x00 entries offset,

@@ -1,7 +1,7 @@
 //! The `$Secure` rewrite: every security descriptor of an NTFS volume that names the old machine
 //! SID (or an account of it) names the new one, and `$SDS`, `$SII` and `$SDH` stay consistent.
 //!
-//! `$Secure` (MFT record 9) holds [FORMAT-FACTS §3 "$Secure"; ntfs-3g layout.h, security.c]:
+//! `$Secure` (MFT record 9) holds [docs/FORMAT-FACTS.md §3 "$Secure"; ntfs-3g layout.h, security.c]:
 //! - `$SDS`, a named `$DATA` stream of entries {hash, security_id, offset, length, SD}, each
 //!   written twice (the mirror at offset + 0x40000);
 //! - `$SII`, an index keyed by security_id whose data is the 20-byte `$SDS` entry header;

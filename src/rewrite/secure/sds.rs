@@ -1,6 +1,6 @@
 //! `$SDS` entries and the self-relative security descriptors inside them.
 //!
-//! Entry [ntfs-3g layout.h SECURITY_DESCRIPTOR_HEADER / SDS_ENTRY; FORMAT-FACTS §3]:
+//! Entry [ntfs-3g layout.h SECURITY_DESCRIPTOR_HEADER / SDS_ENTRY; docs/FORMAT-FACTS.md §3]:
 //! +0x00 hash (u32), +0x04 security_id (u32), +0x08 offset of this entry in `$SDS` (u64),
 //! +0x10 length = 20 + descriptor length (u32), +0x14 the self-relative descriptor.
 //! Entries are 16-byte aligned and never cross a 256 KiB boundary; the stream alternates
@@ -8,7 +8,7 @@
 //! second, identical copy (header included) at offset + 0x40000 [security.c
 //! `entersecurity_data`, `ALIGN_SDS_BLOCK`, `ALIGN_SDS_ENTRY`].
 //!
-//! Descriptor [MS-DTYP 2.4.6; FORMAT-FACTS §1 "Security descriptor"]: rev, sbz, control (u16,
+//! Descriptor [MS-DTYP 2.4.6; docs/FORMAT-FACTS.md §1 "Security descriptor"]: rev, sbz, control (u16,
 //! 0x8000 = self-relative), then u32 offsets of owner, group, SACL, DACL from its start.
 
 use std::collections::HashSet;
