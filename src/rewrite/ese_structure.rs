@@ -5,11 +5,10 @@ use std::ops::Range;
 
 use super::error::RewriteError;
 use super::ese::rewrite_ese;
-use super::stage::{diff_runs, Structure, StructureOutput};
-use super::stream::{extent_ranges, read_stream, runs_to_disk};
+use super::stage::{Structure, StructureOutput};
+use super::stream::FileStream;
 use super::survey::EseFile;
 use super::SidMapping;
-use crate::image::Extent;
 use crate::overlay::MasterImage;
 
 /// One ESE database file: the SID is replaced in the whole file and the checksums of every page
@@ -19,23 +18,17 @@ use crate::overlay::MasterImage;
 pub struct EseStructure {
     path: String,
     partition: u32,
-    extents: Vec<Extent>,
-    size: u64,
+    stream: FileStream,
 }
 
 impl EseStructure {
     /// `None` for a stream that cannot be patched byte for byte (resident, compressed or
     /// encrypted).
     pub fn new(file: &EseFile, partition: u32) -> Option<Self> {
-        let extents = file.layout.extents();
-        if !file.layout.is_plain() || extents.is_empty() {
-            return None;
-        }
         Some(EseStructure {
             path: file.path.clone(),
             partition,
-            extents: extents.to_vec(),
-            size: file.layout.size,
+            stream: FileStream::plain(&file.layout)?,
         })
     }
 }
@@ -46,7 +39,7 @@ impl Structure for EseStructure {
     }
 
     fn owned(&self) -> Vec<Range<u64>> {
-        extent_ranges(&self.extents)
+        self.stream.owned()
     }
 
     fn transform(
@@ -54,7 +47,7 @@ impl Structure for EseStructure {
         master: &MasterImage,
         map: &SidMapping,
     ) -> Result<StructureOutput, RewriteError> {
-        let original = read_stream(master, &self.extents, self.size)?;
+        let original = self.stream.read(master)?;
         let out = rewrite_ese(&original, map)?;
         let r = &out.report;
         let summary = format!(
@@ -70,7 +63,7 @@ impl Structure for EseStructure {
             r.format_revision
         );
         Ok(StructureOutput {
-            owned_edits: runs_to_disk(diff_runs(&original, &out.bytes), &self.extents),
+            owned_edits: self.stream.edits(&original, &out.bytes),
             record_edits: Vec::new(),
             summary,
         })

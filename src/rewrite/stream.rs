@@ -1,6 +1,6 @@
 //! A whole structure's stream on the disk: read through its extents into memory, and its changed
-//! runs mapped back to disk edits (the structures of `super::structures`, `super::ese_structure`
-//! and `super::wal_structure` are built on these).
+//! runs mapped back to disk edits ([`FileStream`]; the structures of `super::structures`,
+//! `super::ese_structure`, `super::wal_structure` and `super::wmi_structure` are built on it).
 
 use super::error::{Result, RewriteError};
 
@@ -9,7 +9,7 @@ use super::error::{Result, RewriteError};
 pub const STRUCTURE_LIMIT: u64 = 1 << 30;
 
 /// Reads a stream's bytes from the master through its extents (holes read as zeros).
-pub fn read_stream(
+fn read_stream(
     master: &crate::overlay::MasterImage,
     extents: &[crate::image::Extent],
     size: u64,
@@ -37,7 +37,7 @@ pub fn read_stream(
 }
 
 /// Maps changed runs of a stream (stream offset, new bytes) to disk edits through its extents.
-pub fn runs_to_disk(
+fn runs_to_disk(
     runs: Vec<(usize, Vec<u8>)>,
     extents: &[crate::image::Extent],
 ) -> Vec<(u64, Vec<u8>)> {
@@ -68,7 +68,7 @@ pub fn runs_to_disk(
 
 /// Whether any changed run (stream offset, bytes) falls, even partly, where the stream has no
 /// clusters (a sparse hole), where `runs_to_disk` could not store it.
-pub fn edits_in_holes(runs: &[(usize, Vec<u8>)], extents: &[crate::image::Extent]) -> bool {
+fn edits_in_holes(runs: &[(usize, Vec<u8>)], extents: &[crate::image::Extent]) -> bool {
     runs.iter().any(|(start, bytes)| {
         let (s, e) = (*start as u64, *start as u64 + bytes.len() as u64);
         let mut covered = 0u64;
@@ -81,11 +81,78 @@ pub fn edits_in_holes(runs: &[(usize, Vec<u8>)], extents: &[crate::image::Extent
 }
 
 /// Disk ranges covered by a stream's extents.
-pub fn extent_ranges(extents: &[crate::image::Extent]) -> Vec<std::ops::Range<u64>> {
+fn extent_ranges(extents: &[crate::image::Extent]) -> Vec<std::ops::Range<u64>> {
     let mut r: Vec<_> = extents
         .iter()
         .filter_map(|e| e.image_offset.map(|at| at.0..at.0 + e.len))
         .collect();
     r.sort_by_key(|x| x.start);
     r
+}
+
+/// One plain stream of a whole structure (its extents and size): what every structure of one
+/// file or more does with it, read it whole from the master and turn its changed bytes into
+/// disk edits, in one place.
+pub struct FileStream {
+    extents: Vec<crate::image::Extent>,
+    size: u64,
+}
+
+impl FileStream {
+    /// A stream by its extents and size, as they are (a resident one has no extents).
+    pub fn new(layout: &crate::image::StreamLayout) -> Self {
+        Self::from_extents(layout.extents(), layout.size)
+    }
+
+    /// A stream of `size` bytes stored in `extents`.
+    pub fn from_extents(extents: &[crate::image::Extent], size: u64) -> Self {
+        FileStream {
+            extents: extents.to_vec(),
+            size,
+        }
+    }
+
+    /// `None` for a stream that cannot be patched byte for byte (resident, compressed or
+    /// encrypted).
+    pub fn plain(layout: &crate::image::StreamLayout) -> Option<Self> {
+        if !layout.is_plain() || layout.extents().is_empty() {
+            return None;
+        }
+        Some(Self::new(layout))
+    }
+
+    /// Whether the stream has no clusters (resident or empty).
+    pub fn is_empty(&self) -> bool {
+        self.extents.is_empty()
+    }
+
+    /// Disk ranges the stream covers.
+    pub fn owned(&self) -> Vec<std::ops::Range<u64>> {
+        extent_ranges(&self.extents)
+    }
+
+    /// The stream's bytes in the master.
+    pub fn read(&self, master: &crate::overlay::MasterImage) -> Result<Vec<u8>> {
+        read_stream(master, &self.extents, self.size)
+    }
+
+    /// The disk edits that turn `old` (the stream as read) into `new`; a change where the stream
+    /// has no clusters is dropped.
+    pub fn edits(&self, old: &[u8], new: &[u8]) -> Vec<(u64, Vec<u8>)> {
+        runs_to_disk(super::stage::diff_runs(old, new), &self.extents)
+    }
+
+    /// Like [`FileStream::edits`], but a change in a sparse hole is an error naming `stream`.
+    pub fn edits_checked(
+        &self,
+        stream: &'static str,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let runs = super::stage::diff_runs(old, new);
+        if edits_in_holes(&runs, &self.extents) {
+            return Err(RewriteError::InHole { stream });
+        }
+        Ok(runs_to_disk(runs, &self.extents))
+    }
 }

@@ -11,18 +11,17 @@ use super::evtx::rewrite_evtx;
 use super::hive::{rewrite_hive, TaskHashes};
 use super::secure::{rewrite_secure, verify_secure, ResidentValue, SecureLayout, SecureParts};
 use super::stage::{diff_runs, Structure, StructureOutput};
-use super::stream::{edits_in_holes, extent_ranges, read_stream, runs_to_disk};
+use super::stream::FileStream;
 use super::survey::{EventLogFile, NtfsPart, TaskFile};
 use super::SidMapping;
 use crate::image::ntfs_volume::multi_sector::record_at;
-use crate::image::{Extent, HiveLocation};
+use crate::image::HiveLocation;
 use crate::overlay::MasterImage;
 
 /// A registry hive file on the Windows volume.
 pub struct HiveStructure {
     path: String,
-    extents: Vec<Extent>,
-    size: u64,
+    stream: FileStream,
     /// The scheduled tasks, for the TaskCache hashes (only the SOFTWARE hive uses them).
     tasks: Vec<(String, Vec<u8>)>,
     /// The clone's other identifiers (computer name, GUIDs), applied after the SID.
@@ -33,8 +32,7 @@ impl HiveStructure {
     pub fn new(location: &HiveLocation, tasks: &[TaskFile]) -> Self {
         HiveStructure {
             path: location.path.clone(),
-            extents: location.extents().to_vec(),
-            size: location.size,
+            stream: FileStream::from_extents(location.extents(), location.size),
             tasks: tasks
                 .iter()
                 .map(|t| (t.task_path.clone(), t.bytes.clone()))
@@ -83,7 +81,7 @@ impl Structure for HiveStructure {
     }
 
     fn owned(&self) -> Vec<Range<u64>> {
-        extent_ranges(&self.extents)
+        self.stream.owned()
     }
 
     fn transform(
@@ -91,7 +89,7 @@ impl Structure for HiveStructure {
         master: &MasterImage,
         map: &SidMapping,
     ) -> Result<StructureOutput, RewriteError> {
-        let original = read_stream(master, &self.extents, self.size)?;
+        let original = self.stream.read(master)?;
         let tasks = TaskSource {
             tasks: &self.tasks,
             map,
@@ -128,7 +126,7 @@ impl Structure for HiveStructure {
             if r.checksum_updated { ", checksum" } else { "" }
         ) + &identity_summary;
         Ok(StructureOutput {
-            owned_edits: runs_to_disk(diff_runs(&original, &out.bytes), &self.extents),
+            owned_edits: self.stream.edits(&original, &out.bytes),
             record_edits: Vec::new(),
             summary,
         })
@@ -140,10 +138,11 @@ impl Structure for HiveStructure {
 /// in MFT record 9 and are changed as record edits.
 pub struct SecureStructure {
     volume_start: u64,
-    layout: SecureLayout,
-    sds_size: u64,
-    sii_alloc_size: u64,
-    sdh_alloc_size: u64,
+    sds: FileStream,
+    sii_root: ResidentValue,
+    sii_alloc: FileStream,
+    sdh_root: ResidentValue,
+    sdh_alloc: FileStream,
 }
 
 impl SecureStructure {
@@ -152,12 +151,20 @@ impl SecureStructure {
     pub fn locate(image: &crate::image::ImageFile, part: &NtfsPart) -> Result<Self, RewriteError> {
         let (parts, layout) = SecureParts::read(image, &part.volume)?;
         verify_secure(&parts).map_err(RewriteError::SecureInconsistent)?;
+        let SecureLayout {
+            sds,
+            sii_root,
+            sii_alloc,
+            sdh_root,
+            sdh_alloc,
+        } = layout;
         Ok(SecureStructure {
             volume_start: part.partition.start.0,
-            layout,
-            sds_size: parts.sds.len() as u64,
-            sii_alloc_size: parts.sii_alloc.len() as u64,
-            sdh_alloc_size: parts.sdh_alloc.len() as u64,
+            sds: FileStream::from_extents(&sds, parts.sds.len() as u64),
+            sii_root,
+            sii_alloc: FileStream::from_extents(&sii_alloc, parts.sii_alloc.len() as u64),
+            sdh_root,
+            sdh_alloc: FileStream::from_extents(&sdh_alloc, parts.sdh_alloc.len() as u64),
         })
     }
 
@@ -198,16 +205,16 @@ impl Structure for SecureStructure {
     }
 
     fn owned(&self) -> Vec<Range<u64>> {
-        let mut r = extent_ranges(&self.layout.sds);
-        r.extend(extent_ranges(&self.layout.sii_alloc));
-        r.extend(extent_ranges(&self.layout.sdh_alloc));
+        let mut r = self.sds.owned();
+        r.extend(self.sii_alloc.owned());
+        r.extend(self.sdh_alloc.owned());
         r.sort_by_key(|x| x.start);
         r
     }
 
     fn triggers(&self) -> Vec<Range<u64>> {
         let mut r = self.owned();
-        for root in [&self.layout.sii_root, &self.layout.sdh_root] {
+        for root in [&self.sii_root, &self.sdh_root] {
             let at = root.record_offset.0;
             r.push(at..at + u64::from(root.record_size));
         }
@@ -220,32 +227,27 @@ impl Structure for SecureStructure {
         master: &MasterImage,
         map: &SidMapping,
     ) -> Result<StructureOutput, RewriteError> {
-        let l = &self.layout;
         let parts = SecureParts {
-            sds: read_stream(master, &l.sds, self.sds_size)?,
-            sii_root: Self::read_root(master, &l.sii_root)?,
-            sii_alloc: read_stream(master, &l.sii_alloc, self.sii_alloc_size)?,
-            sdh_root: Self::read_root(master, &l.sdh_root)?,
-            sdh_alloc: read_stream(master, &l.sdh_alloc, self.sdh_alloc_size)?,
+            sds: self.sds.read(master)?,
+            sii_root: Self::read_root(master, &self.sii_root)?,
+            sii_alloc: self.sii_alloc.read(master)?,
+            sdh_root: Self::read_root(master, &self.sdh_root)?,
+            sdh_alloc: self.sdh_alloc.read(master)?,
         };
         let out = rewrite_secure(&parts, map)?;
         let new = &out.parts;
         let mut owned_edits = Vec::new();
-        for (what, old, new, extents) in [
-            ("$SDS", &parts.sds, &new.sds, &l.sds),
-            ("$SII", &parts.sii_alloc, &new.sii_alloc, &l.sii_alloc),
-            ("$SDH", &parts.sdh_alloc, &new.sdh_alloc, &l.sdh_alloc),
+        for (what, old, new, stream) in [
+            ("$SDS", &parts.sds, &new.sds, &self.sds),
+            ("$SII", &parts.sii_alloc, &new.sii_alloc, &self.sii_alloc),
+            ("$SDH", &parts.sdh_alloc, &new.sdh_alloc, &self.sdh_alloc),
         ] {
-            let runs = diff_runs(old, new);
-            if edits_in_holes(&runs, extents) {
-                return Err(RewriteError::InHole { stream: what });
-            }
-            owned_edits.extend(runs_to_disk(runs, extents));
+            owned_edits.extend(stream.edits_checked(what, old, new)?);
         }
         owned_edits.sort_by_key(|(o, _)| *o);
-        let mut record_edits = Self::root_edits(&l.sii_root, &parts.sii_root, &new.sii_root);
+        let mut record_edits = Self::root_edits(&self.sii_root, &parts.sii_root, &new.sii_root);
         record_edits.extend(Self::root_edits(
-            &l.sdh_root,
+            &self.sdh_root,
             &parts.sdh_root,
             &new.sdh_root,
         ));
@@ -263,22 +265,16 @@ impl Structure for SecureStructure {
 /// valid. A file that is not a readable event log gets the plain replacement over its stream.
 pub struct EvtxStructure {
     path: String,
-    extents: Vec<Extent>,
-    size: u64,
+    stream: FileStream,
 }
 
 impl EvtxStructure {
     /// `None` for a stream that cannot be patched byte for byte (resident, compressed or
     /// encrypted): the generic rewrite handles it like any other file.
     pub fn new(file: &EventLogFile) -> Option<Self> {
-        let extents = file.layout.extents();
-        if !file.layout.is_plain() || extents.is_empty() {
-            return None;
-        }
         Some(EvtxStructure {
             path: file.path.clone(),
-            extents: extents.to_vec(),
-            size: file.layout.size,
+            stream: FileStream::plain(&file.layout)?,
         })
     }
 }
@@ -289,7 +285,7 @@ impl Structure for EvtxStructure {
     }
 
     fn owned(&self) -> Vec<Range<u64>> {
-        extent_ranges(&self.extents)
+        self.stream.owned()
     }
 
     fn transform(
@@ -297,7 +293,7 @@ impl Structure for EvtxStructure {
         master: &MasterImage,
         map: &SidMapping,
     ) -> Result<StructureOutput, RewriteError> {
-        let original = read_stream(master, &self.extents, self.size)?;
+        let original = self.stream.read(master)?;
         let (bytes, summary) = match rewrite_evtx(&original, map) {
             Ok(out) => {
                 let r = &out.report;
@@ -335,7 +331,7 @@ impl Structure for EvtxStructure {
             Err(e) => return Err(e.into()),
         };
         Ok(StructureOutput {
-            owned_edits: runs_to_disk(diff_runs(&original, &bytes), &self.extents),
+            owned_edits: self.stream.edits(&original, &bytes),
             record_edits: Vec::new(),
             summary,
         })

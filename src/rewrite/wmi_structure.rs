@@ -5,11 +5,11 @@
 
 use std::ops::Range;
 
-use super::stage::{diff_runs, Structure, StructureOutput};
-use super::stream::{edits_in_holes, extent_ranges, read_stream, runs_to_disk, STRUCTURE_LIMIT};
+use super::stage::{Structure, StructureOutput};
+use super::stream::{FileStream, STRUCTURE_LIMIT};
 use super::wmi::{rewrite_wmi, WmiOutput};
 use super::{RewriteError, SidMapping};
-use crate::image::{Extent, NtfsVolume, StreamLayout};
+use crate::image::{NtfsVolume, StreamLayout};
 use crate::overlay::MasterImage;
 
 /// The repository directory of Windows Vista and later, relative to the volume.
@@ -101,23 +101,22 @@ impl Repository {
 /// checked on the master's files.
 pub struct WmiStructure {
     partition: u32,
-    objects: (Vec<Extent>, u64),
-    mappings: Vec<(&'static str, Vec<Extent>, u64)>,
-    index: Option<(Vec<Extent>, u64)>,
+    objects: FileStream,
+    mappings: Vec<(&'static str, FileStream)>,
+    index: Option<FileStream>,
 }
 
 impl WmiStructure {
     pub fn new(repo: &Repository, partition: u32) -> Self {
-        let of = |f: &RepositoryFile| (f.layout.extents().to_vec(), f.layout.size);
         WmiStructure {
             partition,
-            objects: of(&repo.objects),
+            objects: FileStream::new(&repo.objects.layout),
             mappings: repo
                 .mappings
                 .iter()
-                .map(|m| (m.name, m.layout.extents().to_vec(), m.layout.size))
+                .map(|m| (m.name, FileStream::new(&m.layout)))
                 .collect(),
-            index: repo.index.as_ref().map(of),
+            index: repo.index.as_ref().map(|f| FileStream::new(&f.layout)),
         }
     }
 }
@@ -128,9 +127,9 @@ impl Structure for WmiStructure {
     }
 
     fn owned(&self) -> Vec<Range<u64>> {
-        let mut r = extent_ranges(&self.objects.0);
-        for (_, e, _) in &self.mappings {
-            r.extend(extent_ranges(e));
+        let mut r = self.objects.owned();
+        for (_, stream) in &self.mappings {
+            r.extend(stream.owned());
         }
         r.sort_by_key(|x| x.start);
         r
@@ -141,31 +140,26 @@ impl Structure for WmiStructure {
         master: &MasterImage,
         map: &SidMapping,
     ) -> Result<StructureOutput, RewriteError> {
-        let objects = read_stream(master, &self.objects.0, self.objects.1)?;
+        let objects = self.objects.read(master)?;
         let index = match &self.index {
             // A resident INDEX.BTR reads as empty here; it was checked in the survey.
-            Some((e, size)) if !e.is_empty() => read_stream(master, e, *size)?,
+            Some(stream) if !stream.is_empty() => stream.read(master)?,
             _ => Vec::new(),
         };
         let mut mappings = Vec::new();
-        for (_, e, size) in &self.mappings {
-            mappings.push(read_stream(master, e, *size)?);
+        for (_, stream) in &self.mappings {
+            mappings.push(stream.read(master)?);
         }
         let out = rewrite_wmi(&objects, &index, &mappings, map).map_err(RewriteError::Wmi)?;
-        let mut owned_edits = Vec::new();
-        let files = std::iter::once(("OBJECTS.DATA", &objects, &out.objects, &self.objects.0))
-            .chain(
-                self.mappings
-                    .iter()
-                    .zip(mappings.iter().zip(out.mappings.iter()))
-                    .map(|((name, e, _), (old, new))| (*name, old, new, e)),
-            );
-        for (name, old, new, extents) in files {
-            let runs = diff_runs(old, new);
-            if edits_in_holes(&runs, extents) {
-                return Err(RewriteError::InHole { stream: name });
-            }
-            owned_edits.extend(runs_to_disk(runs, extents));
+        let mut owned_edits = self
+            .objects
+            .edits_checked(OBJECTS, &objects, &out.objects)?;
+        for ((name, stream), (old, new)) in self
+            .mappings
+            .iter()
+            .zip(mappings.iter().zip(out.mappings.iter()))
+        {
+            owned_edits.extend(stream.edits_checked(name, old, new)?);
         }
         owned_edits.sort_by_key(|(o, _)| *o);
         let r = &out.report;

@@ -197,7 +197,7 @@ fn read_extents(
     let mut out = vec![0u8; size as usize];
     for e in extents {
         // A sparse hole (the unused tail of `$SDS`) reads as zeros; the stage refuses a rewrite
-        // that would change bytes in one (`rewrite::stream::edits_in_holes`).
+        // that would change bytes in one (`rewrite::stream::FileStream::edits_checked`).
         let Some(at) = e.image_offset else {
             continue;
         };
