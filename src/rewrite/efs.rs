@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+use super::error::RewriteError;
 use super::SidMapping;
 use crate::image::NtfsVolume;
 
@@ -55,19 +56,16 @@ pub fn first_efs_with_sid(
 }
 
 /// The refusal for mount (one line), or `Ok` when no `$EFS` of any volume holds the old SID.
-pub fn check_efs(survey: &super::survey::WindowsSurvey, map: &SidMapping) -> Result<(), String> {
+pub fn check_efs(
+    survey: &super::survey::WindowsSurvey,
+    map: &SidMapping,
+) -> Result<(), RewriteError> {
     for part in &survey.volumes {
-        let found = first_efs_with_sid(&part.volume, map, EFS_SCAN_LIMIT).map_err(|e| {
-            format!(
-                "EFS-encrypted files of partition {} cannot be checked for the machine SID: {e}; decrypt them in the master before capturing it (cipher /d)",
-                part.partition.index
-            )
-        })?;
+        let partition = part.partition.index;
+        let found = first_efs_with_sid(&part.volume, map, EFS_SCAN_LIMIT)
+            .map_err(|reason| RewriteError::EfsUncheckable { partition, reason })?;
         if let Some((path, _)) = found {
-            return Err(format!(
-                "the EFS metadata ($EFS) of {path} (partition {}) holds the machine SID next to hashes sidfs cannot recompute, and its key is protected under that SID; {ADVICE}",
-                part.partition.index
-            ));
+            return Err(RewriteError::EfsHoldsSid { path, partition });
         }
     }
     Ok(())

@@ -127,9 +127,47 @@ pub enum RewriteError {
         /// What to do, one clause.
         advice: String,
     },
-    /// A store the survey refuses as a whole (WMI, EFS, shadow-copy stores, ESE logs): the
-    /// sentence names the store, says why and what to do.
-    StoreRefused(String),
+    /// A WMI repository (`the WMI repository ... (partition N)`) whose files cannot be read.
+    WmiUnreadable {
+        store: String,
+        reason: String,
+    },
+    /// A WMI repository that holds the machine SID but cannot be rewritten with valid checksums.
+    WmiNotRewritable {
+        store: String,
+        reason: String,
+    },
+    /// A shadow copy store of partition `partition` (of `stores`) that cannot be searched.
+    ShadowUnsearchable {
+        partition: u32,
+        stores: usize,
+        reason: String,
+    },
+    /// A shadow copy store that holds the machine SID in old copies of the volume's blocks.
+    ShadowHoldsSid {
+        partition: u32,
+        stores: usize,
+        store: String,
+    },
+    /// The encrypted files of a partition cannot be checked for the machine SID.
+    EfsUncheckable {
+        partition: u32,
+        reason: String,
+    },
+    /// The `$EFS` of an encrypted file holds the machine SID.
+    EfsHoldsSid {
+        path: String,
+        partition: u32,
+    },
+    /// An ESE transaction log cannot be read (the reason names it).
+    EseLogUnreadable {
+        reason: String,
+    },
+    /// An ESE transaction log holds the machine SID under its segment checksums.
+    EseLogHoldsSid {
+        path: String,
+        partition: u32,
+    },
     /// A store with checksums cannot be read whole to rewrite it.
     StoreUnreadable {
         store: String,
@@ -249,7 +287,51 @@ impl fmt::Display for RewriteError {
                 f,
                 "{store} holds the machine SID but cannot be rewritten with valid {checksums}: {cause}; {advice}"
             ),
-            RewriteError::StoreRefused(message) => f.write_str(message),
+            RewriteError::WmiUnreadable { store, reason } => write!(
+                f,
+                "{store} cannot be read whole to rewrite the machine SID in it with valid checksums ({reason}); {}",
+                super::wmi_structure::ADVICE
+            ),
+            RewriteError::WmiNotRewritable { store, reason } => write!(
+                f,
+                "{store} holds the machine SID but cannot be rewritten with valid checksums: {reason}; {}",
+                super::wmi_structure::ADVICE
+            ),
+            RewriteError::ShadowUnsearchable {
+                partition,
+                stores,
+                reason,
+            } => write!(
+                f,
+                "partition {partition} has {stores} shadow copies, and {reason}; {}",
+                super::shadow::ADVICE
+            ),
+            RewriteError::ShadowHoldsSid {
+                partition,
+                stores,
+                store,
+            } => write!(
+                f,
+                "partition {partition} has {stores} shadow copies whose store {store} holds the machine SID in old copies of the volume's blocks, which sidfs cannot rewrite faithfully; {}",
+                super::shadow::ADVICE
+            ),
+            RewriteError::EfsUncheckable { partition, reason } => write!(
+                f,
+                "EFS-encrypted files of partition {partition} cannot be checked for the machine SID: {reason}; decrypt them in the master before capturing it (cipher /d)"
+            ),
+            RewriteError::EfsHoldsSid { path, partition } => write!(
+                f,
+                "the EFS metadata ($EFS) of {path} (partition {partition}) holds the machine SID next to hashes sidfs cannot recompute, and its key is protected under that SID; {}",
+                super::efs::ADVICE
+            ),
+            RewriteError::EseLogUnreadable { reason } => {
+                write!(f, "{reason}; {}", super::ese_logs::ADVICE)
+            }
+            RewriteError::EseLogHoldsSid { path, partition } => write!(
+                f,
+                "the ESE transaction log {path} (partition {partition}) holds the machine SID, and a byte replacement would break its segment checksums, which ESE checks at every start; {}",
+                super::ese_logs::ADVICE
+            ),
             RewriteError::StoreUnreadable {
                 store,
                 checksums,

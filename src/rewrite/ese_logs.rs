@@ -15,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+use super::error::RewriteError;
 use super::SidMapping;
 
 /// Log files larger than this are not read whole (real ones are 64 KiB to 5 MiB).
@@ -89,18 +90,18 @@ pub fn first_log_with_sid(
 pub fn check_ese_logs(
     survey: &super::survey::WindowsSurvey,
     map: &SidMapping,
-) -> Result<(), String> {
+) -> Result<(), RewriteError> {
     for (volume, path) in ese_logs(survey) {
         let Some(part) = survey.volumes.get(volume) else {
             continue;
         };
         let found = first_log_with_sid(&part.volume, std::slice::from_ref(&path), map)
-            .map_err(|e| format!("{e}; {ADVICE}"))?;
+            .map_err(|reason| RewriteError::EseLogUnreadable { reason })?;
         if let Some(path) = found {
-            return Err(format!(
-                "the ESE transaction log {path} (partition {}) holds the machine SID, and a byte replacement would break its segment checksums, which ESE checks at every start; {ADVICE}",
-                part.partition.index
-            ));
+            return Err(RewriteError::EseLogHoldsSid {
+                path,
+                partition: part.partition.index,
+            });
         }
     }
     Ok(())

@@ -23,6 +23,7 @@
 
 #![forbid(unsafe_code)]
 
+use super::error::RewriteError;
 use super::SidMapping;
 use crate::image::{ImageFile, ImageOffset, NtfsVolume, StreamLayout};
 
@@ -175,24 +176,24 @@ pub fn store_holds_sid(
 pub fn check_shadow_copies(
     survey: &super::survey::WindowsSurvey,
     map: &SidMapping,
-) -> Result<(), String> {
+) -> Result<(), RewriteError> {
     for part in &survey.volumes {
         let stores = shadow_stores(&part.volume);
+        let (partition, count) = (part.partition.index, stores.len());
         for s in &stores {
-            let holds = store_holds_sid(&survey.image, s, map).map_err(|e| {
-                format!(
-                    "partition {} has {} shadow copies, and {e}; {ADVICE}",
-                    part.partition.index,
-                    stores.len()
-                )
+            let holds = store_holds_sid(&survey.image, s, map).map_err(|reason| {
+                RewriteError::ShadowUnsearchable {
+                    partition,
+                    stores: count,
+                    reason,
+                }
             })?;
             if holds {
-                return Err(format!(
-                    "partition {} has {} shadow copies whose store {} holds the machine SID in old copies of the volume's blocks, which sidfs cannot rewrite faithfully; {ADVICE}",
-                    part.partition.index,
-                    stores.len(),
-                    s.path
-                ));
+                return Err(RewriteError::ShadowHoldsSid {
+                    partition,
+                    stores: count,
+                    store: s.path.clone(),
+                });
             }
             log::info!("{}: no machine SID in it, kept as it is", s.path);
         }

@@ -188,7 +188,7 @@ pub const ADVICE: &str = "remove the permanent WMI event subscriptions that hold
 pub fn wmi_structures(
     survey: &super::survey::WindowsSurvey,
     map: &SidMapping,
-) -> Result<Vec<Box<dyn Structure>>, String> {
+) -> Result<Vec<Box<dyn Structure>>, RewriteError> {
     let mut out: Vec<Box<dyn Structure>> = Vec::new();
     for part in &survey.volumes {
         let name = format!(
@@ -198,10 +198,11 @@ pub fn wmi_structures(
         let repo = match Repository::read(&part.volume) {
             Ok(Some(r)) => r,
             Ok(None) => continue,
-            Err(e) => {
-                return Err(format!(
-                    "{name} cannot be read whole to rewrite the machine SID in it with valid checksums ({e}); {ADVICE}"
-                ))
+            Err(reason) => {
+                return Err(RewriteError::WmiUnreadable {
+                    store: name,
+                    reason,
+                })
             }
         };
         if map.find_all(&repo.objects.bytes, true).is_empty() {
@@ -213,10 +214,11 @@ pub fn wmi_structures(
                 log::info!("{name}: {:?}", out_files.report);
                 out.push(Box::new(WmiStructure::new(&repo, part.partition.index)));
             }
-            Err(why) => {
-                return Err(format!(
-                    "{name} holds the machine SID but cannot be rewritten with valid checksums: {why}; {ADVICE}"
-                ))
+            Err(reason) => {
+                return Err(RewriteError::WmiNotRewritable {
+                    store: name,
+                    reason,
+                })
             }
         }
     }
