@@ -239,23 +239,26 @@ impl Read for PartitionReader {
     }
 }
 
+/// Where a seek to `pos` lands in a stream of `len` bytes read up to `current`: a seek before
+/// the start (or past `u64::MAX`) is an error, as `Seek` asks.
+pub(crate) fn seek_target(pos: SeekFrom, len: u64, current: u64) -> io::Result<u64> {
+    let new = match pos {
+        SeekFrom::Start(p) => Some(p),
+        SeekFrom::End(d) => len.checked_add_signed(d),
+        SeekFrom::Current(d) => current.checked_add_signed(d),
+    };
+    new.ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "seek before the start or past u64::MAX",
+        )
+    })
+}
+
 impl Seek for PartitionReader {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        let new = match pos {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.len.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        match new {
-            Some(p) => {
-                self.pos = p;
-                Ok(p)
-            }
-            None => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seek before the start or past u64::MAX",
-            )),
-        }
+        self.pos = seek_target(pos, self.len, self.pos)?;
+        Ok(self.pos)
     }
 }
 

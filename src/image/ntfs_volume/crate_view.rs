@@ -17,7 +17,7 @@ use std::sync::Arc;
 use super::attribute::MftMap;
 use super::multi_sector::redo_fixups;
 use super::record::{AttributeValue, FileRecord, TYPE_ATTRIBUTE_LIST, TYPE_DATA};
-use crate::image::reader::{ImageFile, ImageOffset, PartitionReader};
+use crate::image::reader::{seek_target, ImageFile, ImageOffset, PartitionReader};
 
 /// Header fields of a non-resident attribute [ntfs-3g layout.h ATTR_RECORD].
 const HIGHEST_VCN: usize = 0x18;
@@ -162,20 +162,7 @@ impl Read for CrateReader {
 
 impl Seek for CrateReader {
     fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        let new = match pos {
-            SeekFrom::Start(p) => Some(p),
-            SeekFrom::End(d) => self.inner.len().checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        match new {
-            Some(p) => {
-                self.pos = p;
-                Ok(p)
-            }
-            None => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seek before the start or past u64::MAX",
-            )),
-        }
+        self.pos = seek_target(pos, self.inner.len(), self.pos)?;
+        Ok(self.pos)
     }
 }

@@ -372,24 +372,41 @@ impl NtfsVolume {
             Some(r) => r.map_err(self.err(&format!("$DATA of {path}")))?,
         };
         let attribute = item.to_attribute().map_err(self.err("$DATA attribute"))?;
+        self.read_attribute_value(
+            fs,
+            &attribute,
+            limit,
+            &format!("{path}:{stream}"),
+            &format!("$DATA value of {path}"),
+        )
+    }
+
+    /// The whole value of `attribute` read through the crate, at most `limit` bytes; `what`
+    /// names it in the errors (`PATH:STREAM`), `value_context` where getting its value fails.
+    fn read_attribute_value(
+        &self,
+        fs: &mut CrateReader,
+        attribute: &ntfs::NtfsAttribute<'_, '_>,
+        limit: u64,
+        what: &str,
+        value_context: &str,
+    ) -> Result<Vec<u8>> {
         let len = attribute.value_length();
         if len > limit {
             return Err(ImageError::TooLarge {
-                what: format!("{path}:{stream}"),
+                what: what.to_string(),
                 size: len,
                 limit,
             });
         }
-        let value = attribute
-            .value(fs)
-            .map_err(self.err(&format!("$DATA value of {path}")))?;
+        let value = attribute.value(fs).map_err(self.err(value_context))?;
         let mut buf = vec![0u8; len as usize];
         value
             .attach(fs)
             .read_exact(&mut buf)
             .map_err(|e| ImageError::Ntfs {
                 volume: self.start,
-                context: format!("reading {path}:{stream}"),
+                context: format!("reading {what}"),
                 message: e.to_string(),
             })?;
         Ok(buf)

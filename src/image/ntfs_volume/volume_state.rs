@@ -2,8 +2,6 @@
 //! (hiberfil.sys), and the EFS-encrypted and compressed files a byte-level patcher cannot
 //! rewrite.
 
-use std::io::Read;
-
 use ntfs::structured_values::NtfsFileAttributeFlags;
 use ntfs::{KnownNtfsFileRecordNumber, NtfsFileFlags, NtfsReadSeek};
 
@@ -212,25 +210,10 @@ impl NtfsVolume {
                 {
                     continue;
                 }
-                let len = attribute.value_length();
-                if len > limit {
-                    return Err(ImageError::TooLarge {
-                        what: format!("$EFS of MFT record {record}"),
-                        size: len,
-                        limit,
-                    });
-                }
-                let value = attribute.value(fs).map_err(self.err("$EFS value"))?;
-                let mut buf = vec![0u8; len as usize];
-                value
-                    .attach(fs)
-                    .read_exact(&mut buf)
-                    .map_err(|e| ImageError::Ntfs {
-                        volume: self.start,
-                        context: format!("reading $EFS of MFT record {record}"),
-                        message: e.to_string(),
-                    })?;
-                return Ok(Some(buf));
+                let what = format!("$EFS of MFT record {record}");
+                return self
+                    .read_attribute_value(fs, &attribute, limit, &what, "$EFS value")
+                    .map(Some);
             }
             Ok(None)
         })
