@@ -126,19 +126,11 @@ impl CloneState {
         let state_path = dir.join(STATE_FILE);
         let fingerprint = req.master.fingerprint()?;
         let geometry_for = |block_size| Geometry::new(req.master.size(), block_size);
-        if state_path.exists() {
+        let (meta, delta, created) = if state_path.exists() {
             let meta = read_meta(&state_path)?;
             check_compatible(dir, &meta, req, &fingerprint)?;
             let delta = DeltaStore::open(dir, geometry_for(meta.block_size))?;
-            Ok((
-                CloneState {
-                    dir: dir.into(),
-                    meta,
-                    lock,
-                },
-                delta,
-                false,
-            ))
+            (meta, delta, false)
         } else {
             // Without state.json no clone was ever handed out (it is written before the first
             // mount serves), so delta files without it are the leftovers of a first mount that
@@ -181,16 +173,17 @@ impl CloneState {
             tighten_files(dir)?;
             // state.json last: its presence marks a complete state.
             write_meta_atomically(dir, &meta)?;
-            Ok((
-                CloneState {
-                    dir: dir.into(),
-                    meta,
-                    lock,
-                },
-                delta,
-                true,
-            ))
-        }
+            (meta, delta, true)
+        };
+        Ok((
+            CloneState {
+                dir: dir.into(),
+                meta,
+                lock,
+            },
+            delta,
+            created,
+        ))
     }
 
     pub fn dir(&self) -> &Path {
