@@ -9,7 +9,7 @@ use crate::rewrite::sqlite_wal::rewrite_wal;
 use crate::rewrite::stage::{SidPatchStage, Structure};
 use crate::rewrite::stream::STRUCTURE_LIMIT;
 use crate::rewrite::structures::{EvtxStructure, HiveStructure, SecureStructure};
-use crate::rewrite::survey::WindowsSurvey;
+use crate::rewrite::survey::{EseFile, WindowsSurvey};
 use crate::rewrite::wal_structure::WalStructure;
 use crate::rewrite::SidMapping;
 use crate::sid::MachineSid;
@@ -173,54 +173,91 @@ fn when_deleted(path: &str) -> &'static str {
     }
 }
 
+/// A store with checksums (an ESE database, a SQLite write-ahead log) as the checks before its
+/// registration see it: its name (`KIND PATH (partition N)`), its bytes read whole, and how a
+/// refusal of it reads.
+struct StoreCheck {
+    name: String,
+    partition: u32,
+    bytes: Vec<u8>,
+    checksums: Checksums,
+    advice: String,
+}
+
+impl StoreCheck {
+    /// `Ok(None)`: the file's volume is not in the survey. Without its bytes there is no telling
+    /// whether it holds the SID: an unreadable store is refused as well.
+    fn read(
+        survey: &WindowsSurvey,
+        f: &EseFile,
+        kind: &str,
+        checksums: Checksums,
+        advice: String,
+    ) -> Result<Option<Self>> {
+        let Some(part) = survey.volumes.get(f.volume) else {
+            return Ok(None);
+        };
+        let partition = part.partition.index;
+        let name = format!("{kind} {} (partition {partition})", f.path);
+        let bytes = part
+            .volume
+            .read_file(&f.path, "", STRUCTURE_LIMIT)
+            .map_err(|source| RewriteError::StoreUnreadable {
+                store: name.clone(),
+                checksums,
+                source,
+                advice: advice.clone(),
+            })?;
+        Ok(Some(StoreCheck {
+            name,
+            partition,
+            bytes,
+            checksums,
+            advice,
+        }))
+    }
+
+    /// The refusal of this store, which holds the SID but cannot be rewritten because of `why`.
+    fn refuse(&self, why: RewriteError) -> RewriteError {
+        RewriteError::StoreNotRewritable {
+            store: self.name.clone(),
+            checksums: self.checksums,
+            cause: Box::new(why),
+            advice: self.advice.clone(),
+        }
+    }
+}
+
 /// The ESE databases of the survey as structures, checked first (docs/SEMANTICS.md invariant 8): one that
 /// holds the old SID (or hides it 7-bit compressed) but cannot be rewritten with valid page
 /// checksums is an error naming it and what deleting it costs; one without the SID is left alone.
 fn ese_structures(survey: &WindowsSurvey, map: &SidMapping) -> Result<Vec<Box<dyn Structure>>> {
     let mut out: Vec<Box<dyn Structure>> = Vec::new();
     for f in &survey.ese_databases {
-        let Some(part) = survey.volumes.get(f.volume) else {
-            continue;
-        };
-        let name = format!(
-            "ESE database {} (partition {})",
-            f.path, part.partition.index
-        );
         let advice = format!(
             "delete that file from the master before capturing it ({})",
             when_deleted(&f.path)
         );
-        let refuse = |why: RewriteError| RewriteError::StoreNotRewritable {
-            store: name.clone(),
-            checksums: Checksums::Page,
-            cause: Box::new(why),
-            advice: advice.clone(),
+        let Some(store) = StoreCheck::read(survey, f, "ESE database", Checksums::Page, advice)?
+        else {
+            continue;
         };
-        // Without its bytes there is no telling whether it holds the SID: refused as well.
-        let bytes = part
-            .volume
-            .read_file(&f.path, "", STRUCTURE_LIMIT)
-            .map_err(|source| RewriteError::StoreUnreadable {
-                store: name.clone(),
-                checksums: Checksums::Page,
-                source,
-                advice: advice.clone(),
-            })?;
-        let holds = holds_sid(map, &bytes);
+        let name = &store.name;
+        let holds = holds_sid(map, &store.bytes);
         let checked = if f.layout.is_plain() {
-            rewrite_ese(&bytes, map).map(|_| ())
+            rewrite_ese(&store.bytes, map).map(|_| ())
         } else {
             Ok(())
         };
         match checked {
             Err(e) if holds || matches!(e, EseError::CompressedSid { .. }) => {
-                return Err(refuse(RewriteError::Ese(e)))
+                return Err(store.refuse(RewriteError::Ese(e)))
             }
             Err(e) => log::info!("{name}: {e}; it holds no machine SID, kept as it is"),
             Ok(()) if !holds => log::info!("{name}: holds no machine SID, kept as it is"),
-            Ok(()) => match EseStructure::new(f, part.partition.index) {
+            Ok(()) => match EseStructure::new(f, store.partition) {
                 Some(s) => out.push(Box::new(s)),
-                None => return Err(refuse(RewriteError::NotPlain)),
+                None => return Err(store.refuse(RewriteError::NotPlain)),
             },
         }
     }
@@ -234,45 +271,33 @@ fn ese_structures(survey: &WindowsSurvey, map: &SidMapping) -> Result<Vec<Box<dy
 fn wal_structures(survey: &WindowsSurvey, map: &SidMapping) -> Result<Vec<Box<dyn Structure>>> {
     let mut out: Vec<Box<dyn Structure>> = Vec::new();
     for f in &survey.sqlite_wals {
-        let Some(part) = survey.volumes.get(f.volume) else {
+        let advice = "checkpoint it into its database in the master (stop the service that uses it and run sqlite3 DATABASE \"PRAGMA wal_checkpoint(TRUNCATE)\", or shut Windows down cleanly) and capture it again";
+        let Some(store) = StoreCheck::read(
+            survey,
+            f,
+            "SQLite write-ahead log",
+            Checksums::Frame,
+            advice.to_string(),
+        )?
+        else {
             continue;
         };
-        let name = format!(
-            "SQLite write-ahead log {} (partition {})",
-            f.path, part.partition.index
-        );
-        let advice = "checkpoint it into its database in the master (stop the service that uses it and run sqlite3 DATABASE \"PRAGMA wal_checkpoint(TRUNCATE)\", or shut Windows down cleanly) and capture it again";
-        let bytes = part
-            .volume
-            .read_file(&f.path, "", STRUCTURE_LIMIT)
-            .map_err(|source| RewriteError::StoreUnreadable {
-                store: name.clone(),
-                checksums: Checksums::Frame,
-                source,
-                advice: advice.to_string(),
-            })?;
-        if !holds_sid(map, &bytes) {
-            log::info!("{name}: holds no machine SID, kept as it is");
+        if !holds_sid(map, &store.bytes) {
+            log::info!("{}: holds no machine SID, kept as it is", store.name);
             continue;
         }
         let checked = if f.layout.is_plain() {
-            rewrite_wal(&bytes, map)
+            rewrite_wal(&store.bytes, map)
                 .map(|_| ())
                 .map_err(RewriteError::Wal)
         } else {
             Err(RewriteError::NotPlain)
         };
-        let refuse = |why: RewriteError| RewriteError::StoreNotRewritable {
-            store: name.clone(),
-            checksums: Checksums::Frame,
-            cause: Box::new(why),
-            advice: advice.to_string(),
-        };
         match checked {
-            Err(why) => return Err(refuse(why)),
-            Ok(()) => match WalStructure::new(f, part.partition.index) {
+            Err(why) => return Err(store.refuse(why)),
+            Ok(()) => match WalStructure::new(f, store.partition) {
                 Some(s) => out.push(Box::new(s)),
-                None => return Err(refuse(RewriteError::NotPlain)),
+                None => return Err(store.refuse(RewriteError::NotPlain)),
             },
         }
     }
