@@ -1,15 +1,11 @@
 //! An ESE database as a whole structure of the patch stage: [`super::ese::rewrite_ese`] adapted
 //! to disk ranges and edits, like the event logs and hives in `super::structures`.
 
-use std::ops::Range;
-
 use super::error::RewriteError;
 use super::ese::rewrite_ese;
-use super::stage::{Structure, StructureOutput};
-use super::stream::FileStream;
+use super::stream::{FileStream, FileStructure};
 use super::survey::EseFile;
 use super::SidMapping;
-use crate::overlay::MasterImage;
 
 /// One ESE database file: the SID is replaced in the whole file and the checksums of every page
 /// that changed are recomputed. It is registered only after `stage_builder::structures_with_identity`
@@ -33,22 +29,21 @@ impl EseStructure {
     }
 }
 
-impl Structure for EseStructure {
+impl FileStructure for EseStructure {
     fn name(&self) -> String {
         format!("ESE database {} (partition {})", self.path, self.partition)
     }
 
-    fn owned(&self) -> Vec<Range<u64>> {
-        self.stream.owned()
+    fn stream(&self) -> &FileStream {
+        &self.stream
     }
 
-    fn transform(
+    fn rewrite(
         &self,
-        master: &MasterImage,
+        original: &[u8],
         map: &SidMapping,
-    ) -> Result<StructureOutput, RewriteError> {
-        let original = self.stream.read(master)?;
-        let out = rewrite_ese(&original, map)?;
+    ) -> Result<(Vec<u8>, String), RewriteError> {
+        let out = rewrite_ese(original, map)?;
         let r = &out.report;
         let summary = format!(
             "{} SID occurrences, {} of {} pages changed with their checksums recomputed ({} header, {} old-format, {} ECC, {} large), {}-byte pages, revision {:#x}",
@@ -62,10 +57,6 @@ impl Structure for EseStructure {
             r.page_size,
             r.format_revision
         );
-        Ok(StructureOutput {
-            owned_edits: self.stream.edits(&original, &out.bytes),
-            record_edits: Vec::new(),
-            summary,
-        })
+        Ok((out.bytes, summary))
     }
 }

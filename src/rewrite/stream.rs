@@ -3,6 +3,8 @@
 //! `super::ese_structure`, `super::wal_structure` and `super::wmi_structure` are built on it).
 
 use super::error::{Result, RewriteError};
+use super::stage::{diff_runs, Structure, StructureOutput};
+use super::SidMapping;
 
 /// The largest structure (hive, `$SDS`) transformed in memory; a hostile size field above it is
 /// an error, not an allocation.
@@ -139,7 +141,7 @@ impl FileStream {
     /// The disk edits that turn `old` (the stream as read) into `new`; a change where the stream
     /// has no clusters is dropped.
     pub fn edits(&self, old: &[u8], new: &[u8]) -> Vec<(u64, Vec<u8>)> {
-        runs_to_disk(super::stage::diff_runs(old, new), &self.extents)
+        runs_to_disk(diff_runs(old, new), &self.extents)
     }
 
     /// Like [`FileStream::edits`], but a change in a sparse hole is an error naming `stream`.
@@ -149,10 +151,43 @@ impl FileStream {
         old: &[u8],
         new: &[u8],
     ) -> Result<Vec<(u64, Vec<u8>)>> {
-        let runs = super::stage::diff_runs(old, new);
+        let runs = diff_runs(old, new);
         if edits_in_holes(&runs, &self.extents) {
             return Err(RewriteError::InHole { stream });
         }
         Ok(runs_to_disk(runs, &self.extents))
+    }
+}
+
+/// A whole structure of one plain file: only what is its own (its name, its stream, its pure
+/// rewrite with the summary line); its [`Structure`] follows from them.
+pub trait FileStructure: Send + Sync {
+    fn name(&self) -> String;
+    fn stream(&self) -> &FileStream;
+    /// The clone's bytes of the whole file (the master's are `original`) and the summary line.
+    fn rewrite(&self, original: &[u8], map: &SidMapping) -> Result<(Vec<u8>, String)>;
+}
+
+impl<T: FileStructure> Structure for T {
+    fn name(&self) -> String {
+        FileStructure::name(self)
+    }
+
+    fn owned(&self) -> Vec<std::ops::Range<u64>> {
+        self.stream().owned()
+    }
+
+    fn transform(
+        &self,
+        master: &crate::overlay::MasterImage,
+        map: &SidMapping,
+    ) -> Result<StructureOutput> {
+        let original = self.stream().read(master)?;
+        let (bytes, summary) = self.rewrite(&original, map)?;
+        Ok(StructureOutput {
+            owned_edits: self.stream().edits(&original, &bytes),
+            record_edits: Vec::new(),
+            summary,
+        })
     }
 }

@@ -11,7 +11,7 @@ use super::evtx::rewrite_evtx;
 use super::hive::{rewrite_hive, TaskHashes};
 use super::secure::{rewrite_secure, verify_secure, ResidentValue, SecureLayout, SecureParts};
 use super::stage::{diff_runs, Structure, StructureOutput};
-use super::stream::FileStream;
+use super::stream::{FileStream, FileStructure};
 use super::survey::{EventLogFile, NtfsPart, TaskFile};
 use super::SidMapping;
 use crate::image::ntfs_volume::multi_sector::record_at;
@@ -75,21 +75,20 @@ impl TaskHashes for TaskSource<'_> {
     }
 }
 
-impl Structure for HiveStructure {
+impl FileStructure for HiveStructure {
     fn name(&self) -> String {
         format!("hive {}", self.path)
     }
 
-    fn owned(&self) -> Vec<Range<u64>> {
-        self.stream.owned()
+    fn stream(&self) -> &FileStream {
+        &self.stream
     }
 
-    fn transform(
+    fn rewrite(
         &self,
-        master: &MasterImage,
+        original: &[u8],
         map: &SidMapping,
-    ) -> Result<StructureOutput, RewriteError> {
-        let original = self.stream.read(master)?;
+    ) -> Result<(Vec<u8>, String), RewriteError> {
         let tasks = TaskSource {
             tasks: &self.tasks,
             map,
@@ -97,7 +96,7 @@ impl Structure for HiveStructure {
         // No byte-level fallback: a hive the rewrite cannot parse would keep stale lh hashes and
         // identifiers. The stage is built only for hives that `check_hive` accepted, so this
         // fails only if the master changed under the clone; the read then fails (EIO).
-        let mut out = rewrite_hive(&original, map, &tasks)?;
+        let mut out = rewrite_hive(original, map, &tasks)?;
         let mut identity_summary = String::new();
         if let Some(identity) = &self.identity {
             let (bytes, report) = crate::identity::hive::rewrite_identifiers(&out.bytes, identity)
@@ -125,11 +124,7 @@ impl Structure for HiveStructure {
             r.task_hashes_updated,
             if r.checksum_updated { ", checksum" } else { "" }
         ) + &identity_summary;
-        Ok(StructureOutput {
-            owned_edits: self.stream.edits(&original, &out.bytes),
-            record_edits: Vec::new(),
-            summary,
-        })
+        Ok((out.bytes, summary))
     }
 }
 
@@ -279,22 +274,21 @@ impl EvtxStructure {
     }
 }
 
-impl Structure for EvtxStructure {
+impl FileStructure for EvtxStructure {
     fn name(&self) -> String {
         format!("event log {}", self.path)
     }
 
-    fn owned(&self) -> Vec<Range<u64>> {
-        self.stream.owned()
+    fn stream(&self) -> &FileStream {
+        &self.stream
     }
 
-    fn transform(
+    fn rewrite(
         &self,
-        master: &MasterImage,
+        original: &[u8],
         map: &SidMapping,
-    ) -> Result<StructureOutput, RewriteError> {
-        let original = self.stream.read(master)?;
-        let (bytes, summary) = match rewrite_evtx(&original, map) {
+    ) -> Result<(Vec<u8>, String), RewriteError> {
+        let (bytes, summary) = match rewrite_evtx(original, map) {
             Ok(out) => {
                 let r = &out.report;
                 for stale in &r.stale_checksums {
@@ -319,7 +313,7 @@ impl Structure for EvtxStructure {
             // A file without the `ElfFile` signature is no event log and has no CRCs: the plain
             // replacement is faithful for it.
             Err(e @ super::evtx::EvtxError::NotEvtx { .. }) => {
-                let mut bytes = original.clone();
+                let mut bytes = original.to_vec();
                 let n = map.replace_all(&mut bytes);
                 (
                     bytes,
@@ -330,10 +324,6 @@ impl Structure for EvtxStructure {
             // log says why) rather than replace SIDs under CRCs that would go stale.
             Err(e) => return Err(e.into()),
         };
-        Ok(StructureOutput {
-            owned_edits: self.stream.edits(&original, &bytes),
-            record_edits: Vec::new(),
-            summary,
-        })
+        Ok((bytes, summary))
     }
 }

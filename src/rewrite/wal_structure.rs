@@ -1,15 +1,11 @@
 //! A SQLite write-ahead log as a whole structure of the patch stage: [`super::sqlite_wal::rewrite_wal`]
 //! adapted to disk ranges and edits, like [`super::ese_structure::EseStructure`].
 
-use std::ops::Range;
-
 use super::error::RewriteError;
 use super::sqlite_wal::rewrite_wal;
-use super::stage::{Structure, StructureOutput};
-use super::stream::FileStream;
+use super::stream::{FileStream, FileStructure};
 use super::survey::EseFile;
 use super::SidMapping;
-use crate::overlay::MasterImage;
 
 /// One `*-wal` file: the SID is replaced in the whole file and the checksums of the frames SQLite
 /// replays are recomputed in order. Registered only after `stage_builder::structures_with_identity`
@@ -32,7 +28,7 @@ impl WalStructure {
     }
 }
 
-impl Structure for WalStructure {
+impl FileStructure for WalStructure {
     fn name(&self) -> String {
         format!(
             "SQLite write-ahead log {} (partition {})",
@@ -40,17 +36,16 @@ impl Structure for WalStructure {
         )
     }
 
-    fn owned(&self) -> Vec<Range<u64>> {
-        self.stream.owned()
+    fn stream(&self) -> &FileStream {
+        &self.stream
     }
 
-    fn transform(
+    fn rewrite(
         &self,
-        master: &MasterImage,
+        original: &[u8],
         map: &SidMapping,
-    ) -> Result<StructureOutput, RewriteError> {
-        let original = self.stream.read(master)?;
-        let out = rewrite_wal(&original, map)?;
+    ) -> Result<(Vec<u8>, String), RewriteError> {
+        let out = rewrite_wal(original, map)?;
         let r = &out.report;
         let summary = format!(
             "{} SID occurrences, {} of {} replayed frames changed, checksums of the {} replayed frames recomputed ({} frames in all, {}-byte pages, header checksum {})",
@@ -62,10 +57,6 @@ impl Structure for WalStructure {
             r.page_size,
             if r.header_valid { "valid" } else { "invalid in the master: log ignored by SQLite" }
         );
-        Ok(StructureOutput {
-            owned_edits: self.stream.edits(&original, &out.bytes),
-            record_edits: Vec::new(),
-            summary,
-        })
+        Ok((out.bytes, summary))
     }
 }
