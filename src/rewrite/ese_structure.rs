@@ -1,9 +1,9 @@
 //! An ESE database as a whole structure of the patch stage: [`super::ese::rewrite_ese`] adapted
 //! to disk ranges and edits, like the event logs and hives in `super::structures`.
 
-use super::error::RewriteError;
+use super::error::Result;
 use super::ese::rewrite_ese;
-use super::stream::{FileStream, FileStructure};
+use super::stream::{FileStream, FileStructure, Rewritten};
 use super::survey::EseFile;
 use super::SidMapping;
 
@@ -38,11 +38,7 @@ impl FileStructure for EseStructure {
         &self.stream
     }
 
-    fn rewrite(
-        &self,
-        original: &[u8],
-        map: &SidMapping,
-    ) -> Result<(Vec<u8>, String), RewriteError> {
+    fn rewrite(&self, original: &[u8], map: &SidMapping) -> Result<Rewritten> {
         let out = rewrite_ese(original, map)?;
         let r = &out.report;
         let summary = format!(

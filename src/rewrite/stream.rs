@@ -159,13 +159,16 @@ impl FileStream {
     }
 }
 
+/// A file's bytes in the clone and the summary line of their rewrite.
+pub type Rewritten = (Vec<u8>, String);
+
 /// A whole structure of one plain file: only what is its own (its name, its stream, its pure
 /// rewrite with the summary line); its [`Structure`] follows from them.
 pub trait FileStructure: Send + Sync {
     fn name(&self) -> String;
     fn stream(&self) -> &FileStream;
     /// The clone's bytes of the whole file (the master's are `original`) and the summary line.
-    fn rewrite(&self, original: &[u8], map: &SidMapping) -> Result<(Vec<u8>, String)>;
+    fn rewrite(&self, original: &[u8], map: &SidMapping) -> Result<Rewritten>;
 }
 
 impl<T: FileStructure> Structure for T {

@@ -6,12 +6,12 @@ use std::ops::Range;
 
 use sha2::{Digest, Sha256};
 
-use super::error::RewriteError;
+use super::error::{Result, RewriteError};
 use super::evtx::rewrite_evtx;
 use super::hive::{rewrite_hive, TaskHashes};
 use super::secure::{rewrite_secure, verify_secure, ResidentValue, SecureLayout, SecureParts};
 use super::stage::{diff_runs, Structure, StructureOutput};
-use super::stream::{FileStream, FileStructure};
+use super::stream::{FileStream, FileStructure, Rewritten};
 use super::survey::{EventLogFile, NtfsPart, TaskFile};
 use super::SidMapping;
 use crate::image::ntfs_volume::multi_sector::record_at;
@@ -84,11 +84,7 @@ impl FileStructure for HiveStructure {
         &self.stream
     }
 
-    fn rewrite(
-        &self,
-        original: &[u8],
-        map: &SidMapping,
-    ) -> Result<(Vec<u8>, String), RewriteError> {
+    fn rewrite(&self, original: &[u8], map: &SidMapping) -> Result<Rewritten> {
         let tasks = TaskSource {
             tasks: &self.tasks,
             map,
@@ -217,11 +213,7 @@ impl Structure for SecureStructure {
         r
     }
 
-    fn transform(
-        &self,
-        master: &MasterImage,
-        map: &SidMapping,
-    ) -> Result<StructureOutput, RewriteError> {
+    fn transform(&self, master: &MasterImage, map: &SidMapping) -> Result<StructureOutput> {
         let parts = SecureParts {
             sds: self.sds.read(master)?,
             sii_root: Self::read_root(master, &self.sii_root)?,
@@ -283,11 +275,7 @@ impl FileStructure for EvtxStructure {
         &self.stream
     }
 
-    fn rewrite(
-        &self,
-        original: &[u8],
-        map: &SidMapping,
-    ) -> Result<(Vec<u8>, String), RewriteError> {
+    fn rewrite(&self, original: &[u8], map: &SidMapping) -> Result<Rewritten> {
         let (bytes, summary) = match rewrite_evtx(original, map) {
             Ok(out) => {
                 let r = &out.report;

@@ -1,9 +1,9 @@
 //! A SQLite write-ahead log as a whole structure of the patch stage: [`super::sqlite_wal::rewrite_wal`]
 //! adapted to disk ranges and edits, like [`super::ese_structure::EseStructure`].
 
-use super::error::RewriteError;
+use super::error::Result;
 use super::sqlite_wal::rewrite_wal;
-use super::stream::{FileStream, FileStructure};
+use super::stream::{FileStream, FileStructure, Rewritten};
 use super::survey::EseFile;
 use super::SidMapping;
 
@@ -40,11 +40,7 @@ impl FileStructure for WalStructure {
         &self.stream
     }
 
-    fn rewrite(
-        &self,
-        original: &[u8],
-        map: &SidMapping,
-    ) -> Result<(Vec<u8>, String), RewriteError> {
+    fn rewrite(&self, original: &[u8], map: &SidMapping) -> Result<Rewritten> {
         let out = rewrite_wal(original, map)?;
         let r = &out.report;
         let summary = format!(

@@ -5,6 +5,7 @@
 
 use std::ops::Range;
 
+use super::error::Result;
 use super::stage::{Structure, StructureOutput};
 use super::stream::{FileStream, STRUCTURE_LIMIT};
 use super::wmi::{rewrite_wmi, WmiOutput};
@@ -135,11 +136,7 @@ impl Structure for WmiStructure {
         r
     }
 
-    fn transform(
-        &self,
-        master: &MasterImage,
-        map: &SidMapping,
-    ) -> Result<StructureOutput, RewriteError> {
+    fn transform(&self, master: &MasterImage, map: &SidMapping) -> Result<StructureOutput> {
         let objects = self.objects.read(master)?;
         let index = match &self.index {
             // A resident INDEX.BTR reads as empty here; it was checked in the survey.
