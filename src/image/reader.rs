@@ -296,4 +296,16 @@ mod tests {
         assert_eq!(image.len(), 1536);
         let _ = std::fs::remove_dir_all(&dir);
     }
+    /// A seek lands where `Seek` says, and one before the start is an error, not a wrap.
+    #[test]
+    fn seek_target_checks_the_arithmetic() {
+        assert_eq!(seek_target(SeekFrom::Start(7), 10, 3).unwrap(), 7);
+        assert_eq!(seek_target(SeekFrom::End(-2), 10, 3).unwrap(), 8);
+        assert_eq!(seek_target(SeekFrom::Current(4), 10, 3).unwrap(), 7);
+        for pos in [SeekFrom::End(-11), SeekFrom::Current(-4)] {
+            let e = seek_target(pos, 10, 3).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        }
+        assert!(seek_target(SeekFrom::Current(1), 0, u64::MAX).is_err());
+    }
 }

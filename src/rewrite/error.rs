@@ -446,4 +446,54 @@ mod tests {
         .is_transient());
         assert!(!RewriteError::TooLarge { size: 2, limit: 1 }.is_transient());
     }
+    /// The survey's refusals of whole stores read as the one-line sentences they were before
+    /// they had variants of their own (the mount tests compare them).
+    #[test]
+    fn store_refusals_keep_their_sentences() {
+        let efs = RewriteError::EfsHoldsSid {
+            path: r"Users\u\secret.txt".into(),
+            partition: 2,
+        };
+        assert_eq!(
+            efs.to_string(),
+            format!(
+                "the EFS metadata ($EFS) of Users\\u\\secret.txt (partition 2) holds the machine SID next to hashes sidfs cannot recompute, and its key is protected under that SID; {}",
+                super::super::efs::ADVICE
+            )
+        );
+        let shadow = RewriteError::ShadowUnsearchable {
+            partition: 3,
+            stores: 1,
+            reason: "X is compressed or encrypted: its bytes cannot be searched".into(),
+        };
+        assert_eq!(
+            shadow.to_string(),
+            format!(
+                "partition 3 has 1 shadow copies, and X is compressed or encrypted: its bytes cannot be searched; {}",
+                super::super::shadow::ADVICE
+            )
+        );
+        let log = RewriteError::EseLogUnreadable {
+            reason: "the ESE log L cannot be read (gone)".into(),
+        };
+        assert_eq!(
+            log.to_string(),
+            format!(
+                "the ESE log L cannot be read (gone); {}",
+                super::super::ese_logs::ADVICE
+            )
+        );
+        let wmi = RewriteError::WmiNotRewritable {
+            store: "the WMI repository R (partition 1)".into(),
+            reason: "why".into(),
+        };
+        assert_eq!(
+            wmi.to_string(),
+            format!(
+                "the WMI repository R (partition 1) holds the machine SID but cannot be rewritten with valid checksums: why; {}",
+                super::super::wmi_structure::ADVICE
+            )
+        );
+        assert!(!wmi.is_transient());
+    }
 }

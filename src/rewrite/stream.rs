@@ -194,3 +194,49 @@ impl<T: FileStructure> Structure for T {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{Extent, ImageOffset};
+
+    /// A stream of 8 bytes: 4 at disk offset 0x1000, then a 4-byte sparse hole.
+    fn sparse() -> FileStream {
+        let extents = [
+            Extent {
+                logical_offset: 0,
+                len: 4,
+                image_offset: Some(ImageOffset(0x1000)),
+            },
+            Extent {
+                logical_offset: 4,
+                len: 4,
+                image_offset: None,
+            },
+        ];
+        FileStream::from_extents(&extents, 8)
+    }
+
+    /// A change in the clusters maps to a disk edit; one in the hole is dropped by `edits` and
+    /// refused by `edits_checked`, which names the stream.
+    #[test]
+    fn edits_in_clusters_and_holes() {
+        let s = sparse();
+        assert_eq!(s.owned(), vec![0x1000..0x1004]);
+        let old = [0u8; 8];
+        let mut new = old;
+        new[1] = 7;
+        assert_eq!(s.edits(&old, &new), vec![(0x1001, vec![7])]);
+        assert_eq!(
+            s.edits_checked("X", &old, &new).unwrap(),
+            vec![(0x1001, vec![7])]
+        );
+        // One run now (changes closer than 8 bytes merge): its part in the clusters is kept.
+        new[6] = 9;
+        assert_eq!(s.edits(&old, &new), vec![(0x1001, vec![7, 0, 0])]);
+        assert!(matches!(
+            s.edits_checked("X", &old, &new),
+            Err(RewriteError::InHole { stream: "X" })
+        ));
+    }
+}

@@ -753,6 +753,17 @@ fn damaged_corpus() {
     }
 }
 
+/// An empty NTFS file system of `size` bytes with 4 KiB clusters, `ntfs.img` in `dir`.
+fn blank_ntfs(dir: &TempDir, size: u64) -> std::path::PathBuf {
+    let img = dir.path("ntfs.img");
+    std::fs::File::create(&img).unwrap().set_len(size).unwrap();
+    run(
+        "mkntfs",
+        &["-F", "-Q", "-q", "-c", "4096", img.to_str().unwrap()],
+    );
+    img
+}
+
 /// A file whose `$DATA` starts in the base record and continues, past lowest VCN 0, in extents
 /// of extension records that `$ATTRIBUTE_LIST` names: what ntfs-3g writes when a runlist
 /// outgrows the record (free space of single-cluster holes, then a 4 MiB file; as the
@@ -766,15 +777,7 @@ fn data_continued_in_extension_records() {
     }
     use std::io::Write;
     let dir = TempDir::new("ext-data");
-    let img = dir.path("ntfs.img");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(64 << 20)
-        .unwrap();
-    run(
-        "mkntfs",
-        &["-F", "-Q", "-q", "-c", "4096", img.to_str().unwrap()],
-    );
+    let img = blank_ntfs(&dir, 64 << 20);
     let content = pattern(21, 4 << 20);
     {
         let mount = NtfsMount::new(&img, &dir.path("mnt"), false);
@@ -844,15 +847,7 @@ fn mft_with_an_attribute_list() {
         return;
     }
     let dir = TempDir::new("ext-mft");
-    let img = dir.path("ntfs.img");
-    std::fs::File::create(&img)
-        .unwrap()
-        .set_len(48 << 20)
-        .unwrap();
-    run(
-        "mkntfs",
-        &["-F", "-Q", "-q", "-c", "4096", img.to_str().unwrap()],
-    );
+    let img = blank_ntfs(&dir, 48 << 20);
     let content = pattern(22, 10_000);
     {
         let mount = NtfsMount::new(&img, &dir.path("mnt"), false);
