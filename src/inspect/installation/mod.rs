@@ -325,21 +325,8 @@ pub(super) fn inspect_installation(
     }
 
     let special_files = special_files(volume, &mut findings);
-    let read = |path: &str| {
-        volume
-            .read_file(path, "", crate::hive::HIVE_SIZE_LIMIT)
-            .ok()
-    };
-    let identifiers = crate::identity::discover_on(&read, &|dir: &str| {
-        let entries = volume.list_dir(dir).ok()?;
-        Some(
-            entries
-                .into_iter()
-                .filter(|e| !e.is_directory)
-                .map(|e| e.name)
-                .collect(),
-        )
-    });
+    let identifiers = crate::identity::discover_on_volume(volume);
+    let read = |path: &str| crate::identity::read_volume_file(volume, path);
     let unchanged_identifiers = crate::identity::unchanged::discover_unchanged(&read);
 
     let stores = store_reports(volume, machine_sid, &mut findings);
