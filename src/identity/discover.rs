@@ -159,13 +159,7 @@ fn discover_in_hives(read: &dyn Fn(&str) -> Option<Vec<u8>>) -> Vec<FoundIdentif
             })
             .unwrap_or_default();
         // The current control set first: its ComputerName is the machine's name.
-        let current = sys
-            .open_key("Select")
-            .ok()
-            .flatten()
-            .and_then(|k| k.value("Current").ok().flatten())
-            .and_then(|v| v.data().ok()?.to_u32())
-            .map(|n| format!("ControlSet{n:03}"));
+        let current = current_control_set_number(sys).map(|n| format!("ControlSet{n:03}"));
         if let Some(c) = &current {
             sets.sort_by_key(|s| !s.eq_ignore_ascii_case(c));
         }
@@ -271,6 +265,15 @@ fn discover_in_hives(read: &dyn Fn(&str) -> Option<Vec<u8>>) -> Vec<FoundIdentif
         }
     }
     found
+}
+
+/// The number of the current control set: SYSTEM `Select` `Current` (`None` when unreadable).
+pub(super) fn current_control_set_number(sys: &Hive<'_>) -> Option<u32> {
+    sys.open_key("Select")
+        .ok()
+        .flatten()
+        .and_then(|k| k.value("Current").ok().flatten())
+        .and_then(|v| v.data().ok()?.to_u32())
 }
 
 /// SECURITY `Policy\PolAcDmN`: the account domain's name (the computer name on a workstation),
