@@ -208,6 +208,35 @@ pub fn store_paths_with_wals(
     (ese, found, wals)
 }
 
+/// The candidate store `path` of volume `index` when its stream is plain and its first `n` bytes
+/// pass `signed`; otherwise `None`, logged (`unsigned` says what it lacks).
+fn signed_store(
+    image: &ImageFile,
+    volume: &NtfsVolume,
+    index: usize,
+    path: String,
+    n: usize,
+    signed: impl Fn(&[u8]) -> bool,
+    unsigned: &str,
+) -> Option<EseFile> {
+    match volume.stream_layout(&path, "") {
+        Ok(layout) if layout.is_plain() => {
+            let head = head_of(image, &layout, n).unwrap_or_default();
+            if signed(&head) {
+                return Some(EseFile {
+                    path,
+                    volume: index,
+                    layout,
+                });
+            }
+            log::info!("{path}: {unsigned}");
+        }
+        Ok(_) => log::warn!("{path}: stored compressed or encrypted; its bytes are not searched"),
+        Err(err) => log::warn!("{path}: {err}"),
+    }
+    None
+}
+
 /// The stores with checksums found on every volume ([`store_paths`]): ESE databases that carry
 /// the ESE signature, and event logs that start with "ElfFile\0".
 pub(super) fn stores_of(
@@ -242,46 +271,28 @@ pub(super) fn stores_of(
             logs: log_paths,
             wals: wal_paths,
         } = paths;
-        for path in wal_paths {
-            match volume.stream_layout(&path, "") {
-                Ok(layout) if layout.is_plain() => {
-                    let head = head_of(image, &layout, 4).unwrap_or_default();
-                    if crate::rewrite::sqlite_wal::has_magic(&head) {
-                        wals.push(EseFile {
-                            path,
-                            volume: index,
-                            layout,
-                        });
-                    } else {
-                        log::info!("{path}: no SQLite WAL magic, not rewritten as a log");
-                    }
-                }
-                Ok(_) => {
-                    log::warn!("{path}: stored compressed or encrypted; its bytes are not searched")
-                }
-                Err(err) => log::warn!("{path}: {err}"),
-            }
-        }
-        for path in ese_paths {
-            match volume.stream_layout(&path, "") {
-                Ok(layout) if layout.is_plain() => {
-                    let head = head_of(image, &layout, 8).unwrap_or_default();
-                    if crate::rewrite::ese::EseHeader::has_signature(&head) {
-                        ese.push(EseFile {
-                            path,
-                            volume: index,
-                            layout,
-                        });
-                    } else {
-                        log::info!("{path}: no ESE signature, not rewritten as a database");
-                    }
-                }
-                Ok(_) => {
-                    log::warn!("{path}: stored compressed or encrypted; its bytes are not searched")
-                }
-                Err(err) => log::warn!("{path}: {err}"),
-            }
-        }
+        wals.extend(wal_paths.into_iter().filter_map(|path| {
+            signed_store(
+                image,
+                volume,
+                index,
+                path,
+                4,
+                crate::rewrite::sqlite_wal::has_magic,
+                "no SQLite WAL magic, not rewritten as a log",
+            )
+        }));
+        ese.extend(ese_paths.into_iter().filter_map(|path| {
+            signed_store(
+                image,
+                volume,
+                index,
+                path,
+                8,
+                crate::rewrite::ese::EseHeader::has_signature,
+                "no ESE signature, not rewritten as a database",
+            )
+        }));
         for path in log_paths {
             match volume.stream_layout(&path, "") {
                 Ok(layout) if layout.size > EVENT_LOG_SIZE_LIMIT => log::warn!(
