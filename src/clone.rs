@@ -248,24 +248,7 @@ pub fn discover_identifiers(survey: &rewrite::survey::WindowsSurvey) -> Vec<Foun
     let Some(windows) = survey.windows() else {
         return Vec::new();
     };
-    let volume = &windows.volume;
-    crate::identity::discover_on(
-        &|path: &str| {
-            volume
-                .read_file(path, "", crate::hive::HIVE_SIZE_LIMIT)
-                .ok()
-        },
-        &|dir: &str| {
-            let entries = volume.list_dir(dir).ok()?;
-            Some(
-                entries
-                    .into_iter()
-                    .filter(|e| !e.is_directory)
-                    .map(|e| e.name)
-                    .collect(),
-            )
-        },
-    )
+    crate::identity::discover_on_volume(&windows.volume)
 }
 
 /// A computer name of another length gives values new data, and one that grows needs free

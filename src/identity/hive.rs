@@ -30,7 +30,7 @@ use super::value_data::{set_value_data, FreeCells, ValueSlot};
 use super::{utf16, IdentifierKind, IdentityError, IdentityMapping, NameChange};
 use crate::hive::{
     compare_names, compute_checksum, lf_hint, lh_hash, value_type, CellOffset, DataStorage, Hive,
-    LeafTag, ValueKey, BASE_BLOCK_SIZE,
+    LeafEntry, LeafTag, ValueKey, BASE_BLOCK_SIZE,
 };
 
 type Result<T> = std::result::Result<T, IdentityError>;
@@ -423,21 +423,28 @@ pub fn rewrite_identifiers(
     Ok((out, report))
 }
 
+/// The entries of the subkey list of `parent` (`what` names it in an error); none without a list.
+fn subkey_entries(
+    hive: &Hive<'_>,
+    parent: CellOffset,
+    what: &'static str,
+) -> Result<Vec<LeafEntry>> {
+    let key = hive.key(parent).map_err(IdentityError::hive(what))?;
+    match key
+        .subkey_list()
+        .map_err(IdentityError::hive("a subkey list"))?
+    {
+        Some(list) => list
+            .leaf_entries()
+            .map_err(IdentityError::hive("a subkey list")),
+        None => Ok(Vec::new()),
+    }
+}
+
 /// Writes the subkey list of `parent` (read from `hive`, whose key names are the new ones) back
 /// into `out` in sorted order, each element with the tag of its new name.
 fn resort(hive: &Hive<'_>, parent: CellOffset, path: &str, out: &mut [u8]) -> Result<()> {
-    let key = hive
-        .key(parent)
-        .map_err(IdentityError::hive("a renamed key's parent"))?;
-    let Some(list) = key
-        .subkey_list()
-        .map_err(IdentityError::hive("a subkey list"))?
-    else {
-        return Ok(());
-    };
-    let entries = list
-        .leaf_entries()
-        .map_err(IdentityError::hive("a subkey list"))?;
+    let entries = subkey_entries(hive, parent, "a renamed key's parent")?;
     let mut children = Vec::with_capacity(entries.len());
     for e in &entries {
         let child = hive.key(e.key).map_err(IdentityError::hive("a subkey"))?;
@@ -466,20 +473,8 @@ fn resort(hive: &Hive<'_>, parent: CellOffset, path: &str, out: &mut [u8]) -> Re
 
 /// The list of `parent` is sorted and every tag matches its key's name.
 fn check_list(hive: &Hive<'_>, parent: CellOffset, path: &str) -> Result<()> {
-    let key = hive
-        .key(parent)
-        .map_err(IdentityError::hive("a resorted key"))?;
-    let Some(list) = key
-        .subkey_list()
-        .map_err(IdentityError::hive("a subkey list"))?
-    else {
-        return Ok(());
-    };
     let mut previous: Option<Vec<u16>> = None;
-    for e in list
-        .leaf_entries()
-        .map_err(IdentityError::hive("a subkey list"))?
-    {
+    for e in subkey_entries(hive, parent, "a resorted key")? {
         let units = hive
             .key(e.key)
             .map_err(IdentityError::hive("a subkey"))?

@@ -1,4 +1,6 @@
+use super::discover::{policy_account_domain_name, string_value};
 use super::*;
+use crate::hive::Hive;
 
 #[test]
 fn derived_hostname_keeps_length_is_valid_stable_and_differs_per_seed() {

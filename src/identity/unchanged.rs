@@ -126,13 +126,7 @@ fn sms_guid(ini: &[u8]) -> Option<String> {
 
 /// The current control set's name (`Select` `Current`), `ControlSet001` when unknown.
 fn current_control_set(sys: &Hive<'_>) -> String {
-    let n = sys
-        .open_key("Select")
-        .ok()
-        .flatten()
-        .and_then(|k| k.value("Current").ok().flatten())
-        .and_then(|v| v.data().ok()?.to_u32())
-        .unwrap_or(1);
+    let n = super::discover::current_control_set_number(sys).unwrap_or(1);
     format!("ControlSet{n:03}")
 }
 

@@ -19,11 +19,19 @@ use std::path::Path;
 use crate::hive::{windows, Hive, HiveError};
 use crate::image::{
     FileSystemKind, HiveFileKind, HiveLocation, ImageError, ImageFile, NtfsVolume, Partition,
-    PartitionTable, StreamLayout, StreamLocation,
+    PartitionTable, StreamLocation,
 };
-use crate::rewrite::survey_cache::{SurveyFacts, VolumeStores};
+use crate::rewrite::survey_cache::SurveyFacts;
 use crate::rewrite::OrderConstraints;
 use crate::sid::MachineSid;
+
+mod stores;
+
+use stores::{event_logs_of, stores_of};
+pub use stores::{
+    store_paths, store_paths_with_wals, EseFile, EventLogFile, ESE_PATHS, EVENT_LOG_COUNT_LIMIT,
+    EVENT_LOG_DIR, EVENT_LOG_SIZE_LIMIT, EVENT_LOG_WALK_BUDGET, PROFILE_ESE_PATH, WAL_PATHS,
+};
 
 /// Why a master cannot be surveyed. Each message is one sentence part that callers prefix with
 /// "cannot clone MASTER: ".
@@ -125,57 +133,6 @@ const SID_NAMED_DIRS: [&str; 4] = [
     r"ProgramData\Microsoft\Crypto\RSA",
 ];
 
-/// Where Windows (Vista and later) keeps its event logs: `%SystemRoot%\System32\winevt\Logs`
-/// [libevtx documentation, "Windows XML Event Log (EVTX)"].
-pub const EVENT_LOG_DIR: &str = r"Windows\System32\winevt\Logs";
-/// At most this many event logs are rewritten as structures (a Windows 10 installation has a few
-/// hundred); any beyond it get the generic rewrite and a warning.
-pub const EVENT_LOG_COUNT_LIMIT: usize = 4096;
-/// Largest event log rewritten as a structure (read into memory once, on first touch). Larger
-/// logs get the generic rewrite, which leaves their changed chunks' CRCs stale; a warning says so.
-pub const EVENT_LOG_SIZE_LIMIT: u64 = 1 << 30;
-
-/// One `*.evtx` file of the Windows volume.
-pub struct EventLogFile {
-    /// Path on the volume, with the name as listed.
-    pub path: String,
-    pub layout: StreamLayout,
-}
-
-/// Where Windows keeps its ESE (JET Blue) databases, relative to a volume [issue 11]: System
-/// Resource Usage Monitor, Windows Search, BITS, Windows Update, User Access Logging (servers).
-/// Each profile's `AppData\Local\Microsoft\Windows\WebCache\WebCacheV01.dat` is added per profile.
-pub const ESE_PATHS: [&str; 5] = [
-    r"Windows\System32\sru\SRUDB.dat",
-    r"ProgramData\Microsoft\Search\Data\Applications\Windows\Windows.edb",
-    r"ProgramData\Microsoft\Network\Downloader\qmgr.db",
-    r"Windows\SoftwareDistribution\DataStore\DataStore.edb",
-    r"Windows\System32\LogFiles\Sum\Current.mdb",
-];
-/// Per-profile ESE database (Internet Explorer / Edge legacy web cache).
-pub const PROFILE_ESE_PATH: &str = r"AppData\Local\Microsoft\Windows\WebCache\WebCacheV01.dat";
-/// At most this many directory entries of each volume are listed looking for `*.evtx` files
-/// outside [`EVENT_LOG_DIR`]; a volume with more is searched that far, and a warning says so.
-pub const EVENT_LOG_WALK_BUDGET: usize = 200_000;
-
-/// Where Windows keeps SQLite write-ahead logs next to their databases, relative to a volume
-/// [issue 11]: the AppX state repository and the Windows 11 search index. Any other `*-wal` met
-/// by the bounded walk for event logs is checked too.
-pub const WAL_PATHS: [&str; 3] = [
-    r"ProgramData\Microsoft\Windows\AppRepository\StateRepository-Machine.srd-wal",
-    r"ProgramData\Microsoft\Windows\AppRepository\StateRepository-Deployment.srd-wal",
-    r"ProgramData\Microsoft\Search\Data\Applications\Windows\Windows.db-wal",
-];
-
-/// One ESE database (or SQLite write-ahead log) found by path and signature.
-pub struct EseFile {
-    /// Path on its volume, with the name as listed.
-    pub path: String,
-    /// Index of its volume in [`WindowsSurvey::volumes`].
-    pub volume: usize,
-    pub layout: StreamLayout,
-}
-
 /// One NTFS volume of the master.
 pub struct NtfsPart {
     pub partition: Partition,
@@ -263,251 +220,6 @@ fn files_below(volume: &NtfsVolume, dir: &str, out: &mut Vec<String>, budget: &m
             out.push(path);
         }
     }
-}
-
-/// The `*.evtx` files directly in [`EVENT_LOG_DIR`] (bounded by [`EVENT_LOG_COUNT_LIMIT`] and
-/// [`EVENT_LOG_SIZE_LIMIT`]); those skipped are logged.
-fn event_logs_of(volume: &NtfsVolume) -> Vec<EventLogFile> {
-    let Ok(entries) = volume.list_dir(EVENT_LOG_DIR) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for e in entries {
-        if e.is_directory || !e.name.to_ascii_lowercase().ends_with(".evtx") {
-            continue;
-        }
-        if out.len() >= EVENT_LOG_COUNT_LIMIT {
-            log::warn!(
-                "more than {EVENT_LOG_COUNT_LIMIT} event logs: the rest get the generic rewrite"
-            );
-            break;
-        }
-        let path = format!(r"{EVENT_LOG_DIR}\{}", e.name);
-        match volume.stream_layout(&path, "") {
-            Ok(layout) if layout.size > EVENT_LOG_SIZE_LIMIT => log::warn!(
-                "{path}: {} bytes, over {EVENT_LOG_SIZE_LIMIT}: generic rewrite, CRCs of changed chunks go stale",
-                layout.size
-            ),
-            Ok(layout) => out.push(EventLogFile { path, layout }),
-            Err(err) => log::warn!("{path}: {err}"),
-        }
-    }
-    out
-}
-
-/// The first `n` bytes of a plain stream (read from the image), if it has them.
-fn head_of(image: &ImageFile, layout: &StreamLayout, n: usize) -> Option<Vec<u8>> {
-    if !layout.is_plain() || layout.size < n as u64 {
-        return None;
-    }
-    let at = layout.image_offset_of(0)?;
-    let mut buf = vec![0u8; n];
-    image
-        .read_exact_at(at, &mut buf, "a store's signature")
-        .ok()?;
-    Some(buf)
-}
-
-/// Directories deeper than this below the root are not searched for event logs (Windows paths
-/// are at most 32,767 characters; a hostile image's directory cycle must not recurse without end).
-const EVENT_LOG_WALK_DEPTH: usize = 64;
-
-/// Every `*.evtx` on the volume, breadth first, bounded by `budget` directory entries and
-/// [`EVENT_LOG_WALK_DEPTH`] levels; an explicit queue, so a deep or cyclic tree cannot exhaust the
-/// stack.
-fn evtx_below(
-    volume: &NtfsVolume,
-    out: &mut Vec<String>,
-    wals: &mut Vec<String>,
-    budget: &mut usize,
-) {
-    let mut queue = std::collections::VecDeque::from([(String::new(), 0usize)]);
-    while let Some((dir, depth)) = queue.pop_front() {
-        let Ok(entries) = volume.list_dir(&dir) else {
-            continue;
-        };
-        for e in entries {
-            if *budget == 0 {
-                return;
-            }
-            if e.name == "." || e.name == ".." {
-                continue;
-            }
-            // NTFS metadata files ($Extend, ...); the recycle bin is searched.
-            if dir.is_empty()
-                && e.name.starts_with('$')
-                && !e.name.eq_ignore_ascii_case("$Recycle.Bin")
-            {
-                continue;
-            }
-            *budget -= 1;
-            let path = if dir.is_empty() {
-                e.name.clone()
-            } else {
-                format!(r"{dir}\{}", e.name)
-            };
-            if e.is_directory {
-                if depth < EVENT_LOG_WALK_DEPTH {
-                    queue.push_back((path, depth + 1));
-                }
-            } else if e.name.to_ascii_lowercase().ends_with(".evtx") {
-                out.push(path);
-            } else if e.name.to_ascii_lowercase().ends_with("-wal") {
-                wals.push(path);
-            }
-        }
-    }
-}
-
-/// Candidate stores with checksums of one volume, by path (issue 11): the ESE database paths that
-/// exist ([`ESE_PATHS`], each profile's [`PROFILE_ESE_PATH`]), and every `*.evtx` outside the
-/// Windows volume's [`EVENT_LOG_DIR`] (whose logs [`event_logs_of`] lists), found by a walk of at
-/// most [`EVENT_LOG_WALK_BUDGET`] entries. Their signatures are checked by the caller.
-pub fn store_paths(volume: &NtfsVolume, is_windows: bool) -> (Vec<String>, Vec<String>) {
-    let (ese, logs, _) = store_paths_with_wals(volume, is_windows);
-    (ese, logs)
-}
-
-/// [`store_paths`] and the SQLite write-ahead log candidates: the [`WAL_PATHS`] that exist and
-/// every `*-wal` of the same walk (deduplicated, case-insensitively).
-pub fn store_paths_with_wals(
-    volume: &NtfsVolume,
-    is_windows: bool,
-) -> (Vec<String>, Vec<String>, Vec<String>) {
-    let mut candidates: Vec<String> = ESE_PATHS.iter().map(|p| p.to_string()).collect();
-    if let Ok(entries) = volume.list_dir("Users") {
-        for e in entries
-            .iter()
-            .filter(|e| e.is_directory && e.name != "." && e.name != "..")
-        {
-            candidates.push(format!(r"Users\{}\{PROFILE_ESE_PATH}", e.name));
-        }
-    }
-    let ese = candidates
-        .into_iter()
-        .filter(|p| matches!(volume.try_lookup(p), Ok(Some(_))))
-        .collect();
-    let mut found = Vec::new();
-    let mut wals: Vec<String> = WAL_PATHS
-        .iter()
-        .filter(|p| matches!(volume.try_lookup(p), Ok(Some(_))))
-        .map(|p| p.to_string())
-        .collect();
-    let mut walked = Vec::new();
-    let mut budget = EVENT_LOG_WALK_BUDGET;
-    evtx_below(volume, &mut found, &mut walked, &mut budget);
-    for w in walked {
-        if !wals.iter().any(|k| k.eq_ignore_ascii_case(&w)) {
-            wals.push(w);
-        }
-    }
-    if budget == 0 {
-        log::warn!(
-            "the volume at {} has more than {EVENT_LOG_WALK_BUDGET} directory entries; event logs beyond them get the generic rewrite",
-            volume.start()
-        );
-    }
-    let prefix = format!("{EVENT_LOG_DIR}\\").to_ascii_lowercase();
-    found.retain(|path| {
-        !(is_windows
-            && path.to_ascii_lowercase().starts_with(&prefix)
-            && !path[prefix.len()..].contains('\\'))
-    });
-    (ese, found, wals)
-}
-
-/// The stores with checksums found on every volume ([`store_paths`]): ESE databases that carry
-/// the ESE signature, and event logs that start with "ElfFile\0".
-fn stores_of(
-    image: &ImageFile,
-    volumes: &[NtfsPart],
-    facts: &mut SurveyFacts,
-) -> (Vec<EseFile>, Vec<EventLogFile>, Vec<EseFile>) {
-    // The walk for candidates is most of the survey's time on a volume with many files: its
-    // paths come from the cache when it has them for as many volumes (their signatures and
-    // layouts are checked again below).
-    let cached = facts
-        .stores
-        .take()
-        .filter(|s| s.len() == volumes.len())
-        .unwrap_or_else(|| {
-            volumes
-                .iter()
-                .map(|part| {
-                    let (ese, logs, wals) = store_paths_with_wals(&part.volume, part.is_windows);
-                    VolumeStores { ese, logs, wals }
-                })
-                .collect()
-        });
-    facts.stores = Some(cached.clone());
-    let mut ese = Vec::new();
-    let mut logs = Vec::new();
-    let mut wals = Vec::new();
-    for ((index, part), paths) in volumes.iter().enumerate().zip(cached) {
-        let volume = &part.volume;
-        let VolumeStores {
-            ese: ese_paths,
-            logs: log_paths,
-            wals: wal_paths,
-        } = paths;
-        for path in wal_paths {
-            match volume.stream_layout(&path, "") {
-                Ok(layout) if layout.is_plain() => {
-                    let head = head_of(image, &layout, 4).unwrap_or_default();
-                    if super::sqlite_wal::has_magic(&head) {
-                        wals.push(EseFile {
-                            path,
-                            volume: index,
-                            layout,
-                        });
-                    } else {
-                        log::info!("{path}: no SQLite WAL magic, not rewritten as a log");
-                    }
-                }
-                Ok(_) => {
-                    log::warn!("{path}: stored compressed or encrypted; its bytes are not searched")
-                }
-                Err(err) => log::warn!("{path}: {err}"),
-            }
-        }
-        for path in ese_paths {
-            match volume.stream_layout(&path, "") {
-                Ok(layout) if layout.is_plain() => {
-                    let head = head_of(image, &layout, 8).unwrap_or_default();
-                    if super::ese::EseHeader::has_signature(&head) {
-                        ese.push(EseFile {
-                            path,
-                            volume: index,
-                            layout,
-                        });
-                    } else {
-                        log::info!("{path}: no ESE signature, not rewritten as a database");
-                    }
-                }
-                Ok(_) => {
-                    log::warn!("{path}: stored compressed or encrypted; its bytes are not searched")
-                }
-                Err(err) => log::warn!("{path}: {err}"),
-            }
-        }
-        for path in log_paths {
-            match volume.stream_layout(&path, "") {
-                Ok(layout) if layout.size > EVENT_LOG_SIZE_LIMIT => log::warn!(
-                    "{path}: {} bytes, over {EVENT_LOG_SIZE_LIMIT}: generic rewrite, CRCs of changed chunks go stale",
-                    layout.size
-                ),
-                Ok(layout)
-                    if head_of(image, &layout, 8).as_deref()
-                        == Some(&super::evtx::FILE_SIGNATURE[..]) =>
-                {
-                    logs.push(EventLogFile { path, layout })
-                }
-                Ok(_) => log::info!("{path}: not an event log (no ElfFile signature)"),
-                Err(err) => log::warn!("{path}: {err}"),
-            }
-        }
-    }
-    (ese, logs, wals)
 }
 
 /// The names on the volumes that may sort next to the machine SID's (SID-named hive keys and
