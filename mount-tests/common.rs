@@ -380,6 +380,15 @@ pub fn sorted_sections(export: &str) -> String {
 }
 
 /// A file or folder of `../shared/realdata` (tests read the real data where it lies).
+/// The real SRUDB.dat of `../shared/realdata/ese-srum`, unpacked (it is stored gzipped).
+pub fn real_srudb() -> Vec<u8> {
+    let out = run(Command::new("gunzip")
+        .arg("-c")
+        .arg(realdata("ese-srum/SRUDB.dat.gz")));
+    assert!(out.status.success(), "gunzip of SRUDB.dat.gz failed");
+    out.stdout
+}
+
 pub fn realdata(rel: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/realdata")).join(rel)
 }

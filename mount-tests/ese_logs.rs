@@ -1,20 +1,10 @@
 //! ESE transaction logs (issue 11): a `*.log` beside an ESE database that holds the machine SID
 //! would get a byte replacement under its segment checksums; `sidfs mount` refuses it instead.
 
-use std::process::Command;
-
 use crate::common::*;
 
 /// The machine SID of the real SRUDB.dat.
 const SID: &str = "S-1-5-21-1806060109-1839359715-529511253";
-
-fn srudb() -> Vec<u8> {
-    let out = run(Command::new("gunzip")
-        .arg("-c")
-        .arg(realdata("ese-srum/SRUDB.dat.gz")));
-    assert!(out.status.success());
-    out.stdout
-}
 
 /// Prove that a data disk with the real SRUDB.dat and an `SRU.log` beside it that holds the
 /// machine SID is refused by `sidfs mount --old-sid` with one line naming the log and saying to
@@ -26,7 +16,7 @@ fn an_ese_log_with_the_machine_sid_is_refused() {
         return;
     }
     let s = Scratch::new("ese-logs");
-    let db = srudb();
+    let db = real_srudb();
     let (_, _, binary) = sid_forms(SID);
     let mut log = vec![0x33u8; 128 << 10];
     log[0x5000..0x5000 + binary.len()].copy_from_slice(&binary);

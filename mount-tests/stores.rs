@@ -19,14 +19,6 @@ const LOG_PATHS: [&str; 2] = [
     "Windows/System32/winevt/Logs/Security.evtx",
 ];
 
-fn srudb() -> Vec<u8> {
-    let out = run(Command::new("gunzip")
-        .arg("-c")
-        .arg(realdata("ese-srum/SRUDB.dat.gz")));
-    assert!(out.status.success());
-    out.stdout
-}
-
 /// The test master's Security.evtx (scripts/testmaster/evtx.py) written for `sid` instead of the
 /// built master's SID: SidType values, UTF-16 strings and a template literal carry it.
 fn event_log_for(sid: &str) -> Vec<u8> {
@@ -94,7 +86,7 @@ fn srudb_and_event_logs_on_a_data_disk_pass_their_oracles() {
         return;
     }
     let s = Scratch::new("stores");
-    let db = srudb();
+    let db = real_srudb();
     let log = event_log_for(SRUM_SID);
     let mut files: Vec<(&str, &[u8])> = vec![(SRUDB_PATH, &db)];
     files.extend(LOG_PATHS.iter().map(|p| (*p, log.as_slice())));
@@ -227,7 +219,7 @@ fn an_ese_store_that_cannot_be_rewritten_is_refused() {
         return;
     }
     let s = Scratch::new("stores-refused");
-    let mut db = srudb();
+    let mut db = real_srudb();
     let (_, _, old_bin) = sid_forms(SRUM_SID);
     let at = db.windows(12).position(|w| w == old_bin).unwrap();
     let page = at / 4096 * 4096;
@@ -290,7 +282,7 @@ fn inspect_lists_the_stores_of_a_windows_master() {
     drop(built);
     let old = manifest["machine_sid"].as_str().unwrap().to_string();
     let log = event_log_for(&old);
-    let db = srudb();
+    let db = real_srudb();
     let (master, _) =
         windows_master_with(&s, "good.img", &[(EXPORTED_LOG, &log), (QMGR_PATH, &db)]);
     let (code, report) = inspect(&master);
@@ -396,7 +388,7 @@ fn a_fragmented_srudb_keeps_valid_checksums() {
     }
     use std::io::Write;
     let s = Scratch::new("stores-fragmented");
-    let db = srudb();
+    let db = real_srudb();
     let (_, _, old_bin) = sid_forms(SRUM_SID);
     let at = db.windows(12).position(|w| w == old_bin).unwrap();
     // A cluster boundary inside the SID's 4 KiB page, before the SID.
