@@ -597,3 +597,50 @@ fn messages_name_the_right_values_and_commands() {
     assert!(err.contains(&format!("umount {}", mp.display())), "{err}");
     drop(tmpfs);
 }
+
+/// Prove that `sidfs umount` does not refuse a disk that was closed a moment ago: a program
+/// that holds disk.img open and exits half a second after the umount started (as a VM that is
+/// shutting down, or the daemon of a clone of this clone) lets the umount succeed; one that
+/// keeps it open is still refused as busy, in one line. The old umount refused at once.
+#[test]
+fn umount_waits_briefly_for_a_disk_that_is_being_closed() {
+    let s = Scratch::new("dm-closing");
+    let master = s.path("master.img");
+    sparse_master(&master, 8 * MIB, &[(0, 1 << 20)], 37);
+    let mp = s.mkdir("mp");
+    let state = s.path("state");
+    let m = Mounted::new(&master, &mp, 7, &state, &["--keep-sid"]);
+    let disk = m.disk();
+    let holder = |secs: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("exec 3<\"$0\"; exec sleep {secs}"))
+            .arg(&disk)
+            .spawn()
+            .unwrap()
+    };
+    // Open for good: refused, in one line, and the clone keeps serving.
+    let mut long = holder("30");
+    wait_for("the holder has the disk open", || {
+        std::fs::read_dir(format!("/proc/{}/fd", long.id()))
+            .map(|d| d.count() > 3)
+            .unwrap_or(false)
+    });
+    let out = sidfs().arg("umount").arg(&mp).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "umount of a disk held open must fail");
+    assert!(err.contains("is busy") && err.trim().lines().count() == 1, "{err}");
+    assert!(is_mounted(&mp));
+    long.kill().unwrap();
+    long.wait().unwrap();
+    // Closed half a second after the umount started: the umount succeeds.
+    let mut short = holder("0.5");
+    wait_for("the holder has the disk open", || {
+        std::fs::read_dir(format!("/proc/{}/fd", short.id()))
+            .map(|d| d.count() > 3)
+            .unwrap_or(false)
+    });
+    m.unmount();
+    short.wait().unwrap();
+    assert!(!is_mounted(&mp));
+}
