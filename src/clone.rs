@@ -570,4 +570,38 @@ mod tests {
         };
         assert!(resid.check_options().is_ok());
     }
+
+    /// Prove that clone refusals are typed: the variant carries the option, the old SID text and
+    /// the typed parse error, and the sentence is the one the user always read.
+    #[test]
+    fn refusals_are_typed() {
+        let spec = CloneSpec {
+            keep_sid: true,
+            old_sid: "S-1-5-21-1-2-3".parse().ok(),
+            ..CloneSpec::default()
+        };
+        match spec.check_options() {
+            Err(MountError::Clone(e)) => {
+                assert!(matches!(
+                    *e,
+                    CloneError::KeepSidWith {
+                        option: "--old-sid"
+                    }
+                ))
+            }
+            other => panic!("expected a typed clone refusal, got {other:?}"),
+        }
+        let source = "S-1-5-21-x".parse::<MachineSid>().unwrap_err();
+        let e = MountError::from(CloneError::RecordedOldSidUnreadable {
+            state_dir: "/st".into(),
+            text: "S-1-5-21-x".into(),
+            source,
+        });
+        let cause = std::error::Error::source(&e).and_then(|c| c.source());
+        assert!(cause.is_some_and(|c| c.is::<crate::sid::SidError>()));
+        assert!(e.to_string().starts_with(
+            "state /st records the old SID \"S-1-5-21-x\", which sidfs cannot read ("
+        ));
+        assert!(e.to_string().ends_with("): pass another --state"));
+    }
 }

@@ -355,3 +355,63 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
         new_sid: clone.sids.map(|c| c.new.to_string()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prove that export refusals are typed (the variant carries the paths and the cause) and
+    /// that their sentences are the ones the user always read.
+    #[test]
+    fn refusals_are_typed() {
+        let scratch =
+            std::env::temp_dir().join(format!("sidfs-export-test-{}", std::process::id()));
+        let req = ExportRequest {
+            clone: CloneSpec {
+                master: scratch.join("master.img"),
+                seed: Some(1),
+                ..CloneSpec::default()
+            },
+            out: scratch.join("out.img"),
+            state: Some(scratch.join("no-such-state")),
+            force: false,
+            format: ExportFormat::Raw,
+        };
+        std::fs::create_dir_all(&scratch).unwrap();
+        std::fs::write(&req.clone.master, [0u8; 512]).unwrap();
+        let e = export(&req).unwrap_err();
+        let _ = std::fs::remove_dir_all(&scratch);
+        match &e {
+            MountError::Export(x) => assert!(
+                matches!(x.as_ref(), ExportError::StateMissing { state_dir } if state_dir.ends_with("no-such-state"))
+            ),
+            other => panic!("expected a typed export refusal, got {other:?}"),
+        }
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "state directory {} does not exist: give the --state of an existing clone, or leave out --state to export a new clone",
+                scratch.join("no-such-state").display()
+            )
+        );
+
+        let e = MountError::from(ExportError::OutputIsMaster {
+            out: "/dev/loop9".into(),
+            master: "/m.img".into(),
+            overlap: MasterOverlap::LoopOfSameFile {
+                file: "/f.img".into(),
+            },
+        });
+        assert_eq!(
+            e.to_string(),
+            "the output /dev/loop9 is a loop device of the same file /f.img as the master /m.img: writing the clone there would destroy the master; give another output"
+        );
+        let e = MountError::from(ExportError::Write {
+            out: "/o.img".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        });
+        let cause = std::error::Error::source(&e).and_then(|c| c.source());
+        assert!(cause.is_some_and(|c| c.is::<std::io::Error>()));
+        assert!(e.to_string().starts_with("write to /o.img failed: "));
+    }
+}
