@@ -30,8 +30,11 @@ use crate::sid::MachineSid;
 /// Key of the clone's identifiers in state.json.
 pub(crate) const IDENTITY_STATE_KEY: &str = "identity";
 
-fn fail<T>(msg: impl Into<String>) -> Result<T, MountError> {
-    Err(MountError::Refused(msg.into()))
+mod error;
+pub use error::CloneError;
+
+fn fail<T>(e: CloneError) -> Result<T, MountError> {
+    Err(e.into())
 }
 
 /// What makes a clone what it is: its master and the identity it gets. Shared by `mount` and
@@ -64,9 +67,7 @@ impl CloneSpec {
             (!self.identity.keep.is_empty(), "--keep"),
         ];
         match other.iter().find(|(given, _)| *given) {
-            Some((_, option)) => fail(format!(
-                "--keep-sid makes a plain copy that keeps the master's SID and identifiers, so {option} has no effect: leave out {option}, or leave out --keep-sid for a clone with a new identity"
-            )),
+            Some((_, option)) => fail(CloneError::KeepSidWith { option }),
             None => Ok(()),
         }
     }
@@ -198,12 +199,7 @@ pub fn refuse_unclonable(master: &Path, data_disk: bool) -> Result<(), MountErro
     let report = match crate::inspect::inspect(master) {
         Ok(r) => r,
         Err(_) if data_disk => return Ok(()),
-        Err(e) => {
-            let reason = e.to_string().replace(['\n', '\r'], " ");
-            return fail(format!(
-                "cannot clone {reason} (sidfs inspect refuses it too); pass --keep-sid for a plain copy that keeps the disk as it is"
-            ));
-        }
+        Err(source) => return fail(CloneError::Uninspectable { source }),
     };
     let refusals: Vec<_> = report
         .refusals
@@ -213,18 +209,12 @@ pub fn refuse_unclonable(master: &Path, data_disk: bool) -> Result<(), MountErro
     let Some(first) = refusals.first() else {
         return Ok(());
     };
-    let mut message = first.message.trim_end_matches('.').to_string();
-    if first.reason == crate::inspect::RefusalReason::NoWindows {
-        message.push_str("; pass --old-sid SID for a data disk or --keep-sid for a plain copy");
-    }
-    if refusals.len() > 1 {
-        message.push_str(&format!(
-            " ({} more reasons: sidfs inspect {})",
-            refusals.len() - 1,
-            master.display()
-        ));
-    }
-    fail(format!("cannot clone {}: {message}", master.display()))
+    fail(CloneError::InspectRefuses {
+        master: master.to_path_buf(),
+        reason: first.reason,
+        message: first.message.clone(),
+        more: refusals.len() - 1,
+    })
 }
 
 /// A clone opened for serving or exporting: its locked state and its disk.
@@ -275,15 +265,14 @@ fn check_identity_fits(
         else {
             continue;
         };
-        if let Err(e) = crate::identity::hive::rewrite_identifiers(&bytes, &mapping) {
-            return Err(MountError::Refused(format!(
-                "cannot clone {} with the computer name {}: hive {}: {e}; choose a --hostname of at most {} characters (the master's {} has that many) or keep the master's name",
-                master_path.display(),
-                name.new,
-                hive.path,
-                name.old.len(),
-                name.old
-            )));
+        if let Err(source) = crate::identity::hive::rewrite_identifiers(&bytes, &mapping) {
+            return fail(CloneError::HostnameTooLong {
+                master: master_path.to_path_buf(),
+                new: name.new.clone(),
+                old: name.old.clone(),
+                hive: hive.path.clone(),
+                source,
+            });
         }
     }
     Ok(())
@@ -293,11 +282,12 @@ fn check_identity_fits(
 fn recorded_old_sid(meta: &state::StateMeta, dir: &Path) -> Result<Option<MachineSid>, MountError> {
     match &meta.old_sid {
         None => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(|e| {
-            MountError::Refused(format!(
-                "state {} records the old SID {s:?}, which sidfs cannot read ({e}): pass another --state",
-                dir.display()
-            ))
+        Some(s) => s.parse().map(Some).map_err(|source| {
+            MountError::from(CloneError::RecordedOldSidUnreadable {
+                state_dir: dir.to_path_buf(),
+                text: s.clone(),
+                source,
+            })
         }),
     }
 }
@@ -343,7 +333,9 @@ pub fn open_clone(
         (master.as_path(), *seed, *sid, *old_sid, *keep_sid, identity);
     let master = Arc::new(MasterImage::open(master_path)?);
     if master.size() == 0 {
-        return fail(format!("master image {} is empty", master_path.display()));
+        return fail(CloneError::MasterEmpty {
+            master: master_path.to_path_buf(),
+        });
     }
     // Learn the Windows installation before creating anything, so a refused image leaves no
     // state behind. A clone that exists already was checked when it was created (and its master
@@ -356,10 +348,11 @@ pub fn open_clone(
     };
     if let (Some(rec), Some(given)) = (recorded_old, old_sid) {
         if rec != given {
-            return fail(format!(
-                "state {} is the clone that replaces machine SID {rec}, not {given}: leave out --old-sid (the state remembers {rec}), or pass another --state for a clone of {given}",
-                state_dir.display()
-            ));
+            return fail(CloneError::OldSidMismatch {
+                state_dir: state_dir.to_path_buf(),
+                recorded: rec,
+                given,
+            });
         }
     }
     let mut survey_cache = if keep_sid {
@@ -392,15 +385,19 @@ pub fn open_clone(
             recorded_old,
             &mut survey_cache.facts,
         )
-        .map_err(|e| MountError::Refused(format!("cannot clone {}: {e}", master_path.display())))?
+        .map_err(|source| {
+            MountError::from(CloneError::Survey {
+                master: master_path.to_path_buf(),
+                source,
+            })
+        })?
     };
     if survey.is_none() && !keep_sid {
         // Only a plain copy is served unchanged (inspect accepted the disk, so this is a survey
         // that disagrees with it: fail closed).
-        return fail(format!(
-            "cannot clone {}: no Windows installation or machine SID found; pass --old-sid SID for a data disk or --keep-sid for a plain copy",
-            master_path.display()
-        ));
+        return fail(CloneError::NoMachineSid {
+            master: master_path.to_path_buf(),
+        });
     }
     // The identifiers of a new clone are decided (and a bad --hostname refused) before any
     // state exists; the seed may still be unknown, so this first decision only checks.
@@ -439,17 +436,18 @@ pub fn open_clone(
             let meta = state.meta();
             let source = match (&meta.old_sid, &meta.new_sid, sid) {
                 (Some(_), Some(n), Some(explicit)) if explicit.to_string() != *n => {
-                    return fail(format!(
-                        "state {} is the clone with SID {n}, not {explicit}: pass another --state for a clone with that SID",
-                        state.dir().display()
-                    ))
+                    return fail(CloneError::SidMismatch {
+                        state_dir: state.dir().to_path_buf(),
+                        recorded: n.clone(),
+                        given: explicit,
+                    })
                 }
                 (Some(o), Some(n), _) => SidSource::Recorded(o, n),
                 (_, _, Some(explicit)) => SidSource::Explicit(explicit),
                 _ => SidSource::Seed(meta.seed),
             };
             let choice =
-                choose_sid(survey, source).map_err(|e| MountError::Refused(e.to_string()))?;
+                choose_sid(survey, source).map_err(|e| MountError::from(CloneError::from(e)))?;
             let fresh = meta.new_sid.is_none();
             let recorded_identity = meta.extra.get(IDENTITY_STATE_KEY).cloned();
             let seed = meta.seed;
@@ -458,10 +456,8 @@ pub fn open_clone(
             }
             let chosen = match recorded_identity {
                 Some(v) => {
-                    let c: IdentityChoice = serde_json::from_value(v).map_err(|e| {
-                        MountError::Refused(format!(
-                            "state records identifiers sidfs cannot read: {e}"
-                        ))
+                    let c: IdentityChoice = serde_json::from_value(v).map_err(|source| {
+                        MountError::from(CloneError::RecordedIdentityUnreadable { source })
                     })?;
                     check_recorded_identity(&c, identity_req, state.dir())?;
                     Some(c)
@@ -488,7 +484,7 @@ pub fn open_clone(
                 master.size(),
                 &mut survey_cache.facts,
             )
-            .map_err(|e| MountError::Refused(e.to_string()))?;
+            .map_err(|e| MountError::from(CloneError::from(e)))?;
             info!("machine SID {} becomes {}", choice.old, choice.new);
             for c in chosen.iter().flat_map(|c| &c.changes) {
                 info!("{} {} becomes {}", c.kind, c.old, c.new);
@@ -522,28 +518,18 @@ pub fn check_recorded_identity(
     if let Some(h) = &req.hostname {
         let now = recorded.new_value(IdentifierKind::Hostname);
         if !now.is_some_and(|n| n.eq_ignore_ascii_case(h)) {
-            return fail(format!(
-                "state {} is the clone with computer name {}, not {h}: pass another --state for a clone with that name",
-                dir.display(),
-                now.unwrap_or("(kept from the master)")
-            ));
+            return fail(CloneError::HostnameMismatch {
+                state_dir: dir.to_path_buf(),
+                recorded: now.map(str::to_string),
+                given: h.clone(),
+            });
         }
     }
     if !req.keep.is_empty() && req.keep != recorded.kept {
-        return fail(format!(
-            "state {} was created with --keep {}: pass the same or none, or another --state",
-            dir.display(),
-            if recorded.kept.is_empty() {
-                "(nothing)".to_string()
-            } else {
-                recorded
-                    .kept
-                    .iter()
-                    .map(|k| k.word())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            }
-        ));
+        return fail(CloneError::KeepMismatch {
+            state_dir: dir.to_path_buf(),
+            recorded: recorded.kept.clone(),
+        });
     }
     Ok(())
 }
@@ -583,5 +569,39 @@ mod tests {
             ..CloneSpec::default()
         };
         assert!(resid.check_options().is_ok());
+    }
+
+    /// Prove that clone refusals are typed: the variant carries the option, the old SID text and
+    /// the typed parse error, and the sentence is the one the user always read.
+    #[test]
+    fn refusals_are_typed() {
+        let spec = CloneSpec {
+            keep_sid: true,
+            old_sid: "S-1-5-21-1-2-3".parse().ok(),
+            ..CloneSpec::default()
+        };
+        match spec.check_options() {
+            Err(MountError::Clone(e)) => {
+                assert!(matches!(
+                    *e,
+                    CloneError::KeepSidWith {
+                        option: "--old-sid"
+                    }
+                ))
+            }
+            other => panic!("expected a typed clone refusal, got {other:?}"),
+        }
+        let source = "S-1-5-21-x".parse::<MachineSid>().unwrap_err();
+        let e = MountError::from(CloneError::RecordedOldSidUnreadable {
+            state_dir: "/st".into(),
+            text: "S-1-5-21-x".into(),
+            source,
+        });
+        let cause = std::error::Error::source(&e).and_then(|c| c.source());
+        assert!(cause.is_some_and(|c| c.is::<crate::sid::SidError>()));
+        assert!(e.to_string().starts_with(
+            "state /st records the old SID \"S-1-5-21-x\", which sidfs cannot read ("
+        ));
+        assert!(e.to_string().ends_with("): pass another --state"));
     }
 }

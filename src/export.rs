@@ -11,6 +11,9 @@ use crate::clone::{open_clone, CloneSpec};
 use crate::mount::MountError;
 use crate::overlay::state;
 
+mod error;
+pub use error::{ExportError, MasterOverlap};
+
 /// Size of one copy step.
 const CHUNK: usize = 4 << 20;
 
@@ -66,7 +69,7 @@ pub(crate) struct PartialOutput {
 
 impl PartialOutput {
     /// Creates the temporary file for `out` (it must not exist yet).
-    pub(crate) fn create(out: &Path) -> Result<(File, PartialOutput), MountError> {
+    pub(crate) fn create(out: &Path) -> Result<(File, PartialOutput), ExportError> {
         let name = out
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -76,32 +79,31 @@ impl PartialOutput {
             .write(true)
             .create_new(true)
             .open(&path)
-            .map_err(|e| {
-                MountError::Refused(format!(
-                    "cannot create {} (the export is written there, then renamed to {}): {e}",
-                    path.display(),
-                    out.display()
-                ))
+            .map_err(|source| ExportError::CreatePartial {
+                partial: path.clone(),
+                out: out.to_path_buf(),
+                source,
             })?;
         Ok((file, PartialOutput { path, done: false }))
     }
 
     /// Renames the (synced) temporary file to `out` and syncs the directory, so that the rename
     /// is durable.
-    pub(crate) fn commit(mut self, out: &Path) -> Result<(), MountError> {
-        std::fs::rename(&self.path, out).map_err(|e| {
-            MountError::Refused(format!(
-                "cannot rename {} to {}: {e}",
-                self.path.display(),
-                out.display()
-            ))
+    pub(crate) fn commit(mut self, out: &Path) -> Result<(), ExportError> {
+        std::fs::rename(&self.path, out).map_err(|source| ExportError::Rename {
+            from: self.path.clone(),
+            to: out.to_path_buf(),
+            source,
         })?;
         self.done = true;
         let dir = out.parent().filter(|d| !d.as_os_str().is_empty());
         let dir = dir.unwrap_or(Path::new("."));
-        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| {
-            MountError::Refused(format!("cannot sync directory {}: {e}", dir.display()))
-        })
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| ExportError::SyncDirectory {
+                dir: dir.to_path_buf(),
+                source,
+            })
     }
 }
 
@@ -118,18 +120,19 @@ impl Drop for PartialOutput {
 /// partition of it, or the disk it is a partition of), a loop device backed by the master file
 /// (or by the master loop device's file), or the block device (or a whole disk of the partition)
 /// the master's file system is on.
-fn refuse_output_is_master(master: &Path, out: &Path) -> Result<(), MountError> {
+fn refuse_output_is_master(master: &Path, out: &Path) -> Result<(), ExportError> {
     let (Ok(m), Ok(o)) = (std::fs::metadata(master), std::fs::metadata(out)) else {
         return Ok(());
     };
-    let refuse = |how: String| {
-        Err(MountError::Refused(format!(
-            "the output {} {how}: writing the clone there would destroy the master; give another output",
-            out.display()
-        )))
+    let refuse = |overlap| {
+        Err(ExportError::OutputIsMaster {
+            out: out.to_path_buf(),
+            master: master.to_path_buf(),
+            overlap,
+        })
     };
     if m.dev() == o.dev() && m.ino() == o.ino() {
-        return refuse(format!("is the master {} itself", master.display()));
+        return refuse(MasterOverlap::Same);
     }
     if !o.file_type().is_block_device() {
         return Ok(());
@@ -141,37 +144,24 @@ fn refuse_output_is_master(master: &Path, out: &Path) -> Result<(), MountError> 
         let shares = m.rdev() == o.rdev()
             || matches!((&out_sys, &master_sys), (Some(a), Some(b)) if a.starts_with(b) || b.starts_with(a));
         if shares {
-            return refuse(format!(
-                "shares blocks with the master's device {}",
-                master.display()
-            ));
+            return refuse(MasterOverlap::SharesBlocks);
         }
         let master_backing = master_sys.as_deref().and_then(loop_backing_file);
         if let (Some(a), Some(b)) = (&out_backing, &master_backing) {
             if crate::clone::same_file(a, b) {
-                return refuse(format!(
-                    "is a loop device of the same file {} as the master {}",
-                    b.display(),
-                    master.display()
-                ));
+                return refuse(MasterOverlap::LoopOfSameFile { file: b.clone() });
             }
         }
         return Ok(());
     }
     if out_backing.is_some_and(|b| crate::clone::same_file(&b, master)) {
-        return refuse(format!(
-            "is a loop device backed by the master {}",
-            master.display()
-        ));
+        return refuse(MasterOverlap::LoopOfMaster);
     }
     // The device the master's file system lives on, or a whole disk that contains it.
     let holds_fs = m.dev() == o.rdev()
         || matches!((&out_sys, sys_block_dir(m.dev())), (Some(outer), Some(inner)) if inner.starts_with(outer));
     if holds_fs {
-        return refuse(format!(
-            "holds the file system of the master {}",
-            master.display()
-        ));
+        return refuse(MasterOverlap::HoldsFileSystem);
     }
     Ok(())
 }
@@ -190,22 +180,19 @@ fn loop_backing_file(sys: &Path) -> Option<PathBuf> {
 }
 
 pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
-    let fail = |m: String| Err(MountError::Refused(m));
+    let fail = |e: ExportError| Err(e.into());
     req.clone.check_options()?;
     if req.state.is_none()
         && req.clone.seed.is_none()
         && req.clone.sid.is_none()
         && !req.clone.keep_sid
     {
-        return fail(
-            "give --seed N or --sid SID (or --state DIR to export an existing clone)".into(),
-        );
+        return fail(ExportError::NoCloneGiven);
     }
     if !req.clone.master.exists() {
-        return fail(format!(
-            "master image {} does not exist",
-            req.clone.master.display()
-        ));
+        return Err(MountError::MasterMissing {
+            master: req.clone.master.clone(),
+        });
     }
     refuse_output_is_master(&req.clone.master, &req.out)?;
     let out_type = std::fs::metadata(&req.out).ok().map(|m| m.file_type());
@@ -213,31 +200,26 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
     // The image is written under a temporary name and renamed over OUT: only a regular file (or
     // a new name) may be replaced that way, never a character device, FIFO or directory.
     if out_type.is_some_and(|t| !t.is_block_device() && !t.is_file()) {
-        return fail(format!(
-            "{} is neither a regular file nor a block device: give the path of an image file to create, or a block device",
-            req.out.display()
-        ));
+        return fail(ExportError::OutputKind {
+            out: req.out.clone(),
+        });
     }
     if !is_device && req.out.exists() && !req.force {
-        return fail(format!(
-            "{} already exists; remove it or pass --force to overwrite it",
-            req.out.display()
-        ));
+        return fail(ExportError::OutputExists {
+            out: req.out.clone(),
+        });
     }
     if let Some(dir) = &req.state {
         // Exporting a clone that does not exist would silently make a new one.
         if !dir.exists() {
-            return fail(format!(
-                "state directory {} does not exist: give the --state of an existing clone, or leave out --state to export a new clone",
-                dir.display()
-            ));
+            return fail(ExportError::StateMissing {
+                state_dir: dir.clone(),
+            });
         }
         if !dir.join(state::STATE_FILE).exists() {
-            return fail(format!(
-                "{} is not a clone state (it has no {}): give the --state of an existing clone, or leave out --state to export a new clone",
-                dir.display(),
-                state::STATE_FILE
-            ));
+            return fail(ExportError::NotAState {
+                state_dir: dir.clone(),
+            });
         }
     }
     let temp;
@@ -270,32 +252,39 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
 
     let mut partial = None;
     let out = if is_device {
-        let dev = OpenOptions::new().write(true).open(&req.out).map_err(|e| {
-            MountError::Refused(format!(
-                "cannot open {} for writing: {e}",
-                req.out.display()
-            ))
-        })?;
+        let dev = OpenOptions::new()
+            .write(true)
+            .open(&req.out)
+            .map_err(|source| ExportError::OpenDevice {
+                out: req.out.clone(),
+                source,
+            })?;
         // Check the room before writing anything: a device smaller than the disk would
         // otherwise take a partial clone.
         let room = (&dev)
             .seek(std::io::SeekFrom::End(0))
-            .map_err(|e| MountError::Refused(format!("cannot size {}: {e}", req.out.display())))?;
+            .map_err(|source| ExportError::Size {
+                out: req.out.clone(),
+                source,
+            })?;
         if room < size {
-            return fail(format!(
-                "{} holds {room} bytes, but the clone is {size} bytes: give a device at least as large as the master",
-                req.out.display()
-            ));
+            return fail(ExportError::DeviceTooSmall {
+                out: req.out.clone(),
+                room,
+                size,
+            });
         }
         dev
     } else {
         let (file, p) = PartialOutput::create(&req.out)?;
         partial = Some(p);
-        file.set_len(size)
-            .map_err(|e| MountError::Refused(format!("cannot size {}: {e}", req.out.display())))?;
+        file.set_len(size).map_err(|source| ExportError::Size {
+            out: req.out.clone(),
+            source,
+        })?;
         file
     };
-    let err = |e: crate::overlay::OverlayError| MountError::Refused(e.to_string());
+    let err = MountError::Overlay;
 
     // The data extents (master data plus the clone's delta); a block device gets every byte.
     let mut extents = Vec::new();
@@ -323,9 +312,11 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
             let chunk = &mut buf[..n];
             disk.read(at, chunk).map_err(err)?;
             if is_device || chunk.iter().any(|&b| b != 0) {
-                out.write_all_at(chunk, at).map_err(|e| {
-                    MountError::Refused(format!("write to {} failed: {e}", req.out.display()))
-                })?;
+                out.write_all_at(chunk, at)
+                    .map_err(|source| ExportError::Write {
+                        out: req.out.clone(),
+                        source,
+                    })?;
                 written += n as u64;
             }
             at += n as u64;
@@ -344,8 +335,10 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
             }
         }
     }
-    out.sync_all()
-        .map_err(|e| MountError::Refused(format!("cannot sync {}: {e}", req.out.display())))?;
+    out.sync_all().map_err(|source| ExportError::Sync {
+        out: req.out.clone(),
+        source,
+    })?;
     if let Some(p) = partial {
         p.commit(&req.out)?;
     }
@@ -361,4 +354,64 @@ pub fn export(req: &ExportRequest) -> Result<ExportSummary, MountError> {
         old_sid: clone.sids.map(|c| c.old.to_string()),
         new_sid: clone.sids.map(|c| c.new.to_string()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Prove that export refusals are typed (the variant carries the paths and the cause) and
+    /// that their sentences are the ones the user always read.
+    #[test]
+    fn refusals_are_typed() {
+        let scratch =
+            std::env::temp_dir().join(format!("sidfs-export-test-{}", std::process::id()));
+        let req = ExportRequest {
+            clone: CloneSpec {
+                master: scratch.join("master.img"),
+                seed: Some(1),
+                ..CloneSpec::default()
+            },
+            out: scratch.join("out.img"),
+            state: Some(scratch.join("no-such-state")),
+            force: false,
+            format: ExportFormat::Raw,
+        };
+        std::fs::create_dir_all(&scratch).unwrap();
+        std::fs::write(&req.clone.master, [0u8; 512]).unwrap();
+        let e = export(&req).unwrap_err();
+        let _ = std::fs::remove_dir_all(&scratch);
+        match &e {
+            MountError::Export(x) => assert!(
+                matches!(x.as_ref(), ExportError::StateMissing { state_dir } if state_dir.ends_with("no-such-state"))
+            ),
+            other => panic!("expected a typed export refusal, got {other:?}"),
+        }
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "state directory {} does not exist: give the --state of an existing clone, or leave out --state to export a new clone",
+                scratch.join("no-such-state").display()
+            )
+        );
+
+        let e = MountError::from(ExportError::OutputIsMaster {
+            out: "/dev/loop9".into(),
+            master: "/m.img".into(),
+            overlap: MasterOverlap::LoopOfSameFile {
+                file: "/f.img".into(),
+            },
+        });
+        assert_eq!(
+            e.to_string(),
+            "the output /dev/loop9 is a loop device of the same file /f.img as the master /m.img: writing the clone there would destroy the master; give another output"
+        );
+        let e = MountError::from(ExportError::Write {
+            out: "/o.img".into(),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        });
+        let cause = std::error::Error::source(&e).and_then(|c| c.source());
+        assert!(cause.is_some_and(|c| c.is::<std::io::Error>()));
+        assert!(e.to_string().starts_with("write to /o.img failed: "));
+    }
 }

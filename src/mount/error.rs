@@ -140,9 +140,10 @@ pub enum MountError {
     DaemonExited { log: PathBuf },
     /// The clone state (delta, block map, state.json, lock) refused.
     Overlay(OverlayError),
-    /// Clone assembly, export or qcow2 refused, in the words of that layer (whose own inputs,
-    /// the rewrite's and identity's, are still phrased as sentences).
-    Refused(String),
+    /// Clone assembly refused (the survey, the SID choice, the state's record).
+    Clone(Box<crate::clone::CloneError>),
+    /// The raw or qcow2 export refused.
+    Export(Box<crate::export::ExportError>),
     /// A `--hostname` or `--keep` the clone cannot take, or identifiers it cannot write.
     Identity(crate::identity::IdentityError),
 }
@@ -159,6 +160,18 @@ pub enum Occupant {
 impl From<OverlayError> for MountError {
     fn from(e: OverlayError) -> Self {
         MountError::Overlay(e)
+    }
+}
+
+impl From<crate::clone::CloneError> for MountError {
+    fn from(e: crate::clone::CloneError) -> Self {
+        MountError::Clone(Box::new(e))
+    }
+}
+
+impl From<crate::export::ExportError> for MountError {
+    fn from(e: crate::export::ExportError) -> Self {
+        MountError::Export(Box::new(e))
     }
 }
 
@@ -343,7 +356,8 @@ impl fmt::Display for MountError {
                 log.display()
             ),
             Overlay(e) => write!(f, "{e}"),
-            Refused(message) => f.write_str(message),
+            Clone(e) => write!(f, "{e}"),
+            Export(e) => write!(f, "{e}"),
             Identity(e) => write!(f, "{e}"),
         }
     }
@@ -372,6 +386,8 @@ impl std::error::Error for MountError {
             | SyncUnknown { source, .. }
             | Overlay(source) => Some(source),
             Identity(source) => Some(source),
+            Clone(source) => Some(source.as_ref()),
+            Export(source) => Some(source.as_ref()),
             _ => None,
         }
     }

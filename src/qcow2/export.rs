@@ -12,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::Instant;
 
 use super::{OverlayWriter, CLUSTER_SIZE, MAX_BACKING_NAME};
-use crate::export::{ExportRequest, ExportSummary, PartialOutput};
+use crate::export::{ExportError, ExportRequest, ExportSummary, PartialOutput};
 use crate::mount::MountError;
 use crate::overlay::{BlockIndex, CloneDisk, OverlayError};
 use crate::rewrite::sid_ranges;
@@ -24,8 +24,8 @@ const SECTOR: u64 = 512;
 /// Bytes compared per step: a whole number of clusters.
 const CHUNK: usize = 64 * CLUSTER_SIZE as usize;
 
-fn fail<T>(message: String) -> Result<T, MountError> {
-    Err(MountError::Refused(message))
+fn fail<T>(e: ExportError) -> Result<T, MountError> {
+    Err(e.into())
 }
 
 /// Writes the clone `disk` of `req.clone.master` to `req.out` as a qcow2 overlay. The caller
@@ -48,15 +48,19 @@ pub fn write_overlay(
     // qemu counts a qcow2 disk in 512-byte sectors and drops a partial last one: such a disk
     // would read shorter than the clone.
     if !size.is_multiple_of(SECTOR) {
-        return fail(format!(
-            "the master {} is {size} bytes, not a whole number of 512-byte sectors, which qemu cannot show as a qcow2 disk: export it with --format raw",
-            master.display()
-        ));
+        return fail(ExportError::NotWholeSectors {
+            master: master.clone(),
+            size,
+        });
     }
 
     let (file, partial) = PartialOutput::create(out)?;
-    let qerr =
-        |e: super::Qcow2Error| MountError::Refused(format!("writing {}: {e}", out.display()));
+    let qerr = |source| {
+        MountError::from(ExportError::Qcow2Write {
+            out: out.clone(),
+            source,
+        })
+    };
     let mut writer =
         OverlayWriter::new(&file, size, backing.as_os_str().as_bytes()).map_err(qerr)?;
 
@@ -116,8 +120,8 @@ fn walk_differences(
     writer: &mut OverlayWriter<'_>,
     only: Option<&[(u64, u64)]>,
 ) -> Result<u64, MountError> {
-    let err = |e: OverlayError| MountError::Refused(e.to_string());
-    let qerr = |e: super::Qcow2Error| MountError::Refused(e.to_string());
+    let err = MountError::Overlay;
+    let qerr = |e| MountError::from(ExportError::Qcow2(e));
     let size = disk.size();
     let geometry = disk.geometry();
     let progress = std::io::stderr().is_terminal();
@@ -272,24 +276,21 @@ fn refuse_output(master: &Path, out: &Path) -> Result<(), MountError> {
         return Ok(());
     };
     if o.file_type().is_block_device() {
-        return fail(format!(
-            "{} is a block device: a qcow2 export is an image file; give a file path, or write the clone onto the device with --format raw",
-            out.display()
-        ));
+        return fail(ExportError::Qcow2OnDevice {
+            out: out.to_path_buf(),
+        });
     }
     if !o.is_file() {
-        return fail(format!(
-            "{} is not a regular file: give the path of a qcow2 image file to create",
-            out.display()
-        ));
+        return fail(ExportError::Qcow2OutputKind {
+            out: out.to_path_buf(),
+        });
     }
     if let Ok(m) = std::fs::metadata(master) {
         if m.dev() == o.dev() && m.ino() == o.ino() {
-            return fail(format!(
-                "the output {} is the master {} itself: the overlay would replace its own backing file; give another output",
-                out.display(),
-                master.display()
-            ));
+            return fail(ExportError::Qcow2OutputIsMaster {
+                out: out.to_path_buf(),
+                master: master.to_path_buf(),
+            });
         }
     }
     Ok(())
@@ -304,18 +305,17 @@ fn backing_name(master: &Path, out: &Path) -> Result<PathBuf, MountError> {
         let here = |p: &Path| -> Result<PathBuf, MountError> {
             let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
             let dir = dir.unwrap_or(Path::new("."));
-            std::fs::canonicalize(dir).map_err(|e| {
-                MountError::Refused(format!(
-                    "cannot resolve the directory of {}: {e}",
-                    p.display()
-                ))
+            std::fs::canonicalize(dir).map_err(|source| {
+                MountError::from(ExportError::DirectoryUnresolvable {
+                    path: p.to_path_buf(),
+                    source,
+                })
             })
         };
         let file = master.file_name().ok_or_else(|| {
-            MountError::Refused(format!(
-                "{} does not name a master file: give its path",
-                master.display()
-            ))
+            MountError::from(ExportError::MasterNoFileName {
+                master: master.to_path_buf(),
+            })
         })?;
         let mut rel = relative_path(&here(master)?, &here(out)?);
         rel.push(file);
@@ -323,10 +323,7 @@ fn backing_name(master: &Path, out: &Path) -> Result<PathBuf, MountError> {
     };
     let len = name.as_os_str().len();
     if len > MAX_BACKING_NAME {
-        return fail(format!(
-            "the master's path {} is {len} bytes long, more than a qcow2 backing file name holds ({MAX_BACKING_NAME}): give a shorter path (or a symlink to the master)",
-            name.display()
-        ));
+        return fail(ExportError::BackingNameTooLong { name, len });
     }
     Ok(name)
 }

@@ -130,18 +130,18 @@ pub enum RewriteError {
     /// A WMI repository (`the WMI repository ... (partition N)`) whose files cannot be read.
     WmiUnreadable {
         store: String,
-        reason: String,
+        reason: super::wmi_structure::WmiFileError,
     },
     /// A WMI repository that holds the machine SID but cannot be rewritten with valid checksums.
     WmiNotRewritable {
         store: String,
-        reason: String,
+        reason: super::wmi_structure::WmiRefusal,
     },
     /// A shadow copy store of partition `partition` (of `stores`) that cannot be searched.
     ShadowUnsearchable {
         partition: u32,
         stores: usize,
-        reason: String,
+        reason: super::shadow::ShadowSearchError,
     },
     /// A shadow copy store that holds the machine SID in old copies of the volume's blocks.
     ShadowHoldsSid {
@@ -365,6 +365,9 @@ impl std::error::Error for RewriteError {
             | RewriteError::HiveNotRewritable { cause, .. }
             | RewriteError::SecureNotRewritable { cause, .. }
             | RewriteError::StoreNotRewritable { cause, .. } => Some(&**cause),
+            RewriteError::WmiUnreadable { reason, .. } => Some(reason),
+            RewriteError::WmiNotRewritable { reason, .. } => Some(reason),
+            RewriteError::ShadowUnsearchable { reason, .. } => Some(reason),
             _ => None,
         }
     }
@@ -464,7 +467,7 @@ mod tests {
         let shadow = RewriteError::ShadowUnsearchable {
             partition: 3,
             stores: 1,
-            reason: "X is compressed or encrypted: its bytes cannot be searched".into(),
+            reason: super::super::shadow::ShadowSearchError::NotPlain { path: "X".into() },
         };
         assert_eq!(
             shadow.to_string(),
@@ -485,15 +488,23 @@ mod tests {
         );
         let wmi = RewriteError::WmiNotRewritable {
             store: "the WMI repository R (partition 1)".into(),
-            reason: "why".into(),
+            reason: super::super::wmi_structure::WmiRefusal::NotInPlace {
+                file: "OBJECTS.DATA",
+                resident: true,
+            },
         };
         assert_eq!(
             wmi.to_string(),
             format!(
-                "the WMI repository R (partition 1) holds the machine SID but cannot be rewritten with valid checksums: why; {}",
+                "the WMI repository R (partition 1) holds the machine SID but cannot be rewritten with valid checksums: OBJECTS.DATA would change but is stored inside its MFT record (resident); {}",
                 super::super::wmi_structure::ADVICE
             )
         );
         assert!(!wmi.is_transient());
+        // The causes are typed, not sentences: the chain reaches them.
+        let cause = std::error::Error::source(&wmi);
+        assert!(cause.is_some_and(|c| c.is::<super::super::wmi_structure::WmiRefusal>()));
+        let cause = std::error::Error::source(&shadow);
+        assert!(cause.is_some_and(|c| c.is::<super::super::shadow::ShadowSearchError>()));
     }
 }

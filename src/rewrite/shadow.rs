@@ -128,18 +128,55 @@ pub fn shadow_stores(volume: &NtfsVolume) -> Vec<ShadowStore> {
         .collect()
 }
 
+/// Why a shadow copy store cannot be searched for the old SID.
+#[derive(Debug)]
+pub enum ShadowSearchError {
+    /// The store is compressed or encrypted.
+    NotPlain { path: String },
+    /// An extent of the store ends past the image.
+    ExtentPastImage { path: String },
+    /// The store's clusters cannot be read.
+    Read {
+        path: String,
+        source: crate::image::ImageError,
+    },
+}
+
+impl std::fmt::Display for ShadowSearchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShadowSearchError::NotPlain { path } => write!(
+                f,
+                "{path} is compressed or encrypted: its bytes cannot be searched"
+            ),
+            ShadowSearchError::ExtentPastImage { path } => {
+                write!(f, "{path}: extent past the image")
+            }
+            ShadowSearchError::Read { path, source } => write!(f, "{path}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for ShadowSearchError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ShadowSearchError::Read { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
 /// Whether a store's clusters hold the old SID in any form, searched `CHUNK` bytes at a time.
 /// A store that cannot be searched (compressed or encrypted, or unreadable) is an error.
 pub fn store_holds_sid(
     image: &ImageFile,
     store: &ShadowStore,
     map: &SidMapping,
-) -> Result<bool, String> {
+) -> Result<bool, ShadowSearchError> {
     if !store.layout.is_plain() {
-        return Err(format!(
-            "{} is compressed or encrypted: its bytes cannot be searched",
-            store.path
-        ));
+        return Err(ShadowSearchError::NotPlain {
+            path: store.path.clone(),
+        });
     }
     let mut buf = vec![0u8; CHUNK + OVERLAP];
     for e in store.layout.extents() {
@@ -152,13 +189,19 @@ pub fn store_holds_sid(
         let mut done = 0u64;
         while done < len {
             let n = ((len - done) as usize).min(CHUNK + OVERLAP);
-            let at = start
-                .0
-                .checked_add(done)
-                .ok_or_else(|| format!("{}: extent past the image", store.path))?;
+            let at =
+                start
+                    .0
+                    .checked_add(done)
+                    .ok_or_else(|| ShadowSearchError::ExtentPastImage {
+                        path: store.path.clone(),
+                    })?;
             image
                 .read_exact_at(ImageOffset(at), &mut buf[..n], "a shadow copy store")
-                .map_err(|e| format!("{}: {e}", store.path))?;
+                .map_err(|source| ShadowSearchError::Read {
+                    path: store.path.clone(),
+                    source,
+                })?;
             if !map.find_all(&buf[..n], true).is_empty() {
                 return Ok(true);
             }

@@ -8,7 +8,7 @@ use std::ops::Range;
 use super::error::Result;
 use super::stage::{Structure, StructureOutput};
 use super::stream::{FileStream, STRUCTURE_LIMIT};
-use super::wmi::{rewrite_wmi, WmiOutput};
+use super::wmi::{rewrite_wmi, WmiError, WmiOutput};
 use super::{RewriteError, SidMapping};
 use crate::image::{NtfsVolume, StreamLayout};
 use crate::overlay::MasterImage;
@@ -36,20 +36,20 @@ pub struct Repository {
 
 impl Repository {
     /// `Ok(None)`: the volume has no `OBJECTS.DATA`. An error: a file of it cannot be read.
-    pub fn read(volume: &NtfsVolume) -> Result<Option<Self>, String> {
-        let file = |name: &'static str| -> Result<Option<RepositoryFile>, String> {
+    pub fn read(volume: &NtfsVolume) -> Result<Option<Self>, WmiFileError> {
+        let file = |name: &'static str| -> Result<Option<RepositoryFile>, WmiFileError> {
             let path = format!(r"{WMI_DIR}\{name}");
+            let at = |source| WmiFileError {
+                path: path.clone(),
+                source,
+            };
             match volume.try_lookup(&path) {
                 Ok(Some(_)) => {}
                 Ok(None) => return Ok(None),
-                Err(e) => return Err(format!("{path}: {e}")),
+                Err(e) => return Err(at(e)),
             }
-            let layout = volume
-                .stream_layout(&path, "")
-                .map_err(|e| format!("{path}: {e}"))?;
-            let bytes = volume
-                .read_file(&path, "", STRUCTURE_LIMIT)
-                .map_err(|e| format!("{path}: {e}"))?;
+            let layout = volume.stream_layout(&path, "").map_err(at)?;
+            let bytes = volume.read_file(&path, "", STRUCTURE_LIMIT).map_err(at)?;
             Ok(Some(RepositoryFile {
                 name,
                 layout,
@@ -74,27 +74,78 @@ impl Repository {
     }
 
     /// The clone's files, or why the repository cannot be rewritten with valid checksums.
-    pub fn rewrite(&self, map: &SidMapping) -> Result<WmiOutput, String> {
+    pub fn rewrite(&self, map: &SidMapping) -> Result<WmiOutput, WmiRefusal> {
         let mappings: Vec<Vec<u8>> = self.mappings.iter().map(|m| m.bytes.clone()).collect();
         let index = self.index.as_ref().map_or(&[][..], |f| &f.bytes[..]);
         let out =
-            rewrite_wmi(&self.objects.bytes, index, &mappings, map).map_err(|e| e.to_string())?;
+            rewrite_wmi(&self.objects.bytes, index, &mappings, map).map_err(WmiRefusal::Wmi)?;
         for (file, new) in std::iter::once((&self.objects, &out.objects))
             .chain(self.mappings.iter().zip(out.mappings.iter()))
         {
             if file.bytes != *new && (!file.layout.is_plain() || file.layout.extents().is_empty()) {
-                return Err(format!(
-                    "{} would change but is stored {}",
-                    file.name,
-                    if file.layout.is_plain() {
-                        "inside its MFT record (resident)"
-                    } else {
-                        "compressed or encrypted"
-                    }
-                ));
+                return Err(WmiRefusal::NotInPlace {
+                    file: file.name,
+                    resident: file.layout.is_plain(),
+                });
             }
         }
         Ok(out)
+    }
+}
+
+/// Why a file of a WMI repository cannot be read.
+#[derive(Debug)]
+pub struct WmiFileError {
+    /// The file's path in the volume.
+    pub path: String,
+    pub source: crate::image::ImageError,
+}
+
+impl std::fmt::Display for WmiFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.source)
+    }
+}
+
+impl std::error::Error for WmiFileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// Why a WMI repository cannot be rewritten with valid checksums.
+#[derive(Debug)]
+pub enum WmiRefusal {
+    /// The repository's records or pages cannot be rewritten.
+    Wmi(WmiError),
+    /// A file that would change is not stored in place: resident in its MFT record, or
+    /// (`resident` false) compressed or encrypted.
+    NotInPlace { file: &'static str, resident: bool },
+}
+
+impl std::fmt::Display for WmiRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WmiRefusal::Wmi(e) => write!(f, "{e}"),
+            WmiRefusal::NotInPlace { file, resident } => write!(
+                f,
+                "{file} would change but is stored {}",
+                if *resident {
+                    "inside its MFT record (resident)"
+                } else {
+                    "compressed or encrypted"
+                }
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WmiRefusal {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            WmiRefusal::Wmi(e) => Some(e),
+            WmiRefusal::NotInPlace { .. } => None,
+        }
     }
 }
 
