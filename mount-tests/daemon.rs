@@ -628,8 +628,14 @@ fn umount_waits_briefly_for_a_disk_that_is_being_closed() {
     });
     let out = sidfs().arg("umount").arg(&mp).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "umount of a disk held open must fail");
-    assert!(err.contains("is busy") && err.trim().lines().count() == 1, "{err}");
+    assert!(
+        !out.status.success(),
+        "umount of a disk held open must fail"
+    );
+    assert!(
+        err.contains("is busy") && err.trim().lines().count() == 1,
+        "{err}"
+    );
     assert!(is_mounted(&mp));
     long.kill().unwrap();
     long.wait().unwrap();
