@@ -68,6 +68,18 @@ pub enum LeafTag {
     Hash(u32),
 }
 
+impl LeafTag {
+    /// Whether this tag is the one a key named `name` (UTF-16 code units) must have: its lh
+    /// hash or lf hint; li entries have none.
+    pub fn matches(&self, name: &[u16]) -> bool {
+        match *self {
+            LeafTag::Hash(h) => h == lh_hash(name),
+            LeafTag::Hint(h) => h == lf_hint(name),
+            LeafTag::None => true,
+        }
+    }
+}
+
 /// One element of a leaf (li, lf or lh), with the absolute offset of the element so that a
 /// rewrite can patch its hash or permute elements in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -480,12 +480,7 @@ fn check_list(hive: &Hive<'_>, parent: CellOffset, path: &str) -> Result<()> {
             .map_err(IdentityError::hive("a subkey"))?
             .name()
             .units();
-        let ok = match e.tag {
-            LeafTag::Hash(h) => h == lh_hash(&units),
-            LeafTag::Hint(h) => h == lf_hint(&units),
-            LeafTag::None => true,
-        };
-        if !ok {
+        if !e.tag.matches(&units) {
             return Err(IdentityError::Bug {
                 path: path.into(),
                 what: "a list tag does not match its key".into(),

@@ -655,12 +655,7 @@ fn verify_output(
             let name = child.name();
             let units = name.units();
             let text = name.to_string_lossy();
-            let tag_ok = match entry.tag {
-                LeafTag::Hash(hash) => hash == lh_hash(&units),
-                LeafTag::Hint(hint) => hint == lf_hint(&units),
-                LeafTag::None => true,
-            };
-            if !tag_ok {
+            if !entry.tag.matches(&units) {
                 return Err(HiveRewriteError::ListTagWrong {
                     entry: entry.file_offset,
                     parent: record.path.clone(),
