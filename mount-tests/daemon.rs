@@ -627,6 +627,10 @@ fn umount_waits_briefly_for_a_disk_that_is_being_closed() {
             .unwrap_or(false)
     });
     let out = sidfs().arg("umount").arg(&mp).output().unwrap();
+    let still_mounted = is_mounted(&mp);
+    // The holder goes before any assertion, so a failure leaves nothing mounted behind.
+    long.kill().unwrap();
+    long.wait().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -636,9 +640,7 @@ fn umount_waits_briefly_for_a_disk_that_is_being_closed() {
         err.contains("is busy") && err.trim().lines().count() == 1,
         "{err}"
     );
-    assert!(is_mounted(&mp));
-    long.kill().unwrap();
-    long.wait().unwrap();
+    assert!(still_mounted);
     // Closed half a second after the umount started: the umount succeeds.
     let mut short = holder("0.5");
     wait_for("the holder has the disk open", || {
