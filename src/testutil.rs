@@ -11,6 +11,35 @@ pub(crate) fn realdata(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+/// Runs `cmd args` with `stdin` as its standard input and its output discarded; it must succeed.
+pub(crate) fn run_stdin(cmd: &str, args: &[&std::ffi::OsStr], stdin: &str) {
+    use std::io::Write;
+    let mut child = Command::new(cmd)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{cmd} {args:?} failed");
+}
+
+/// Copies the hive `source` (realdata is read-only) to `target` and edits it with `hivexsh -w`
+/// running `script` (a commit is appended).
+pub(crate) fn hivexsh_edit(source: &Path, target: &Path, script: &str) {
+    std::fs::write(target, std::fs::read(source).unwrap()).unwrap();
+    run_stdin(
+        "hivexsh",
+        &["-w".as_ref(), target.as_os_str()],
+        &format!("{script}commit\n"),
+    );
+}
+
 /// A temporary directory, unique per process, tag and call; removed on drop.
 pub(crate) struct TempDir(pub PathBuf);
 

@@ -366,24 +366,9 @@ fn hivex_hive(script: &str) -> Option<Vec<u8>> {
         println!("SKIPPED: hivexsh or the STUDENT-PC8 realdata is absent");
         return None;
     }
-    use std::io::Write;
     let dir = crate::testutil::TempDir::new("identity-hive");
     let target = dir.path("hive");
-    std::fs::write(&target, std::fs::read(source).unwrap()).unwrap();
-    let mut child = std::process::Command::new("hivexsh")
-        .arg("-w")
-        .arg(&target)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{script}commit\n").as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "hivexsh script failed");
+    crate::testutil::hivexsh_edit(&source, &target, script);
     Some(std::fs::read(&target).unwrap())
 }
 

@@ -3,9 +3,8 @@
 //! real hives. Realdata is read in place (`../shared/realdata`) and never copied into the repo;
 //! built volumes live in temporary directories. Each test says what it proves.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use super::hive_file::check_bytes;
 use super::installation::profile_volume_path;
@@ -49,21 +48,7 @@ fn unxz(relative: &str, dir: &TempDir, name: &str) -> PathBuf {
 
 /// Copies a read-only realdata hive to a writable temporary file and edits it with hivexsh.
 fn hivex_edit(source: &Path, target: &Path, script: &str) {
-    std::fs::write(target, std::fs::read(source).unwrap()).unwrap();
-    let mut child = Command::new("hivexsh")
-        .arg("-w")
-        .arg(target)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{script}commit\n").as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "hivexsh script failed");
+    crate::testutil::hivexsh_edit(source, target, script);
 }
 
 /// A SYSTEM hive: STUDENT-PC8's SECURITY (a small clean real hive) with the keys inspect reads.

@@ -26,20 +26,8 @@ fn find_windows_volume(image: &ImageFile) -> Result<Option<(Partition, NtfsVolum
 }
 
 fn run_stdin(cmd: &str, args: &[&str], stdin: &str) {
-    use std::io::Write;
-    let mut child = Command::new(cmd)
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success(), "{cmd} {args:?}");
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    crate::testutil::run_stdin(cmd, &args, stdin);
 }
 
 /// Bytes of a stream as stored in the image, through our extents (holes read as zeros).
