@@ -1,6 +1,6 @@
 """The one entry point of the test-master package:
 
-    python3 -m testmaster build-test-master|check-test-master|build-boot-master [ARGS]
+    python3 -m testmaster build-test-master|check-test-master|build-boot-master|build-store-disk [ARGS]
 
 (scripts/build-test-master, scripts/check-test-master and scripts/build-boot-master run it
 with /usr/bin/python3, which has python3-hivex.) `COMMAND --help` describes each command.
@@ -10,12 +10,13 @@ import sys
 from collections.abc import Callable
 from types import FrameType
 
-from . import boot, build, check
+from . import boot, build, check, stores
 
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "build-test-master": build.main,
     "check-test-master": check.main,
     "build-boot-master": boot.main,
+    "build-store-disk": stores.main,
 }
 
 

@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from . import evtx, extension_records, hives, ntfs, regf, sids
+from . import evtx, extension_records, hives, ntfs, regf, sids, stores
 from .disk import (
     SECTOR,
     MiB,
@@ -75,6 +75,7 @@ LAYOUTS = ["gpt", "mbr"]
 VARIANTS = [
     "clean", "hibernated", "fast-startup", "dirty-ntfs", "unclean-logfile", "bitlocker",
     "dirty-hive", "domain-controller", *extension_records.VARIANTS]
+STORES = ["none", "all"]
 SIZE_PRESETS = {"small": 256 * MiB, "medium": 1024 * MiB}
 MIN_SIZE = 128 * MiB
 
@@ -129,6 +130,7 @@ class Options:
     size: int = SIZE_PRESETS["small"]
     student_pc8: str = STUDENT_PC8
     keep_work: bool = False
+    stores: str = "none"   # "all": every store with checksums, testmaster/stores.py
 
     @property
     def gpt(self) -> bool:
@@ -136,7 +138,7 @@ class Options:
 
 
 def options(layout: str, variant: str, size: str, realdata: str | None,
-            keep_work: bool) -> Options:
+            keep_work: bool, with_stores: str = "none") -> Options:
     """Options from command-line values; ValueError says what is wrong with them."""
     if layout not in LAYOUTS or variant not in VARIANTS:
         raise ValueError(f"no layout {layout!r} or no variant {variant!r}")
@@ -150,7 +152,9 @@ def options(layout: str, variant: str, size: str, realdata: str | None,
         raise ValueError(f"bad --size {size!r}") from None
     if size_bytes < MIN_SIZE:
         raise ValueError("--size must be at least 128M")
-    return Options(layout, variant, size_bytes, student_pc8, keep_work)
+    if with_stores not in STORES:
+        raise ValueError(f"no --stores {with_stores!r}")
+    return Options(layout, variant, size_bytes, student_pc8, keep_work, with_stores)
 
 
 def parse_size(s: str) -> int:
@@ -348,10 +352,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", default="small",
                     help="disk size: small (256 MiB), medium (1 GiB) or a number with K/M/G "
                          "suffix, at least 128M; the image is sparse (default: small)")
+    ap.add_argument("--stores", choices=STORES, default="none",
+                    help="all: add every store with checksums of issue 11 at its real path with "
+                         "the machine SID (the real SRUDB.dat, fragmented; a SQLite database with "
+                         "a write-ahead log; a WMI repository; exported event logs), listed in the "
+                         "manifest's \"stores\" (default: none)")
     add_output_arguments(ap, "partition files, logs")
     a = ap.parse_args(argv)
     try:
-        o = options(a.layout, a.variant, a.size, a.realdata, a.keep_work)
+        o = options(a.layout, a.variant, a.size, a.realdata, a.keep_work, a.stores)
     except ValueError as e:
         ap.error(str(e))
     if os.geteuid() != 0:
@@ -413,8 +422,12 @@ def build(o: Options, out: str, manifest_path: str, work: str) -> dict[str, Any]
     mnt = os.path.join(work, "mnt")
     os.mkdir(mnt)
     files: list[dict[str, Any]] = []
+    with_stores: dict[str, Any] | None = None
     with NtfsMount(pf, mnt, log=os.path.join(work, "ntfs-3g.log")):
         sds = populate_windows(mnt, o.variant, hive_files, files)
+        if o.stores == "all":
+            realdata = os.path.dirname(o.student_pc8)
+            with_stores = stores.populate(mnt, MACHINE_SID, realdata, work, 4096, False, files)
     progress("Windows NTFS populated and unmounted")
     if o.variant in extension_records.VARIANTS:
         extension_records.apply(o.variant, pf, mnt, work, files, progress)
@@ -435,6 +448,8 @@ def build(o: Options, out: str, manifest_path: str, work: str) -> dict[str, Any]
 
     manifest = make_manifest(o, parts, win, volinfo, hive_files, reg_values, domain_sid,
                              product, sds, files, extra_files, out)
+    if with_stores is not None:
+        manifest["stores"] = with_stores
     os.replace(out, final_out)
     write_manifest(manifest, manifest_path)
     progress(f"done: {final_out} (manifest {manifest_path})")

@@ -198,12 +198,15 @@ def file_bytes(chunks: list[bytes], unused_blocks: int, next_record: int) -> byt
     return bytes(h) + b"".join(chunks) + bytes(CHUNK_SIZE * unused_blocks)
 
 
-def security_log() -> bytes:
-    """The Security.evtx of the test master (see the module docstring)."""
+def security_log(machine_sid: str = MACHINE_SID) -> bytes:
+    """The Security.evtx of the test master (see the module docstring); `machine_sid`: the
+    same log recorded on a machine with that SID (a data disk's, testmaster/stores.py)."""
+    student = STUDENT if machine_sid == MACHINE_SID else f"{machine_sid}-1001"
+    admin = msid(500) if machine_sid == MACHINE_SID else f"{machine_sid}-500"
     c0 = Chunk()
-    d = c0.record(1, values(4624, STUDENT, msid(500), "gold_administrator", STUDENT + ";"),
-                  body=template(MACHINE_SID + " is this machine"))
-    c0.record(2, values(4672, "S-1-5-18", STUDENT, "SYSTEM", "S-1-5-18"), definition=d)
+    d = c0.record(1, values(4624, student, admin, "gold_administrator", student + ";"),
+                  body=template(machine_sid + " is this machine"))
+    c0.record(2, values(4672, "S-1-5-18", student, "SYSTEM", "S-1-5-18"), definition=d)
     c0.record(3, values(4625, BPERRY, BPERRY, "bperry", DOMAIN_SID), definition=d)
     c1 = Chunk()
     c1.record(4, values(4634, BPERRY, "S-1-5-19", "LOCAL SERVICE", "no machine SID"),
