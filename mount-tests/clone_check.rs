@@ -42,6 +42,31 @@ pub(crate) fn clone_check(
     new_sid: &str,
     partition: Option<u64>,
 ) -> String {
+    let (text, success) = clone_check_report(s, master, clone, old_sid, new_sid, partition);
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    assert_eq!(
+        last.trim(),
+        "PASS",
+        "clone-check of {} failed:\n{text}",
+        master.display()
+    );
+    assert!(success, "clone-check exit status:\n{text}");
+    text
+}
+
+/// `make_master_json.py` then `check_clone.sh`: (its output, whether it exited 0).
+pub(crate) fn clone_check_report(
+    s: &Scratch,
+    master: &Path,
+    clone: &Path,
+    old_sid: &str,
+    new_sid: &str,
+    partition: Option<u64>,
+) -> (String, bool) {
     let json = s.path(&format!(
         "{}.check.json",
         master.file_name().unwrap().to_string_lossy()
@@ -64,19 +89,7 @@ pub(crate) fn clone_check(
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let last = text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    assert_eq!(
-        last.trim(),
-        "PASS",
-        "clone-check of {} failed:\n{text}",
-        master.display()
-    );
-    assert!(out.status.success(), "clone-check exit status:\n{text}");
-    text
+    (text, out.status.success())
 }
 
 pub(crate) fn mounted_sids(m: &Mounted) -> (String, String) {
@@ -299,7 +312,7 @@ fn sids_across_fragment_junctions_are_replaced() {
     m.unmount();
 }
 
-fn replace(hay: &[u8], old: &[u8], new: &[u8]) -> Vec<u8> {
+pub(crate) fn replace(hay: &[u8], old: &[u8], new: &[u8]) -> Vec<u8> {
     let mut out = hay.to_vec();
     let mut i = 0;
     while i + old.len() <= out.len() {

@@ -1,6 +1,7 @@
 //! Mount tests: the real `sidfs` binary, real FUSE mounts, independent tools as oracles.
 //! They need root, /dev/fuse and the packages `scripts/setup-deps` installs.
 
+mod all_stores;
 mod boot;
 mod clone_check;
 mod common;

@@ -46,7 +46,7 @@ fn sqlite_store(s: &Scratch, tag: &str, sid: &str) -> (Vec<u8>, Vec<u8>) {
 }
 
 /// The binary machine SID (revision 1, authority 5, 21-a-b-c): 24 bytes, as hex for SQL.
-fn binary_sid_hex(sid: &str) -> String {
+pub(crate) fn binary_sid_hex(sid: &str) -> String {
     let mut b = vec![1u8, 4, 0, 0, 0, 0, 0, 5];
     b.extend(21u32.to_le_bytes());
     for part in sid.split('-').skip(4) {
@@ -56,7 +56,7 @@ fn binary_sid_hex(sid: &str) -> String {
 }
 
 /// `sqlite3 DB SQL`: its output, trimmed.
-fn sqlite3(db: &Path, sql: &str) -> String {
+pub(crate) fn sqlite3(db: &Path, sql: &str) -> String {
     let out = run(Command::new("sqlite3").arg(db).arg(sql));
     assert!(
         out.status.success(),
@@ -68,7 +68,7 @@ fn sqlite3(db: &Path, sql: &str) -> String {
 }
 
 /// Writes `db` and its log as `NAME` and `NAME-wal` in a fresh folder of the scratch.
-fn place(s: &Scratch, tag: &str, db: &[u8], wal: Option<&[u8]>) -> PathBuf {
+pub(crate) fn place(s: &Scratch, tag: &str, db: &[u8], wal: Option<&[u8]>) -> PathBuf {
     let dir = s.mkdir(tag);
     let p = dir.join("store.db");
     std::fs::write(&p, db).unwrap();

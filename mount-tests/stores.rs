@@ -38,7 +38,7 @@ fn event_log_for(sid: &str) -> Vec<u8> {
 }
 
 /// `esedbexport -v` of one database: (its diagnostics, every exported table by file name).
-fn esedbexport(s: &Scratch, db: &Path, tag: &str) -> (String, Vec<(String, String)>) {
+pub(crate) fn esedbexport(s: &Scratch, db: &Path, tag: &str) -> (String, Vec<(String, String)>) {
     let target = s.path(&format!("{tag}-export"));
     let out = run(Command::new("esedbexport")
         .arg("-v")
@@ -159,13 +159,13 @@ fn srudb_and_event_logs_on_a_data_disk_pass_their_oracles() {
     assert_eq!(clone_db.len(), db.len());
     assert_eq!(count(&clone_db, &new_bin), 2);
 
-    check_clone_db(&s, &db, &clone_db, &new);
+    check_clone_db(&s, &db, &clone_db, SRUM_SID, &new);
 }
 
 /// esedbexport -v on the master's and the clone's SRUDB.dat: no checksum mismatch in either, and
-/// every exported table of the clone equals the master's with the SID replaced.
-fn check_clone_db(s: &Scratch, db: &[u8], clone_db: &[u8], new: &str) {
-    let (_, _, old_bin) = sid_forms(SRUM_SID);
+/// every exported table of the clone equals the master's with the SID `old` replaced by `new`.
+pub(crate) fn check_clone_db(s: &Scratch, db: &[u8], clone_db: &[u8], old: &str, new: &str) {
+    let (_, _, old_bin) = sid_forms(old);
     let (_, _, new_bin) = sid_forms(new);
     // The database: libesedb reads every page of both and checks their checksums.
     let (mp_db, cp_db) = (s.path("master-SRUDB.dat"), s.path("clone-SRUDB.dat"));
@@ -188,7 +188,7 @@ fn check_clone_db(s: &Scratch, db: &[u8], clone_db: &[u8], new: &str) {
         saw_sid |= m.contains(&old_hex);
         assert_eq!(
             *c,
-            m.replace(&old_hex, &new_hex).replace(SRUM_SID, new),
+            m.replace(&old_hex, &new_hex).replace(old, new),
             "table {name} differs beyond the SID"
         );
     }
@@ -253,7 +253,7 @@ fn windows_master_with(
 }
 
 /// `sidfs inspect --json`: (exit status, report).
-fn inspect(master: &Path) -> (i32, serde_json::Value) {
+pub(crate) fn inspect(master: &Path) -> (i32, serde_json::Value) {
     let out = run(sidfs().arg("inspect").arg(master).arg("--json"));
     let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -452,5 +452,5 @@ fn a_fragmented_srudb_keeps_valid_checksums() {
     };
     m.unmount();
     assert_eq!(count(&clone_db, &old_bin), 0);
-    check_clone_db(&s, &db, &clone_db, &new);
+    check_clone_db(&s, &db, &clone_db, SRUM_SID, &new);
 }

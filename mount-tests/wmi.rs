@@ -10,7 +10,7 @@ use crate::common::*;
 
 const SID: &str = "S-1-5-21-1806060109-1839359715-529511253";
 const DIR: &str = "Windows/System32/wbem/Repository";
-const FILES: [&str; 5] = [
+pub(crate) const FILES: [&str; 5] = [
     "OBJECTS.DATA",
     "INDEX.BTR",
     "MAPPING1.MAP",
@@ -19,7 +19,7 @@ const FILES: [&str; 5] = [
 ];
 
 /// The interpreter that has dissect.cim: `SIDFS_ORACLE_PYTHON`, or scripts/setup-deps's venv.
-fn oracle_python() -> Option<PathBuf> {
+pub(crate) fn oracle_python() -> Option<PathBuf> {
     let p = std::env::var_os("SIDFS_ORACLE_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/opt/sidfs-oracles/bin/python3"));
@@ -45,7 +45,7 @@ fn repository(s: &Scratch, sid: &str, tag: &str) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn oracle(python: &Path, dir: &Path, old: &str, new: &str) -> std::process::Output {
+pub(crate) fn oracle(python: &Path, dir: &Path, old: &str, new: &str) -> std::process::Output {
     run(Command::new(python)
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/wmi-oracle"))
         .arg(dir)

@@ -16,8 +16,8 @@
   for this SID, exported to `Users/Public/Documents` and to `ProgramData/Microsoft/Windows/...`;
   on a data disk also at `Windows/System32/winevt/Logs` (no Windows there: not a system log).
 
-`python3 -m testmaster build-store-disk OUT.img [--sid SID]` makes a data disk (a bare NTFS
-volume, 512-byte clusters, no Windows) holding the same set; `build-test-master --stores all`
+`python3 -m testmaster build-store-disk OUT.img [--sid SID]` makes a data disk (GPT, one NTFS
+partition with 512-byte clusters, no Windows) holding the same set; `build-test-master --stores all`
 adds them to a Windows test master with its machine SID (docs/TEST-MASTERS.md).
 
 ESE page checksums [microsoft/Extensible-Storage-Engine (MIT) `dev/ese/src/checksum/checksum.cxx`;
@@ -46,7 +46,7 @@ import struct
 from typing import Any
 
 from . import evtx, spec, wmi
-from .disk import MiB, create_sparse
+from .disk import SECTOR, MiB, Partition, create_sparse, put_partition, write_partition_table
 from .mount import NtfsMount
 from .tools import make_progress, remove_stale, run, work_directory, write_manifest
 
@@ -62,6 +62,9 @@ SQLITE_ROWS_IN_DATABASE = 20
 SQLITE_ROWS_IN_LOG = 40
 WAL_SALTS = (0x5D1F0001, 0x5D1F0002)   # fixed, so the log is the same on every build
 DATA_DISK_SIZE = 64 * MiB
+DATA_DISK_GUID = "5D1F5D1F-0000-4000-8000-0000000000D2"
+DATA_PARTITION_GUID = "5D1F5D1F-0000-4000-8000-0000000000F1"
+DATA_PARTITION_TYPE = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7"   # basic data
 DATA_DISK_CLUSTER = 512   # smaller than an ESE page: a fragment junction can cut a page
 
 ESE_HEADER_SEED = 0x89ABCDEF
@@ -296,19 +299,28 @@ def populate(root: str, sid: str, realdata: str, work: str, cluster: int, data_d
 
 
 def build_store_disk(out: str, manifest_path: str, sid: str, realdata: str, keep: bool) -> None:
+    """A GPT disk with one NTFS partition (as Windows partitions a data disk, without its MSR),
+    holding every store; and its manifest."""
+    part = Partition(1, "data", DATA_PARTITION_TYPE, MiB, DATA_DISK_SIZE - 2 * MiB, "ntfs",
+                     name="Basic data partition", uuid=DATA_PARTITION_GUID)
     with work_directory("build-store-disk", out, keep, progress) as work:
-        img = os.path.join(work, "disk.img")
+        img, pf = os.path.join(work, "disk.img"), os.path.join(work, "part.img")
         remove_stale(out, manifest_path)
         create_sparse(img, DATA_DISK_SIZE)
-        run(["mkntfs", "-q", "-F", "-Q", "-T", "-c", str(DATA_DISK_CLUSTER), "-L", "Data", img])
+        write_partition_table(img, "gpt", DATA_DISK_GUID, [part.sfdisk_line(True)])
+        create_sparse(pf, part.size)
+        run(["mkntfs", "-q", "-F", "-Q", "-T", "-c", str(DATA_DISK_CLUSTER), "-s", "512",
+             "-p", str(part.start // SECTOR), "-L", "Data", pf])
         mnt = os.path.join(work, "mnt")
         os.mkdir(mnt)
         files: list[dict[str, Any]] = []
-        with NtfsMount(img, mnt, log=os.path.join(work, "ntfs-3g.log")):
+        with NtfsMount(pf, mnt, log=os.path.join(work, "ntfs-3g.log")):
             stores = populate(mnt, sid, realdata, work, DATA_DISK_CLUSTER, True, files)
+        put_partition(img, pf, part.start)
         os.replace(img, out)
         write_manifest({"schema": 1, "generator": "python3 -m testmaster build-store-disk",
-                        "size": DATA_DISK_SIZE, "cluster_size": DATA_DISK_CLUSTER,
+                        "size": DATA_DISK_SIZE, "partitions": [part.manifest(True)],
+                        "data_partition": part.index, "cluster_size": DATA_DISK_CLUSTER,
                         "machine_sid": sid, "stores": stores}, manifest_path)
     progress(f"done: {out} (manifest {manifest_path})")
 
@@ -316,7 +328,7 @@ def build_store_disk(out: str, manifest_path: str, sid: str, realdata: str, keep
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
         prog="build-store-disk",
-        description="Build a data disk (a bare NTFS volume, no Windows) holding every store with "
+        description="Build a data disk (GPT, one NTFS partition, no Windows) holding every store with "
                     "checksums at its real path: the real SRUDB.dat, a SQLite database with a "
                     "write-ahead log, a WMI repository and event logs, all with one machine SID; "
                     "clone it with sidfs mount --old-sid SID.",
