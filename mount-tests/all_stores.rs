@@ -53,6 +53,19 @@ fn have_python_evtx() -> bool {
         || have_tool("python-evtx-for-usr-bin-python3")
 }
 
+/// The builder wrote SRUDB.dat in more than one data run (ntfsinfo, independent of sidfs).
+fn assert_srudb_fragmented(image: &Path, (start, size): (u64, u64)) {
+    let dev = LoopDev::new(image, start, size);
+    let out = ok(Command::new("ntfsinfo").args(["-v", "-F", &format!("/{SRUDB}"), &dev.0]));
+    let runs: usize = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Total runs: "))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no run count:\n{out}"));
+    assert!(runs >= 2, "SRUDB.dat must be fragmented:\n{out}");
+}
+
 /// `python3 -m testmaster build-store-disk OUT`: the data disk and its manifest.
 fn build_store_disk(s: &Scratch, name: &str) -> (PathBuf, serde_json::Value) {
     let out = s.path(name);
@@ -316,6 +329,17 @@ fn check_inspect(master: &Path, paths: &[String]) {
         );
         kinds.insert(listed["kind"].as_str().unwrap().to_string());
     }
+    // Every kind inspect reports is one docs/SEMANTICS.md's store table has a row for (the unit
+    // test the_store_table_names_every_store_kind).
+    for st in stores {
+        let kind = st["kind"].as_str().unwrap();
+        assert!(
+            sidfs::rewrite::survey::STORE_KINDS
+                .iter()
+                .any(|(k, _)| *k == kind),
+            "{kind} is not in STORE_KINDS"
+        );
+    }
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),
         ["ese", "evtx", "sqlite-wal", "wmi"],
@@ -337,6 +361,7 @@ fn a_windows_master_with_every_store_clones_past_every_oracle() {
     let paths = store_paths(&manifest);
     let volume = windows_partition(&manifest);
     let before = sha256(&master);
+    assert_srudb_fragmented(&master, volume);
     check_inspect(&master, &paths);
     let master_stores = read_stores(&s, &master, volume, &paths, "master");
     // The builder's SRUDB.dat: the real one with only its SID changed, every checksum valid.
@@ -384,14 +409,7 @@ fn a_data_disk_with_every_store_clones_past_every_oracle() {
     let before = sha256(&master);
     let master_stores = read_stores(&s, &master, volume, &paths, "master");
     assert_eq!(master_stores[SRUDB], real_srudb());
-    let runs = {
-        let dev = LoopDev::new(&master, volume.0, volume.1);
-        ok(Command::new("ntfsinfo").args(["-v", "-F", &format!("/{SRUDB}"), &dev.0]))
-    };
-    assert!(
-        runs.contains("Total runs: 2"),
-        "SRUDB.dat must be in two fragments:\n{runs}"
-    );
+    assert_srudb_fragmented(&master, volume);
 
     let mp = s.mkdir("mp");
     let m = Mounted::new(&master, &mp, 52, &s.path("state"), &["--old-sid", SRUM_SID]);

@@ -5,7 +5,7 @@
   ../shared/realdata/ese-srum (gunzipped here, never copied into the project). It carries the
   machine SID S-1-5-21-1806060109-1839359715-529511253 ([`SRUM_SID`]) twice in binary; for another
   SID the 12-byte sub-authority triple is replaced and the page checksums of the changed pages are
-  recomputed ([`ese_with_sid`]). It is written in two fragments whose junction is the last
+  recomputed ([`ese_with_sid`]). It is written in (at least) two fragments, one junction at the last
   cluster boundary before the SID ([`write_fragmented`]);
 - `ProgramData/Microsoft/Windows/AppRepository/StateRepository-Machine.srd` and its `-wal`: a
   StateRepository-like SQLite database (python's sqlite3 module) whose first rows are in the

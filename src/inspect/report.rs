@@ -121,7 +121,7 @@ pub struct WindowsReport {
 pub struct StoreReport {
     /// Path on the volume.
     pub path: String,
-    /// "ese", "ese-log", "evtx", "sqlite-wal", "wmi" or "efs".
+    /// "ese", "ese-log", "evtx", "sqlite-wal", "wmi" or "efs" (`rewrite::survey::STORE_KINDS`).
     pub kind: String,
     pub size: u64,
     /// Machine-SID occurrences in the file, every form.

@@ -30,7 +30,8 @@ mod stores;
 use stores::{event_logs_of, stores_of};
 pub use stores::{
     store_paths, store_paths_with_wals, EseFile, EventLogFile, ESE_PATHS, EVENT_LOG_COUNT_LIMIT,
-    EVENT_LOG_DIR, EVENT_LOG_SIZE_LIMIT, EVENT_LOG_WALK_BUDGET, PROFILE_ESE_PATH, WAL_PATHS,
+    EVENT_LOG_DIR, EVENT_LOG_SIZE_LIMIT, EVENT_LOG_WALK_BUDGET, PROFILE_ESE_PATH, STORE_KINDS,
+    WAL_PATHS,
 };
 
 /// Why a master cannot be surveyed. Each message is one sentence part that callers prefix with

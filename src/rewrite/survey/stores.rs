@@ -48,6 +48,19 @@ pub const WAL_PATHS: [&str; 3] = [
     r"ProgramData\Microsoft\Search\Data\Applications\Windows\Windows.db-wal",
 ];
 
+/// Every kind of store with checksums a survey finds, as inspect names it (`StoreReport::kind`,
+/// the `--json` "kind"), each with the words by which docs/SEMANTICS.md's store table ("Stores
+/// with checksums") says what the clone does with it. A new kind needs a row there: the unit
+/// test `the_store_table_names_every_store_kind` fails until it has one.
+pub const STORE_KINDS: [(&str, &str); 6] = [
+    ("ese", "ESE transform"),
+    ("ese-log", "ESE transaction log"),
+    ("evtx", "EVTX transform"),
+    ("sqlite-wal", "WAL transform"),
+    ("wmi", "WMI transform"),
+    ("efs", "`$EFS`"),
+];
+
 /// One ESE database (or SQLite write-ahead log) found by path and signature.
 pub struct EseFile {
     /// Path on its volume, with the name as listed.
@@ -311,4 +324,51 @@ pub(super) fn stores_of(
         }
     }
     (ese, logs, wals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rows of the store table of docs/SEMANTICS.md ("Stores with checksums").
+    fn store_table() -> Vec<&'static str> {
+        let doc = include_str!("../../../docs/SEMANTICS.md");
+        let section = doc
+            .split("\n## Stores with checksums")
+            .nth(1)
+            .expect("docs/SEMANTICS.md has a section \"Stores with checksums\"");
+        section
+            .lines()
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .skip(2)
+            .collect()
+    }
+
+    /// Prove that docs/SEMANTICS.md's store table has a row for every kind of store inspect
+    /// reports and names every path the survey looks at, so that a new store kind or path without
+    /// a row in the table fails here.
+    #[test]
+    fn the_store_table_names_every_store_kind() {
+        let rows = store_table();
+        assert!(rows.len() >= STORE_KINDS.len(), "{rows:?}");
+        for (kind, words) in STORE_KINDS {
+            assert!(
+                rows.iter().any(|r| r.contains(words)),
+                "docs/SEMANTICS.md's store table has no row for store kind {kind:?} (one saying {words:?})"
+            );
+        }
+        let paths = ESE_PATHS
+            .iter()
+            .chain(&WAL_PATHS)
+            .chain([&PROFILE_ESE_PATH, &EVENT_LOG_DIR]);
+        for path in paths {
+            // A row names a path in full, or by its file name after a sibling's full path.
+            let name = path.rsplit('\\').next().unwrap_or(path);
+            assert!(
+                rows.iter().any(|r| r.contains(path) || r.contains(name)),
+                "docs/SEMANTICS.md's store table does not name {path}"
+            );
+        }
+    }
 }
