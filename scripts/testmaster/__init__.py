@@ -11,6 +11,8 @@ scripts/build-test-master, scripts/check-test-master and scripts/build-boot-mast
 - spec.py: what a test master contains (identities, accounts, profiles, files, SDs)
 - hives.py, regf.py: registry hives; evtx.py: the event log; ntfs.py: byte-level NTFS edits;
   sids.py: SIDs and security descriptors
+- stores.py: every store with checksums (build-test-master --stores all; build-store-disk, a
+  data disk); wmi.py: the WMI repository
 - disk.py: partitions, partition tables, FAT file systems; mount.py: ntfs-3g mounts;
   tools.py: commands, progress lines, hashes, the work directory, the manifest file
 """
