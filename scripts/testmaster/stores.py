@@ -278,6 +278,8 @@ def populate(root: str, sid: str, realdata: str, work: str, cluster: int, data_d
     files = store_files(sid, realdata, work, data_disk)
     (srudb_path, srudb), rest = files[0], files[1:]
     at = srudb.find(sid_forms(sid)[2])
+    if at < 0:
+        raise RuntimeError(f"{srudb_path} does not hold {sid}")
     page = _u32(srudb, ESE_PAGE_SIZE_AT)
     # The last cluster boundary before the SID, inside its page when clusters are smaller.
     split = at // cluster * cluster if at // cluster * cluster > at // page * page \
