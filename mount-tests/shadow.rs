@@ -181,3 +181,40 @@ fn a_sid_split_across_two_fragments_of_a_store_is_refused() {
     assert!(line.contains("vssadmin delete shadows /all"), "{line}");
     assert!(!mp.join("disk.img").exists());
 }
+
+/// Prove that a store small enough to be resident in its MFT record (ntfsinfo says so) is
+/// searched too: with the machine SID in it, `sidfs mount --old-sid` refuses it in one line.
+#[test]
+fn a_resident_store_with_the_machine_sid_is_refused() {
+    if !have_tool("ntfs-3g") || !have_tool("mkntfs") || !have_tool("ntfsinfo") {
+        return;
+    }
+    let s = Scratch::new("shadow-resident");
+    let (_, _, binary) = sid_forms(SID);
+    let mut store = vec![0x5au8; 200];
+    store[100..100 + binary.len()].copy_from_slice(&binary);
+    let master = data_disk(&s, "data.img", &[(STORE, &store)]);
+    {
+        let dev = LoopDev::new(&master, 0, DATA_DISK_SIZE);
+        let out = ok(Command::new("ntfsinfo").args(["-v", "-F", &format!("/{STORE}"), &dev.0]));
+        let data = out
+            .split("Dumping attribute $DATA")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no $DATA:\n{out}"));
+        assert!(
+            data.lines()
+                .any(|l| l.trim().starts_with("Resident:") && l.contains("Yes")),
+            "the store is not resident:\n{out}"
+        );
+    }
+    let mp = s.mkdir("mp");
+    let out = mount_refused(&master, &mp, 54, &s.path("state"));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = one_line_error(&out);
+    assert!(line.contains("shadow cop"), "{line}");
+    assert!(
+        line.contains("3808876b-c176-4e48-b7ae-04046e6cc752"),
+        "{line}"
+    );
+    assert!(!mp.join("disk.img").exists());
+}

@@ -27,7 +27,7 @@
 
 use super::error::RewriteError;
 use super::SidMapping;
-use crate::image::{ImageFile, ImageOffset, NtfsVolume, StreamLayout};
+use crate::image::{ImageFile, ImageOffset, NtfsVolume, StreamLayout, StreamLocation};
 
 /// The directory that holds the catalog and the stores.
 pub const SVI_DIR: &str = "System Volume Information";
@@ -106,10 +106,24 @@ pub fn catalog_shadow_copies(image: &ImageFile, start: u64, len: u64) -> Option<
 pub struct ShadowStore {
     /// Path on its volume.
     pub path: String,
-    pub layout: StreamLayout,
+    content: StoreContent,
 }
 
-/// The shadow copy store files of a volume (not the catalog), in directory order.
+/// Where a store's bytes are, as far as the volume could say.
+enum StoreContent {
+    /// Clusters (and holes) outside the MFT.
+    Runs(StreamLayout),
+    /// A value inside its MFT record, read through the volume.
+    Resident(Vec<u8>),
+    /// The volume could not say (its layout or resident value is unreadable).
+    Unreadable(String),
+}
+
+/// Largest resident value read (a resident value fits an MFT record).
+const RESIDENT_LIMIT: u64 = 64 << 10;
+
+/// The shadow copy store files of a volume (not the catalog), in directory order. A store whose
+/// layout cannot be read is listed too: searching it is an error (fail closed).
 pub fn shadow_stores(volume: &NtfsVolume) -> Vec<ShadowStore> {
     let Ok(entries) = volume.list_dir(SVI_DIR) else {
         return Vec::new();
@@ -122,10 +136,22 @@ pub fn shadow_stores(volume: &NtfsVolume) -> Vec<ShadowStore> {
                 && e.name.starts_with('{')
                 && e.name.to_ascii_lowercase().ends_with(VSS_IDENTIFIER)
         })
-        .filter_map(|e| {
+        .map(|e| {
             let path = format!(r"{SVI_DIR}\{}", e.name);
-            let layout = volume.stream_layout(&path, "").ok()?;
-            Some(ShadowStore { path, layout })
+            let content = match volume.stream_layout(&path, "") {
+                Ok(layout) if !layout.is_plain() || !layout.extents().is_empty() => {
+                    StoreContent::Runs(layout)
+                }
+                Ok(layout) if matches!(layout.location, StreamLocation::Resident { .. }) => {
+                    match volume.read_file(&path, "", RESIDENT_LIMIT) {
+                        Ok(bytes) => StoreContent::Resident(bytes),
+                        Err(e) => StoreContent::Unreadable(e.to_string()),
+                    }
+                }
+                Ok(layout) => StoreContent::Runs(layout),
+                Err(e) => StoreContent::Unreadable(e.to_string()),
+            };
+            ShadowStore { path, content }
         })
         .collect()
 }
@@ -137,6 +163,8 @@ pub enum ShadowSearchError {
     NotPlain { path: String },
     /// An extent of the store ends past the image.
     ExtentPastImage { path: String },
+    /// The volume cannot say where the store's bytes are.
+    Layout { path: String, reason: String },
     /// The store's clusters cannot be read.
     Read {
         path: String,
@@ -151,6 +179,9 @@ impl std::fmt::Display for ShadowSearchError {
                 f,
                 "{path} is compressed or encrypted: its bytes cannot be searched"
             ),
+            ShadowSearchError::Layout { path, reason } => {
+                write!(f, "{path} cannot be located to be searched ({reason})")
+            }
             ShadowSearchError::ExtentPastImage { path } => {
                 write!(f, "{path}: extent past the image")
             }
@@ -179,9 +210,9 @@ enum Piece {
 /// The store's bytes `0..size` in file order: its runs sorted by stream offset, clipped to the
 /// data size, with holes and uncovered stretches as zeros. A run that overlaps the one before it
 /// (a hostile run list) contributes only what lies past it.
-fn pieces(store: &ShadowStore) -> Vec<Piece> {
-    let size = store.layout.size;
-    let mut extents = store.layout.extents().to_vec();
+fn pieces(layout: &StreamLayout) -> Vec<Piece> {
+    let size = layout.size;
+    let mut extents = layout.extents().to_vec();
     extents.sort_by_key(|e| e.logical_offset);
     let mut out = Vec::new();
     let mut pos = 0u64;
@@ -215,18 +246,28 @@ fn pieces(store: &ShadowStore) -> Vec<Piece> {
 /// bytes at a time with the last `OVERLAP` bytes carried into the next window, runs or not. Holes
 /// are zeros; a long one is searched as `2 * OVERLAP` zeros, which holds every window a SID form
 /// (shorter than `OVERLAP`) could match in. A store that cannot be searched (compressed or
-/// encrypted, or unreadable) is an error.
+/// encrypted, or unreadable) is an error. A resident store is searched in its value.
 pub fn store_holds_sid(
     image: &ImageFile,
     store: &ShadowStore,
     map: &SidMapping,
 ) -> Result<bool, ShadowSearchError> {
-    if !store.layout.is_plain() {
+    let layout = match &store.content {
+        StoreContent::Runs(layout) => layout,
+        StoreContent::Resident(bytes) => return Ok(!map.find_all(bytes, true).is_empty()),
+        StoreContent::Unreadable(reason) => {
+            return Err(ShadowSearchError::Layout {
+                path: store.path.clone(),
+                reason: reason.clone(),
+            })
+        }
+    };
+    if !layout.is_plain() {
         return Err(ShadowSearchError::NotPlain {
             path: store.path.clone(),
         });
     }
-    let pieces = pieces(store);
+    let pieces = pieces(layout);
     let mut buf = vec![0u8; OVERLAP + CHUNK];
     let mut kept = 0usize;
     for (i, piece) in pieces.iter().enumerate() {
@@ -300,7 +341,7 @@ pub fn check_shadow_copies(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::{Extent, StreamLocation};
+    use crate::image::Extent;
     use crate::sid::MachineSid;
     use crate::testutil::TempDir;
 
@@ -315,7 +356,7 @@ mod tests {
     fn store(size: u64, extents: Vec<Extent>) -> ShadowStore {
         ShadowStore {
             path: "store".into(),
-            layout: StreamLayout {
+            content: StoreContent::Runs(StreamLayout {
                 file_record: 64,
                 stream: String::new(),
                 size,
@@ -323,7 +364,14 @@ mod tests {
                 compressed: false,
                 sparse: false,
                 encrypted: false,
-            },
+            }),
+        }
+    }
+
+    fn layout(s: &ShadowStore) -> &StreamLayout {
+        match &s.content {
+            StoreContent::Runs(l) => l,
+            _ => unreachable!("the tests build run layouts"),
         }
     }
 
@@ -407,7 +455,7 @@ mod tests {
             vec![extent(0, 4096, Some(0)), extent(4096, 1 << 30, None)],
         );
         assert_eq!(
-            pieces(&s),
+            pieces(layout(&s)),
             vec![
                 Piece::Clusters { at: 0, len: 4096 },
                 Piece::Zeros(1 << 30),
@@ -430,7 +478,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            pieces(&s),
+            pieces(layout(&s)),
             vec![
                 Piece::Clusters {
                     at: 1 << 20,
