@@ -349,3 +349,42 @@ fn a_sid_in_a_key_property_is_refused() {
         "{e}"
     );
 }
+
+/// Prove that the key search stays in bounds: a SID string at the very start and the very end of
+/// a record, at an odd offset, and amid arbitrary bytes, in both forms.
+#[test]
+fn the_key_search_stays_in_bounds() {
+    let map = sid_map();
+    let text = format!("S-1-5-21-{}-{}-{}", OLD.0, OLD.1, OLD.2);
+    let units: Vec<u16> = text.encode_utf16().collect();
+    let digests = keys::index_digests(
+        format!(
+            "IL_{}",
+            String::from_utf8(keys::name_digest(&units).to_vec()).unwrap()
+        )
+        .as_bytes(),
+    );
+    let utf16: Vec<u8> = units.iter().flat_map(|u| u.to_le_bytes()).collect();
+    let mut noise = 0x1234_5678u32;
+    let mut next = move || {
+        noise ^= noise << 13;
+        noise ^= noise >> 17;
+        noise ^= noise << 5;
+        noise as u8
+    };
+    for sid in [text.as_bytes().to_vec(), utf16] {
+        for (before, after) in [(0, 0), (1, 0), (0, 1), (7, 9), (3000, 3000)] {
+            let mut data: Vec<u8> = (0..before).map(|_| next()).collect();
+            data.extend_from_slice(&sid);
+            data.extend((0..after).map(|_| next()));
+            let occs = map.find_all(&data, true);
+            assert!(before + after > 0 || occs.len() == 1);
+            for o in occs {
+                let found = keys::indexed_key(&data, &o, &digests);
+                if before == 0 && after == 0 {
+                    assert_eq!(found.as_deref(), Some(text.as_str()));
+                }
+            }
+        }
+    }
+}
