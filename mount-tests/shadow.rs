@@ -3,9 +3,25 @@
 //! holds the machine SID is refused by `sidfs mount`.
 
 use crate::common::*;
+use std::process::Command;
 
 const SID: &str = "S-1-5-21-1806060109-1839359715-529511253";
 const STORE: &str = "System Volume Information/{6f1cc7d2-0c6a-11ee-9d0a-080027768df7}{3808876b-c176-4e48-b7ae-04046e6cc752}";
+
+/// `sidfs mount --old-sid SID`, expected to be refused; a mount that is not is undone at once, so
+/// that the failed assertion leaves nothing mounted.
+fn mount_refused(
+    master: &std::path::Path,
+    mp: &std::path::Path,
+    seed: u64,
+    state: &std::path::Path,
+) -> std::process::Output {
+    let out = mount_cmd(master, mp, seed, state, &["--old-sid", SID]);
+    if out.status.success() {
+        let _ = run(sidfs().arg("umount").arg(mp));
+    }
+    out
+}
 
 /// Prove that inspect warns about the real data disk's shadow copies with the count its VSS
 /// catalog lists (2) and says what `vssadmin delete shadows /all` avoids, in text and JSON.
@@ -47,7 +63,7 @@ fn a_shadow_copy_store_with_the_machine_sid_is_refused() {
     store[at..at + binary.len()].copy_from_slice(&binary);
     let master = data_disk(&s, "data.img", &[(STORE, &store)]);
     let mp = s.mkdir("mp");
-    let out = mount_cmd(&master, &mp, 51, &s.path("state"), &["--old-sid", SID]);
+    let out = mount_refused(&master, &mp, 51, &s.path("state"));
     assert_eq!(out.status.code(), Some(1));
     let line = one_line_error(&out);
     assert!(line.contains("shadow cop"), "{line}");
@@ -69,4 +85,136 @@ fn a_shadow_copy_store_with_the_machine_sid_is_refused() {
     );
     assert!(m.disk().exists());
     m.unmount();
+}
+
+/// Runs of `ntfsinfo -v -F` for `path` on `dev`: (VCN, LCN, length in clusters), in file order.
+fn runlist(dev: &str, path: &str) -> Vec<(u64, u64, u64)> {
+    let out = ok(Command::new("ntfsinfo").args(["-v", "-F", path, dev]));
+    let hex = |v: &str| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok();
+    let runs: Vec<(u64, u64, u64)> = out
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("Runlist:"))
+        .skip(1)
+        .map_while(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f[..] {
+                [vcn, lcn, len] => Some((hex(vcn)?, hex(lcn)?, hex(len)?)),
+                _ => None,
+            }
+        })
+        .collect();
+    assert!(!runs.is_empty(), "no runlist for {path}:\n{out}");
+    runs
+}
+
+/// Prove that a shadow copy store whose machine SID is split across two fragments of the store
+/// file, not adjacent on the volume, is refused by `sidfs mount --old-sid` with one line naming
+/// the store: the store is searched as one stream. ntfs-3g fragments the file itself (its first
+/// 64 KiB ending in the SID's first 5 bytes, then a gap file and a spacer; the volume filled up,
+/// the spacer deleted and the rest, starting with the SID's other 7 bytes, appended into the
+/// spacer's clusters, beyond the gap); `ntfsinfo` shows two runs that split exactly there and
+/// are not adjacent.
+#[test]
+fn a_sid_split_across_two_fragments_of_a_store_is_refused() {
+    if !have_tool("ntfs-3g") || !have_tool("mkntfs") || !have_tool("ntfsinfo") {
+        return;
+    }
+    use std::io::Write;
+    const SIZE: u64 = 16 << 20;
+    const CLUSTER: u64 = 4096;
+    const SPLIT: usize = 64 << 10;
+    let s = Scratch::new("shadow-fragments");
+    let (_, _, binary) = sid_forms(SID);
+    let mut store = vec![0x5au8; 2 * SPLIT];
+    store[SPLIT - 5..SPLIT + 7].copy_from_slice(&binary);
+    let master = s.path("fragmented.img");
+    std::fs::File::create(&master)
+        .unwrap()
+        .set_len(SIZE)
+        .unwrap();
+    ok(Command::new("mkntfs")
+        .args(["-F", "-Q", "-q", "-c", &CLUSTER.to_string()])
+        .arg(&master));
+    {
+        let dev = LoopDev::writable(&master, 0, SIZE);
+        let vol = s.mkdir("rw");
+        ok(Command::new("ntfs-3g").arg(&dev.0).arg(&vol));
+        let m = RwMount(vol);
+        let path = m.0.join(STORE);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(&store[..SPLIT]).unwrap();
+        f.sync_all().unwrap();
+        // Two clusters: not resident, so the gap really takes clusters.
+        std::fs::write(m.0.join("gap"), vec![b'g'; 2 * CLUSTER as usize]).unwrap();
+        std::fs::write(m.0.join("spacer"), vec![b's'; 2 * (store.len() - SPLIT)]).unwrap();
+        let mut blocker = std::fs::File::create(m.0.join("blocker")).unwrap();
+        for chunk in [1usize << 20, 4096, 512] {
+            while blocker.write_all(&vec![b'Z'; chunk]).is_ok() {}
+        }
+        drop(blocker);
+        std::fs::remove_file(m.0.join("spacer")).unwrap();
+        f.write_all(&store[SPLIT..]).unwrap();
+        f.sync_all().unwrap();
+        drop(f);
+        drop(m);
+        let runs = runlist(&dev.0, &format!("/{STORE}"));
+        assert_eq!(runs.len(), 2, "the store is not in two runs: {runs:?}");
+        let ((vcn1, lcn1, len1), (vcn2, lcn2, _)) = (runs[0], runs[1]);
+        assert_eq!(vcn1, 0, "{runs:?}");
+        assert_eq!(
+            vcn2 * CLUSTER,
+            SPLIT as u64,
+            "not split at the SID: {runs:?}"
+        );
+        assert_ne!(lcn1 + len1, lcn2, "the runs are adjacent: {runs:?}");
+    }
+    let mp = s.mkdir("mp");
+    let out = mount_refused(&master, &mp, 53, &s.path("state"));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = one_line_error(&out);
+    assert!(line.contains("shadow cop"), "{line}");
+    assert!(
+        line.contains("3808876b-c176-4e48-b7ae-04046e6cc752"),
+        "{line}"
+    );
+    assert!(line.contains("vssadmin delete shadows /all"), "{line}");
+    assert!(!mp.join("disk.img").exists());
+}
+
+/// Prove that a store small enough to be resident in its MFT record (ntfsinfo says so) is
+/// searched too: with the machine SID in it, `sidfs mount --old-sid` refuses it in one line.
+#[test]
+fn a_resident_store_with_the_machine_sid_is_refused() {
+    if !have_tool("ntfs-3g") || !have_tool("mkntfs") || !have_tool("ntfsinfo") {
+        return;
+    }
+    let s = Scratch::new("shadow-resident");
+    let (_, _, binary) = sid_forms(SID);
+    let mut store = vec![0x5au8; 200];
+    store[100..100 + binary.len()].copy_from_slice(&binary);
+    let master = data_disk(&s, "data.img", &[(STORE, &store)]);
+    {
+        let dev = LoopDev::new(&master, 0, DATA_DISK_SIZE);
+        let out = ok(Command::new("ntfsinfo").args(["-v", "-F", &format!("/{STORE}"), &dev.0]));
+        let data = out
+            .split("Dumping attribute $DATA")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no $DATA:\n{out}"));
+        assert!(
+            data.lines()
+                .any(|l| l.trim().starts_with("Resident:") && l.contains("Yes")),
+            "the store is not resident:\n{out}"
+        );
+    }
+    let mp = s.mkdir("mp");
+    let out = mount_refused(&master, &mp, 54, &s.path("state"));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = one_line_error(&out);
+    assert!(line.contains("shadow cop"), "{line}");
+    assert!(
+        line.contains("3808876b-c176-4e48-b7ae-04046e6cc752"),
+        "{line}"
+    );
+    assert!(!mp.join("disk.img").exists());
 }

@@ -33,12 +33,18 @@ pub(crate) fn oracle_python() -> Option<PathBuf> {
 
 /// The repository `scripts/testmaster/wmi.py` writes for machine SID `sid`: (name, bytes).
 fn repository(s: &Scratch, sid: &str, tag: &str) -> Vec<(String, Vec<u8>)> {
+    repository_with(s, sid, tag, &[])
+}
+
+/// The same, with the writer's options `args` (`--sid-key`).
+fn repository_with(s: &Scratch, sid: &str, tag: &str, args: &[&str]) -> Vec<(String, Vec<u8>)> {
     let out_dir = s.path(tag);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/testmaster/wmi.py");
     ok(Command::new("/usr/bin/python3")
         .arg(script)
         .arg(sid)
-        .arg(&out_dir));
+        .arg(&out_dir)
+        .args(args));
     FILES
         .iter()
         .map(|n| (format!("{DIR}/{n}"), read_all(&out_dir.join(n))))
@@ -204,4 +210,53 @@ fn inspect_lists_the_wmi_repository_of_a_windows_master_and_its_clone_passes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Prove that a repository with an instance whose key property is the SID string (an
+/// `__EventFilter` named `SID-500`, indexed under the hash of that name) is refused by `sidfs
+/// mount --old-sid` with one line naming the repository, the class, the key value and the way
+/// out, and mounts nothing; and that the test repository is right by an independent reader:
+/// dissect.cim finds that instance by its key (computing the index hash itself) in the master.
+#[test]
+fn a_sid_in_a_wmi_key_property_is_refused() {
+    if !have_tool("ntfs-3g") || !have_tool("mkntfs") {
+        return;
+    }
+    let Some(python) = oracle_python() else {
+        return;
+    };
+    let s = Scratch::new("wmi-key");
+    let key = format!("{SID}-500");
+    let repo = repository_with(&s, SID, "master-repo", &["--sid-key"]);
+    let found = run(Command::new(&python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/wmi-oracle"))
+        .arg("--find")
+        .arg(s.path("master-repo"))
+        .args([r"root\subscription", "__EventFilter", &key]));
+    assert!(
+        found.status.success(),
+        "{}",
+        String::from_utf8_lossy(&found.stderr)
+    );
+    let found: serde_json::Value = serde_json::from_slice(&found.stdout).unwrap();
+    assert_eq!(found["ids"], serde_json::json!([5]), "{found}");
+    let files: Vec<(&str, &[u8])> = repo
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_slice()))
+        .collect();
+    let master = data_disk(&s, "data.img", &files);
+    let mp = s.mkdir("mp");
+    let out = mount_cmd(&master, &mp, 44, &s.path("state"), &["--old-sid", SID]);
+    if out.status.success() {
+        let _ = run(sidfs().arg("umount").arg(&mp));
+    }
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = one_line_error(&out);
+    assert!(line.contains("WMI repository"), "{line}");
+    assert!(line.contains("key property"), "{line}");
+    assert!(line.contains("record 5"), "{line}");
+    assert!(line.contains("__EventFilter"), "{line}");
+    assert!(line.contains(&key), "{line}");
+    assert!(line.contains("winmgmt /resetrepository"), "{line}");
+    assert!(!mp.join("disk.img").exists());
 }

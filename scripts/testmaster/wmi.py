@@ -22,7 +22,12 @@ FILETIMEs, the instance block size and data): an `__EventFilter` and a
 consumer whose command line names the SID as a string and that is longer than a page (it spans
 three pages, not in physical order), and a namespace record without any SID.
 
-`python3 wmi.py SID OUTDIR` writes the five files for machine SID `SID`.
+With `--sid-key`, also an `__EventFilter` whose key property `Name` is the SID string of the
+machine's Administrator (`SID-500`, stored as a CIM string: a flag byte 0, ASCII, NUL), indexed
+as `.../IL_<hash of that name>...` the way the index names every instance by its key value: a
+repository sidfs must refuse (docs/SEMANTICS.md, "WMI repository").
+
+`python3 wmi.py SID OUTDIR [--sid-key]` writes the five files for machine SID `SID`.
 """
 import hashlib
 import os
@@ -51,8 +56,9 @@ def instance(class_name: str, block: bytes) -> bytes:
             + struct.pack("<I", len(block) + 4) + block)
 
 
-def records(sid: str) -> list[tuple[int, str, str, bytes]]:
-    """(record id, class name, key value, data) of every record, in storage order."""
+def records(sid: str, sid_key: bool = False) -> list[tuple[int, str, str, bytes]]:
+    """(record id, class name, key value, data) of every record, in storage order; with
+    `sid_key`, record 5 is an `__EventFilter` keyed on the SID string."""
     admin = binary_sid(sid, 500)
     query = "SELECT * FROM __InstanceCreationEvent WITHIN 60".encode("utf-16-le")
     filt = instance("__EventFilter", b"\x00" + struct.pack("<I", len(admin)) + admin
@@ -64,10 +70,16 @@ def records(sid: str) -> list[tuple[int, str, str, bytes]]:
     big = instance("CommandLineEventConsumer", b"\x00" + struct.pack("<I", len(admin)) + admin
                    + long_cmd + padding + long_cmd)
     ns = instance("__namespace", "subscription".encode("utf-16-le") * 8)
-    return [(1, "__EventFilter", "Audit", filt),
-            (2, "CommandLineEventConsumer", "Audit", cons),
-            (3, "__namespace", "subscription", ns),
-            (4, "CommandLineEventConsumer", "Collect", big)]
+    out = [(1, "__EventFilter", "Audit", filt),
+           (2, "CommandLineEventConsumer", "Audit", cons),
+           (3, "__namespace", "subscription", ns),
+           (4, "CommandLineEventConsumer", "Collect", big)]
+    if sid_key:
+        name = sid + "-500"
+        keyed = instance("__EventFilter", b"\x00" + struct.pack("<I", len(admin)) + admin
+                         + b"\x00" + name.encode("ascii") + b"\x00" + b"\x01" + query)
+        out.insert(3, (5, "__EventFilter", name, keyed))
+    return out
 
 
 def descriptors(entries: list[tuple[int, int, bytes]]) -> bytes:
@@ -75,12 +87,13 @@ def descriptors(entries: list[tuple[int, int, bytes]]) -> bytes:
     return out + b"\0" * 16
 
 
-def build(sid: str) -> dict[str, bytes]:
-    recs = records(sid)
-    # Logical page 0: records 1-3. Logical pages 1-3: record 4 (starts on 1, continues on 2, 3).
+def build(sid: str, sid_key: bool = False) -> dict[str, bytes]:
+    recs = records(sid, sid_key)
+    # Logical page 0: records 1-3 (and 5). Logical pages 1-3: record 4 (starts on 1, continues
+    # on 2, 3).
     # Physical order of logical pages 0..3: 0, 3, 1, 4; physical page 2 is free (a deleted
     # record's remnant with the SID, which no checksum covers).
-    small = recs[:3]
+    small = recs[:-1]
     head = 16 * (len(small) + 1)
     page0 = bytearray(PAGE)
     at = head
@@ -90,7 +103,7 @@ def build(sid: str) -> dict[str, bytes]:
         page0[at:at + len(data)] = data
         at += len(data)
     page0[:head] = descriptors(entries)
-    rid4, data4 = recs[3][0], recs[3][3]
+    rid4, data4 = recs[-1][0], recs[-1][3]
     head4 = 32
     first = PAGE - head4
     logical = [bytearray(PAGE) for _ in range(3)]
@@ -106,7 +119,7 @@ def build(sid: str) -> dict[str, bytes]:
     objects_map = [0, 3, 1, 4]
     objects = b"".join(physical)
 
-    page_of = {1: 0, 2: 0, 3: 0, 4: 1}
+    page_of = {1: 0, 2: 0, 3: 0, 4: 1, 5: 0}
     namespace = name_hash("root\\subscription")
     keys: list[str] = []
     for rid, cls, key, data in recs:
@@ -167,8 +180,11 @@ def index_page(keys: list[str]) -> bytes:
 
 def main() -> None:
     sid, outdir = sys.argv[1], sys.argv[2]
+    sid_key = sys.argv[3:] == ["--sid-key"]
+    if sys.argv[3:] and not sid_key:
+        sys.exit("usage: wmi.py SID OUTDIR [--sid-key]")
     os.makedirs(outdir, exist_ok=True)
-    for name, data in build(sid).items():
+    for name, data in build(sid, sid_key).items():
         with open(os.path.join(outdir, name), "wb") as f:
             f.write(data)
 

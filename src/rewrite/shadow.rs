@@ -11,6 +11,8 @@
 //! are the entry type (0x02: a shadow copy's volume information, one per shadow copy; 0x03: its
 //! store information). Windows writes the catalog with volume I/O, so the catalog file's NTFS
 //! valid data length may be 0: it is read from the clusters.
+//! A store is searched as one logical stream (its runs in file order, joined; holes as zeros), so
+//! a SID split across two runs is found.
 //! A store's blocks are raw copies of the volume's earlier blocks: hive bins, `$Secure`, MFT
 //! records, with the SID wherever the volume had it.
 //!
@@ -25,7 +27,7 @@
 
 use super::error::RewriteError;
 use super::SidMapping;
-use crate::image::{ImageFile, ImageOffset, NtfsVolume, StreamLayout};
+use crate::image::{ImageFile, ImageOffset, NtfsVolume, StreamLayout, StreamLocation};
 
 /// The directory that holds the catalog and the stores.
 pub const SVI_DIR: &str = "System Volume Information";
@@ -104,10 +106,24 @@ pub fn catalog_shadow_copies(image: &ImageFile, start: u64, len: u64) -> Option<
 pub struct ShadowStore {
     /// Path on its volume.
     pub path: String,
-    pub layout: StreamLayout,
+    content: StoreContent,
 }
 
-/// The shadow copy store files of a volume (not the catalog), in directory order.
+/// Where a store's bytes are, as far as the volume could say.
+enum StoreContent {
+    /// Clusters (and holes) outside the MFT.
+    Runs(StreamLayout),
+    /// A value inside its MFT record, read through the volume.
+    Resident(Vec<u8>),
+    /// The volume could not say (its layout or resident value is unreadable).
+    Unreadable(String),
+}
+
+/// Largest resident value read (a resident value fits an MFT record).
+const RESIDENT_LIMIT: u64 = 64 << 10;
+
+/// The shadow copy store files of a volume (not the catalog), in directory order. A store whose
+/// layout cannot be read is listed too: searching it is an error (fail closed).
 pub fn shadow_stores(volume: &NtfsVolume) -> Vec<ShadowStore> {
     let Ok(entries) = volume.list_dir(SVI_DIR) else {
         return Vec::new();
@@ -120,10 +136,22 @@ pub fn shadow_stores(volume: &NtfsVolume) -> Vec<ShadowStore> {
                 && e.name.starts_with('{')
                 && e.name.to_ascii_lowercase().ends_with(VSS_IDENTIFIER)
         })
-        .filter_map(|e| {
+        .map(|e| {
             let path = format!(r"{SVI_DIR}\{}", e.name);
-            let layout = volume.stream_layout(&path, "").ok()?;
-            Some(ShadowStore { path, layout })
+            let content = match volume.stream_layout(&path, "") {
+                Ok(layout) if !layout.is_plain() || !layout.extents().is_empty() => {
+                    StoreContent::Runs(layout)
+                }
+                Ok(layout) if matches!(layout.location, StreamLocation::Resident { .. }) => {
+                    match volume.read_file(&path, "", RESIDENT_LIMIT) {
+                        Ok(bytes) => StoreContent::Resident(bytes),
+                        Err(e) => StoreContent::Unreadable(e.to_string()),
+                    }
+                }
+                Ok(layout) => StoreContent::Runs(layout),
+                Err(e) => StoreContent::Unreadable(e.to_string()),
+            };
+            ShadowStore { path, content }
         })
         .collect()
 }
@@ -135,6 +163,8 @@ pub enum ShadowSearchError {
     NotPlain { path: String },
     /// An extent of the store ends past the image.
     ExtentPastImage { path: String },
+    /// The volume cannot say where the store's bytes are.
+    Layout { path: String, reason: String },
     /// The store's clusters cannot be read.
     Read {
         path: String,
@@ -149,6 +179,9 @@ impl std::fmt::Display for ShadowSearchError {
                 f,
                 "{path} is compressed or encrypted: its bytes cannot be searched"
             ),
+            ShadowSearchError::Layout { path, reason } => {
+                write!(f, "{path} cannot be located to be searched ({reason})")
+            }
             ShadowSearchError::ExtentPastImage { path } => {
                 write!(f, "{path}: extent past the image")
             }
@@ -166,49 +199,110 @@ impl std::error::Error for ShadowSearchError {
     }
 }
 
-/// Whether a store's clusters hold the old SID in any form, searched `CHUNK` bytes at a time.
-/// A store that cannot be searched (compressed or encrypted, or unreadable) is an error.
+/// One piece of a store read as a logical stream: clusters at an image offset, or zeros (a
+/// sparse run, or a stretch no run covers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Piece {
+    Clusters { at: u64, len: u64 },
+    Zeros(u64),
+}
+
+/// The store's bytes `0..size` in file order: its runs sorted by stream offset, clipped to the
+/// data size, with holes and uncovered stretches as zeros. A run that overlaps the one before it
+/// (a hostile run list) contributes only what lies past it.
+fn pieces(layout: &StreamLayout) -> Vec<Piece> {
+    let size = layout.size;
+    let mut extents = layout.extents().to_vec();
+    extents.sort_by_key(|e| e.logical_offset);
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    for e in extents {
+        let end = e.logical_offset.saturating_add(e.len).min(size);
+        if end <= pos {
+            continue;
+        }
+        if e.logical_offset > pos {
+            out.push(Piece::Zeros(e.logical_offset - pos));
+            pos = e.logical_offset;
+        }
+        let skip = pos - e.logical_offset;
+        out.push(match e.image_offset {
+            Some(at) => Piece::Clusters {
+                at: at.0.saturating_add(skip),
+                len: end - pos,
+            },
+            None => Piece::Zeros(end - pos),
+        });
+        pos = end;
+    }
+    if pos < size {
+        out.push(Piece::Zeros(size - pos));
+    }
+    out
+}
+
+/// Whether a store holds the old SID in any form, read as one logical stream (its runs in file
+/// order, joined, so that a SID split across two runs far apart on the volume is seen), `CHUNK`
+/// bytes at a time with the last `OVERLAP` bytes carried into the next window, runs or not. Holes
+/// are zeros; a long one is searched as `2 * OVERLAP` zeros, which holds every window a SID form
+/// (shorter than `OVERLAP`) could match in. A store that cannot be searched (compressed or
+/// encrypted, or unreadable) is an error. A resident store is searched in its value.
 pub fn store_holds_sid(
     image: &ImageFile,
     store: &ShadowStore,
     map: &SidMapping,
 ) -> Result<bool, ShadowSearchError> {
-    if !store.layout.is_plain() {
+    let layout = match &store.content {
+        StoreContent::Runs(layout) => layout,
+        StoreContent::Resident(bytes) => return Ok(!map.find_all(bytes, true).is_empty()),
+        StoreContent::Unreadable(reason) => {
+            return Err(ShadowSearchError::Layout {
+                path: store.path.clone(),
+                reason: reason.clone(),
+            })
+        }
+    };
+    if !layout.is_plain() {
         return Err(ShadowSearchError::NotPlain {
             path: store.path.clone(),
         });
     }
-    let mut buf = vec![0u8; CHUNK + OVERLAP];
-    for e in store.layout.extents() {
-        let Some(start) = e.image_offset else {
-            continue;
+    let pieces = pieces(layout);
+    let mut buf = vec![0u8; OVERLAP + CHUNK];
+    let mut kept = 0usize;
+    for (i, piece) in pieces.iter().enumerate() {
+        let (clusters_at, len) = match *piece {
+            Piece::Clusters { at, len } => (Some(at), len),
+            Piece::Zeros(len) => (None, len.min(2 * OVERLAP as u64)),
         };
-        let len = e
-            .len
-            .min(store.layout.size.saturating_sub(e.logical_offset));
         let mut done = 0u64;
         while done < len {
-            let n = ((len - done) as usize).min(CHUNK + OVERLAP);
-            let at =
-                start
-                    .0
-                    .checked_add(done)
-                    .ok_or_else(|| ShadowSearchError::ExtentPastImage {
-                        path: store.path.clone(),
-                    })?;
-            image
-                .read_exact_at(ImageOffset(at), &mut buf[..n], "a shadow copy store")
-                .map_err(|source| ShadowSearchError::Read {
-                    path: store.path.clone(),
-                    source,
-                })?;
-            if !map.find_all(&buf[..n], true).is_empty() {
+            let n = usize::try_from(len - done).map_or(CHUNK, |left| left.min(CHUNK));
+            let window = &mut buf[kept..kept + n];
+            match clusters_at {
+                Some(at) => {
+                    let at =
+                        at.checked_add(done)
+                            .ok_or_else(|| ShadowSearchError::ExtentPastImage {
+                                path: store.path.clone(),
+                            })?;
+                    image
+                        .read_exact_at(ImageOffset(at), window, "a shadow copy store")
+                        .map_err(|source| ShadowSearchError::Read {
+                            path: store.path.clone(),
+                            source,
+                        })?;
+                }
+                None => window.fill(0),
+            }
+            done += n as u64;
+            let end = kept + n;
+            let last = i + 1 == pieces.len() && done >= len;
+            if !map.find_all(&buf[..end], last).is_empty() {
                 return Ok(true);
             }
-            if done + n as u64 >= len {
-                break;
-            }
-            done += CHUNK as u64;
+            kept = end.min(OVERLAP);
+            buf.copy_within(end - kept..end, 0);
         }
     }
     Ok(false)
@@ -242,4 +336,159 @@ pub fn check_shadow_copies(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::Extent;
+    use crate::sid::MachineSid;
+    use crate::testutil::TempDir;
+
+    fn mapping() -> SidMapping {
+        SidMapping::new(
+            MachineSid::new(1806060109, 1839359715, 529511253),
+            MachineSid::new(1111111111, 2222222222, 333333333),
+        )
+        .unwrap()
+    }
+
+    fn store(size: u64, extents: Vec<Extent>) -> ShadowStore {
+        ShadowStore {
+            path: "store".into(),
+            content: StoreContent::Runs(StreamLayout {
+                file_record: 64,
+                stream: String::new(),
+                size,
+                location: StreamLocation::NonResident { extents },
+                compressed: false,
+                sparse: false,
+                encrypted: false,
+            }),
+        }
+    }
+
+    fn layout(s: &ShadowStore) -> &StreamLayout {
+        match &s.content {
+            StoreContent::Runs(l) => l,
+            _ => unreachable!("the tests build run layouts"),
+        }
+    }
+
+    fn extent(logical_offset: u64, len: u64, at: Option<u64>) -> Extent {
+        Extent {
+            logical_offset,
+            len,
+            image_offset: at.map(ImageOffset),
+        }
+    }
+
+    /// The binary SID (its 12-byte sub-authority triple) cut at `cut`: the head ends run 1, the
+    /// tail starts run 2, which lies *before* run 1 on the "volume" (the image) and far from it.
+    fn split_image(dir: &TempDir, cut: usize, bytes: &[u8]) -> (ImageFile, ShadowStore) {
+        const RUN1_AT: usize = 3 << 20;
+        const RUN2_AT: usize = 4096;
+        const RUN1: usize = (1 << 20) + 3000;
+        let mut img = vec![0x5au8; 5 << 20];
+        img[RUN1_AT + RUN1 - cut..RUN1_AT + RUN1].copy_from_slice(&bytes[..cut]);
+        img[RUN2_AT..RUN2_AT + bytes.len() - cut].copy_from_slice(&bytes[cut..]);
+        let path = dir.path("img");
+        std::fs::write(&path, &img).unwrap();
+        let s = store(
+            RUN1 as u64 + 8192,
+            vec![
+                extent(RUN1 as u64, 8192, Some(RUN2_AT as u64)),
+                extent(0, RUN1 as u64, Some(RUN1_AT as u64)),
+            ],
+        );
+        (ImageFile::open(&path).unwrap(), s)
+    }
+
+    fn sid_binary() -> Vec<u8> {
+        [1806060109u32, 1839359715, 529511253]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect()
+    }
+
+    /// Prove that a SID whose bytes straddle two runs, not adjacent on the volume and listed out
+    /// of file order, is found at every cut, in binary and in UTF-16, and that the same runs
+    /// without it are clean.
+    #[test]
+    fn a_sid_split_across_two_runs_is_found() {
+        let dir = TempDir::new("shadow-split");
+        let map = mapping();
+        let utf16: Vec<u8> = "S-1-5-21-1806060109-1839359715-529511253-500"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        for bytes in [sid_binary(), utf16] {
+            for cut in 1..bytes.len() {
+                let (image, s) = split_image(&dir, cut, &bytes);
+                assert!(store_holds_sid(&image, &s, &map).unwrap(), "cut at {cut}");
+            }
+        }
+        let (image, s) = split_image(&dir, 6, &[0x5a; 12]);
+        assert!(!store_holds_sid(&image, &s, &map).unwrap());
+    }
+
+    /// Prove that holes are searched as zeros: a SID form ending in zero bytes is found when its
+    /// zeros are a hole's, and a long hole is not read in full (the store is 1 TiB).
+    #[test]
+    fn holes_read_as_zeros() {
+        let dir = TempDir::new("shadow-holes");
+        let map = mapping();
+        let utf16: Vec<u8> = "S-1-5-21-1806060109-1839359715-529511253"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        // The last code unit's high byte (0) is in the hole, and a following 0 0 says "not a
+        // digit".
+        let head = &utf16[..utf16.len() - 1];
+        let mut img = vec![0x5au8; 8192];
+        img[4096 - head.len()..4096].copy_from_slice(head);
+        let path = dir.path("img");
+        std::fs::write(&path, &img).unwrap();
+        let image = ImageFile::open(&path).unwrap();
+        let s = store(
+            1 << 40,
+            vec![extent(0, 4096, Some(0)), extent(4096, 1 << 30, None)],
+        );
+        assert_eq!(
+            pieces(layout(&s)),
+            vec![
+                Piece::Clusters { at: 0, len: 4096 },
+                Piece::Zeros(1 << 30),
+                Piece::Zeros((1 << 40) - 4096 - (1 << 30)),
+            ]
+        );
+        assert!(store_holds_sid(&image, &s, &map).unwrap());
+        let clean = store(1 << 40, vec![extent(4096, 4096, Some(4096))]);
+        assert!(!store_holds_sid(&image, &clean, &map).unwrap());
+    }
+
+    /// Prove that overlapping runs (a hostile run list) and runs past the data size are clipped.
+    #[test]
+    fn overlapping_runs_are_clipped() {
+        let s = store(
+            10000,
+            vec![
+                extent(0, 8192, Some(1 << 20)),
+                extent(4096, 8192, Some(2 << 20)),
+            ],
+        );
+        assert_eq!(
+            pieces(layout(&s)),
+            vec![
+                Piece::Clusters {
+                    at: 1 << 20,
+                    len: 8192
+                },
+                Piece::Clusters {
+                    at: (2 << 20) + 4096,
+                    len: 10000 - 8192
+                },
+            ]
+        );
+    }
 }

@@ -28,8 +28,9 @@
 //!   is recomputed for the clone's page. A current entry whose non-zero value is something else,
 //!   on a page that changes, is a checksum sidfs cannot recompute: an error.
 //! - `INDEX.BTR` keys are hashes of upper-case names and `page.id.size` triples of the records:
-//!   a same-size replacement changes none of them. A SID inside `INDEX.BTR` itself (whose pages
-//!   have checksums in the mapping files too) is an error.
+//!   a same-size replacement changes none of them, except where the hashed name is an instance's
+//!   key value that holds the SID: that is an error ([`keys`]). A SID inside `INDEX.BTR` itself
+//!   (whose pages have checksums in the mapping files too) is an error.
 //!
 //! What it does: replaces the SID in every form record by record (so that an occurrence split
 //! across the pages of one record is found), then in the rest of the file (free space, deleted
@@ -46,7 +47,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::hive::FormCounts;
-use super::mapping::SidMapping;
+use super::mapping::{Form, SidMapping};
 use crate::image::partition::crc32::crc32;
 
 /// Size of an `OBJECTS.DATA` (and `INDEX.BTR`) page.
@@ -104,6 +105,15 @@ pub enum WmiError {
     },
     /// `INDEX.BTR` holds the SID.
     SidInIndex,
+    /// A record holds the SID in a string that `INDEX.BTR` names an object by (the hash of a key
+    /// value, [`keys`]): the rewritten instance could not be found by its new key.
+    SidInKey {
+        page: u32,
+        id: u32,
+        /// The instance's class, when its name hash could be resolved.
+        class: Option<String>,
+        key: String,
+    },
 }
 
 impl fmt::Display for WmiError {
@@ -142,6 +152,19 @@ impl fmt::Display for WmiError {
             WmiError::SidInIndex => write!(
                 f,
                 "INDEX.BTR holds the SID (its pages have checksums in the mapping files that sidfs does not recompute)"
+            ),
+            WmiError::SidInKey {
+                page,
+                id,
+                class,
+                key,
+            } => write!(
+                f,
+                "OBJECTS.DATA physical page {page}: record {id} ({}) holds the SID in a key property: INDEX.BTR finds that instance by the hash of its key value \"{key}\", which a same-length rewrite would leave stale (the instance could no longer be found by its new key)",
+                class.as_deref().map_or_else(
+                    || "an instance of a class sidfs cannot name".to_string(),
+                    |c| format!("an instance of {c}")
+                )
             ),
         }
     }
@@ -386,6 +409,7 @@ pub fn rewrite_wmi(
         .ok_or(WmiError::NoMapping)?;
     let current = parsed[current_index].as_ref().map_err(Clone::clone)?;
     let records = records(objects, current)?;
+    refuse_sid_in_key(objects, index, &records, sid)?;
     let mut report = WmiReport {
         records: records.len(),
         sequence: current.sequence,
@@ -455,5 +479,34 @@ pub fn rewrite_wmi(
     })
 }
 
+/// An error when a record holds the SID in a string `INDEX.BTR` names an object by ([`keys`]).
+fn refuse_sid_in_key(
+    objects: &[u8],
+    index: &[u8],
+    records: &[Record],
+    sid: &SidMapping,
+) -> Result<(), WmiError> {
+    let mut digests = None;
+    for r in records {
+        let data = r.gather(objects);
+        for o in sid.find_all(&data, true) {
+            if o.form == Form::Binary {
+                continue;
+            }
+            let d = digests.get_or_insert_with(|| keys::index_digests(index));
+            if let Some(key) = keys::indexed_key(&data, &o, d) {
+                return Err(WmiError::SidInKey {
+                    page: r.page,
+                    id: r.id,
+                    class: keys::class_name(&data, objects),
+                    key,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+pub mod keys;
 #[cfg(test)]
 mod tests;

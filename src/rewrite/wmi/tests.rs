@@ -252,3 +252,139 @@ fn hostile_descriptors_give_errors() {
     let e = rewrite_wmi(&repo3.objects, &[], &repo3.mappings, &sid_map()).unwrap_err();
     assert!(matches!(e, WmiError::Descriptor { page: 0, .. }), "{e}");
 }
+
+/// A repository like [`repo`] whose record 4 is an `__EventFilter` instance (the class name hash
+/// as WMI writes it) with the SID string `sid_text` (RID 500) in `form` ("utf16" or "ascii"),
+/// between NUL-terminated neighbours; and an index naming objects by `indexed` (its digest).
+fn keyed_repo(form: &str, indexed: &str) -> (Repo, Vec<u8>) {
+    let mut repo = repo();
+    let text = format!("S-1-5-21-{}-{}-{}-500", OLD.0, OLD.1, OLD.2);
+    let encode = |s: &str| -> Vec<u8> {
+        match form {
+            "utf16" => s.encode_utf16().flat_map(u16::to_le_bytes).collect(),
+            _ => s.as_bytes().to_vec(),
+        }
+    };
+    let class: Vec<u16> = "__EventFilter".encode_utf16().collect();
+    let mut r4: Vec<u8> = keys::name_digest(&class)
+        .iter()
+        .flat_map(|&b| [b, 0])
+        .collect();
+    r4.extend_from_slice(&[0x01; 20]);
+    r4.extend_from_slice(&[0, 0, 0]);
+    r4.extend(encode(&text));
+    r4.extend_from_slice(&[0, 0, 0]);
+    r4.extend(encode("SELECT * FROM __InstanceCreationEvent"));
+    r4.resize(500, 0);
+    let p3 = &mut repo.objects[3 * PAGE_SIZE..];
+    put_descriptor(p3, 0, 4, 32, &r4);
+    p3[32..532].copy_from_slice(&r4);
+    let pages = [0, 3, 1, 2];
+    repo.mappings = vec![
+        mapping_file(5, &pages, &repo.objects),
+        mapping_file(7, &pages, &repo.objects),
+        mapping_file(6, &pages, &repo.objects),
+    ];
+    let units: Vec<u16> = indexed.encode_utf16().collect();
+    let digest = String::from_utf8(keys::name_digest(&units).to_vec()).unwrap();
+    let mut index = vec![0u8; 64];
+    index.extend_from_slice(format!("IL_{digest}.1.4.500\0KI_0000\0").as_bytes());
+    index.resize(PAGE_SIZE, 0);
+    (repo, index)
+}
+
+/// Prove the digest against the published example: SHA-256 of "__THISNAMESPACE" in UTF-16LE
+/// [libyal dtformats, "Identifier strings"], upper-cased first.
+#[test]
+fn the_index_digest_is_sha256_of_the_upper_case_utf16_name() {
+    let name: Vec<u16> = "__thisNAMESPACE".encode_utf16().collect();
+    assert_eq!(
+        &keys::name_digest(&name)[..],
+        b"41C53E6DB1ACF2453CEFD41398198E613F10DFF47709ECAB1D7F037756AC8CE7"
+    );
+    let index =
+        b"xxCD_41C53E6DB1ACF2453CEFD41398198E613F10DFF47709ECAB1D7F037756AC8CE7.0.2.209\0IL_ABC\0";
+    let d = keys::index_digests(index);
+    assert_eq!(d.len(), 1);
+    assert!(d.contains(&keys::name_digest(&name)));
+}
+
+/// Prove that a SID in a key value (the index names the instance by the hash of the SID string
+/// with its RID) is refused naming the record, its class and the key, in UTF-16 and in ASCII
+/// (an index written from a lower-case spelling too: WMI hashes the upper-cased name), and that
+/// the same record with an index that names it by another key is rewritten.
+#[test]
+fn a_sid_in_a_key_property_is_refused() {
+    let map = sid_map();
+    let key = format!("S-1-5-21-{}-{}-{}-500", OLD.0, OLD.1, OLD.2);
+    for form in ["utf16", "ascii"] {
+        for indexed in [key.clone(), key.to_lowercase()] {
+            let (repo, index) = keyed_repo(form, &indexed);
+            let e = rewrite_wmi(&repo.objects, &index, &repo.mappings, &map).unwrap_err();
+            assert_eq!(
+                e,
+                WmiError::SidInKey {
+                    page: 3,
+                    id: 4,
+                    class: Some("__EventFilter".into()),
+                    key: key.clone(),
+                },
+                "{form}"
+            );
+            let line = e.to_string();
+            assert!(line.contains("key property"), "{line}");
+            assert!(line.contains("__EventFilter"), "{line}");
+        }
+        let (repo, index) = keyed_repo(form, "Audit");
+        let out = rewrite_wmi(&repo.objects, &index, &repo.mappings, &map).unwrap();
+        assert!(map.find_all(&out.objects, true).is_empty(), "{form}");
+        assert_consistent(&out.objects, &out.mappings);
+    }
+    // The SID without its RID as the key value.
+    let sid = format!("S-1-5-21-{}-{}-{}", OLD.0, OLD.1, OLD.2);
+    let (repo, index) = keyed_repo("utf16", &sid);
+    let e = rewrite_wmi(&repo.objects, &index, &repo.mappings, &map).unwrap_err();
+    assert!(
+        matches!(e, WmiError::SidInKey { ref key, .. } if *key == sid),
+        "{e}"
+    );
+}
+
+/// Prove that the key search stays in bounds: a SID string at the very start and the very end of
+/// a record, at an odd offset, and amid arbitrary bytes, in both forms.
+#[test]
+fn the_key_search_stays_in_bounds() {
+    let map = sid_map();
+    let text = format!("S-1-5-21-{}-{}-{}", OLD.0, OLD.1, OLD.2);
+    let units: Vec<u16> = text.encode_utf16().collect();
+    let digests = keys::index_digests(
+        format!(
+            "IL_{}",
+            String::from_utf8(keys::name_digest(&units).to_vec()).unwrap()
+        )
+        .as_bytes(),
+    );
+    let utf16: Vec<u8> = units.iter().flat_map(|u| u.to_le_bytes()).collect();
+    let mut noise = 0x1234_5678u32;
+    let mut next = move || {
+        noise ^= noise << 13;
+        noise ^= noise >> 17;
+        noise ^= noise << 5;
+        noise as u8
+    };
+    for sid in [text.as_bytes().to_vec(), utf16] {
+        for (before, after) in [(0, 0), (1, 0), (0, 1), (7, 9), (3000, 3000)] {
+            let mut data: Vec<u8> = (0..before).map(|_| next()).collect();
+            data.extend_from_slice(&sid);
+            data.extend((0..after).map(|_| next()));
+            let occs = map.find_all(&data, true);
+            assert!(before + after > 0 || occs.len() == 1);
+            for o in occs {
+                let found = keys::indexed_key(&data, &o, &digests);
+                if before == 0 && after == 0 {
+                    assert_eq!(found.as_deref(), Some(text.as_str()));
+                }
+            }
+        }
+    }
+}
