@@ -228,40 +228,61 @@ impl StoreCheck {
     }
 }
 
+/// What the clone does with one store: `Some` structure rewrites it, `None` keeps it as it is (no
+/// machine SID), an error refuses it.
+type Registered = Result<Option<Box<dyn Structure>>>;
+
+/// The advice of an ESE database's refusal: delete it, and what Windows then does.
+fn ese_advice(path: &str) -> String {
+    format!(
+        "delete that file from the master before capturing it ({})",
+        when_deleted(path)
+    )
+}
+
 /// The ESE databases of the survey as structures, checked first (docs/SEMANTICS.md invariant 8): one that
 /// holds the old SID (or hides it 7-bit compressed) but cannot be rewritten with valid page
 /// checksums is an error naming it and what deleting it costs; one without the SID is left alone.
 fn ese_structures(survey: &WindowsSurvey, map: &SidMapping) -> Result<Vec<Box<dyn Structure>>> {
     let mut out: Vec<Box<dyn Structure>> = Vec::new();
     for f in &survey.ese_databases {
-        let advice = format!(
-            "delete that file from the master before capturing it ({})",
-            when_deleted(&f.path)
-        );
+        let advice = ese_advice(&f.path);
         let Some(store) = StoreCheck::read(survey, f, "ESE database", Checksums::Page, advice)?
         else {
             continue;
         };
-        let name = &store.name;
-        let holds = holds_sid(map, &store.bytes);
-        let checked = if f.layout.is_plain() {
-            rewrite_ese(&store.bytes, map).map(|_| ())
-        } else {
-            Ok(())
-        };
-        match checked {
-            Err(e) if holds || matches!(e, EseError::CompressedSid { .. }) => {
-                return Err(store.refuse(RewriteError::Ese(e)))
-            }
-            Err(e) => log::info!("{name}: {e}; it holds no machine SID, kept as it is"),
-            Ok(()) if !holds => log::info!("{name}: holds no machine SID, kept as it is"),
-            Ok(()) => match EseStructure::new(f, store.partition) {
-                Some(s) => out.push(Box::new(s)),
-                None => return Err(store.refuse(RewriteError::NotPlain)),
-            },
-        }
+        out.extend(ese_structure(f, &store, map)?);
     }
     Ok(out)
+}
+
+/// What the clone does with one ESE database read whole: `Some` rewrites it as a structure,
+/// `None` keeps it as it is (no machine SID), an error refuses it.
+fn ese_structure(f: &EseFile, store: &StoreCheck, map: &SidMapping) -> Registered {
+    let name = &store.name;
+    let holds = holds_sid(map, &store.bytes);
+    let checked = if f.layout.is_plain() {
+        rewrite_ese(&store.bytes, map).map(|_| ())
+    } else {
+        Ok(())
+    };
+    match checked {
+        Err(e) if holds || matches!(e, EseError::CompressedSid { .. }) => {
+            Err(store.refuse(RewriteError::Ese(e)))
+        }
+        Err(e) => {
+            log::info!("{name}: {e}; it holds no machine SID, kept as it is");
+            Ok(None)
+        }
+        Ok(()) if !holds => {
+            log::info!("{name}: holds no machine SID, kept as it is");
+            Ok(None)
+        }
+        Ok(()) => match EseStructure::new(f, store.partition) {
+            Some(s) => Ok(Some(Box::new(s))),
+            None => Err(store.refuse(RewriteError::NotPlain)),
+        },
+    }
 }
 
 /// The SQLite write-ahead logs of the survey as structures, checked first (docs/SEMANTICS.md invariant 8):
@@ -271,37 +292,143 @@ fn ese_structures(survey: &WindowsSurvey, map: &SidMapping) -> Result<Vec<Box<dy
 fn wal_structures(survey: &WindowsSurvey, map: &SidMapping) -> Result<Vec<Box<dyn Structure>>> {
     let mut out: Vec<Box<dyn Structure>> = Vec::new();
     for f in &survey.sqlite_wals {
-        let advice = "checkpoint it into its database in the master (stop the service that uses it and run sqlite3 DATABASE \"PRAGMA wal_checkpoint(TRUNCATE)\", or shut Windows down cleanly) and capture it again";
         let Some(store) = StoreCheck::read(
             survey,
             f,
             "SQLite write-ahead log",
             Checksums::Frame,
-            advice.to_string(),
+            WAL_ADVICE.to_string(),
         )?
         else {
             continue;
         };
-        if !holds_sid(map, &store.bytes) {
-            log::info!("{}: holds no machine SID, kept as it is", store.name);
-            continue;
-        }
-        let checked = if f.layout.is_plain() {
-            rewrite_wal(&store.bytes, map)
-                .map(|_| ())
-                .map_err(RewriteError::Wal)
-        } else {
-            Err(RewriteError::NotPlain)
-        };
-        match checked {
-            Err(why) => return Err(store.refuse(why)),
-            Ok(()) => match WalStructure::new(f, store.partition) {
-                Some(s) => out.push(Box::new(s)),
-                None => return Err(store.refuse(RewriteError::NotPlain)),
-            },
-        }
+        out.extend(wal_structure(f, &store, map)?);
     }
     Ok(out)
+}
+
+/// The advice of a SQLite write-ahead log's refusal.
+const WAL_ADVICE: &str = "checkpoint it into its database in the master (stop the service that uses it and run sqlite3 DATABASE \"PRAGMA wal_checkpoint(TRUNCATE)\", or shut Windows down cleanly) and capture it again";
+
+/// What the clone does with one SQLite write-ahead log read whole: `Some` rewrites it as a
+/// structure, `None` keeps it as it is (no machine SID), an error refuses it.
+fn wal_structure(f: &EseFile, store: &StoreCheck, map: &SidMapping) -> Registered {
+    if !holds_sid(map, &store.bytes) {
+        log::info!("{}: holds no machine SID, kept as it is", store.name);
+        return Ok(None);
+    }
+    let checked = if f.layout.is_plain() {
+        rewrite_wal(&store.bytes, map)
+            .map(|_| ())
+            .map_err(RewriteError::Wal)
+    } else {
+        Err(RewriteError::NotPlain)
+    };
+    match checked {
+        Err(why) => Err(store.refuse(why)),
+        Ok(()) => match WalStructure::new(f, store.partition) {
+            Some(s) => Ok(Some(Box::new(s))),
+            None => Err(store.refuse(RewriteError::NotPlain)),
+        },
+    }
+}
+
+/// What the clone does with one store with checksums, decided by the same checks that register
+/// (or refuse) it when a clone is built: `sidfs inspect --old-sid` lists these.
+#[derive(Debug)]
+pub struct StoreDecision {
+    /// The store's kind as inspect names it (`crate::rewrite::survey::STORE_KINDS`).
+    pub kind: &'static str,
+    /// Path on its volume.
+    pub path: String,
+    /// Index of its partition.
+    pub partition: u32,
+    pub size: u64,
+    /// Machine-SID occurrences in its bytes, every form.
+    pub sid_occurrences: usize,
+    /// `Ok(true)`: rewritten with its checksums; `Ok(false)`: kept as it is (no machine SID);
+    /// `Err`: the clone refuses it, with the sentence `sidfs mount` prints.
+    pub outcome: Result<bool>,
+}
+
+/// The survey's ESE databases, SQLite write-ahead logs, event logs and WMI repositories, each
+/// with what the clone does with it ([`ese_structure`], [`wal_structure`], the event-log and WMI
+/// structures: the checks [`structures_with_identity`] makes).
+pub fn store_decisions(survey: &WindowsSurvey, map: &SidMapping) -> Vec<StoreDecision> {
+    let mut out = Vec::new();
+    let checked = |f: &EseFile,
+                   kind: &'static str,
+                   read: Result<Option<StoreCheck>>,
+                   decide: &dyn Fn(&StoreCheck) -> Registered| {
+        let partition = survey.volumes.get(f.volume).map(|p| p.partition.index)?;
+        let (size, sid_occurrences, outcome) = match read {
+            Ok(None) => return None,
+            Ok(Some(store)) => (
+                store.bytes.len() as u64,
+                map.find_all(&store.bytes, true).len(),
+                decide(&store).map(|s| s.is_some()),
+            ),
+            Err(e) => (f.layout.size, 0, Err(e)),
+        };
+        Some(StoreDecision {
+            kind,
+            path: f.path.clone(),
+            partition,
+            size,
+            sid_occurrences,
+            outcome,
+        })
+    };
+    for f in &survey.ese_databases {
+        let read = StoreCheck::read(
+            survey,
+            f,
+            "ESE database",
+            Checksums::Page,
+            ese_advice(&f.path),
+        );
+        out.extend(checked(f, "ese", read, &|s| ese_structure(f, s, map)));
+    }
+    for f in &survey.sqlite_wals {
+        let read = StoreCheck::read(
+            survey,
+            f,
+            "SQLite write-ahead log",
+            Checksums::Frame,
+            WAL_ADVICE.to_string(),
+        );
+        out.extend(checked(f, "sqlite-wal", read, &|s| {
+            wal_structure(f, s, map)
+        }));
+    }
+    for log in &survey.event_logs {
+        let Some(part) = survey.volumes.iter().find(|p| {
+            log.layout.image_offset_of(0).is_some_and(|at| {
+                at.0 >= p.partition.start.0
+                    && at.0 < p.partition.start.0.saturating_add(p.partition.len)
+            })
+        }) else {
+            continue;
+        };
+        let Ok(bytes) = part.volume.read_file(&log.path, "", STRUCTURE_LIMIT) else {
+            continue;
+        };
+        let sids = map.find_all(&bytes, true).len();
+        out.push(StoreDecision {
+            kind: "evtx",
+            path: log.path.clone(),
+            partition: part.partition.index,
+            size: bytes.len() as u64,
+            sid_occurrences: sids,
+            // Every event log is registered as a structure (`EvtxStructure`); one without the
+            // SID comes out as it was.
+            outcome: Ok(sids > 0 && EvtxStructure::new(log).is_some()),
+        });
+    }
+    for part in &survey.volumes {
+        out.extend(super::wmi_structure::wmi_decision(part, map));
+    }
+    out
 }
 
 pub fn build_stage(

@@ -239,36 +239,75 @@ pub fn wmi_structures(
 ) -> Result<Vec<Box<dyn Structure>>, RewriteError> {
     let mut out: Vec<Box<dyn Structure>> = Vec::new();
     for part in &survey.volumes {
-        let name = format!(
-            "the WMI repository {WMI_DIR} (partition {})",
-            part.partition.index
-        );
-        let repo = match Repository::read(&part.volume) {
-            Ok(Some(r)) => r,
-            Ok(None) => continue,
-            Err(reason) => {
-                return Err(RewriteError::WmiUnreadable {
-                    store: name,
-                    reason,
-                })
-            }
-        };
-        if map.find_all(&repo.objects.bytes, true).is_empty() {
-            log::info!("{name}: holds no machine SID in OBJECTS.DATA, kept as it is");
-            continue;
-        }
-        match repo.rewrite(map) {
-            Ok(out_files) => {
-                log::info!("{name}: {:?}", out_files.report);
-                out.push(Box::new(WmiStructure::new(&repo, part.partition.index)));
-            }
-            Err(reason) => {
-                return Err(RewriteError::WmiNotRewritable {
-                    store: name,
-                    reason,
-                })
-            }
+        if let Some((_, structure)) = wmi_structure(part, map)? {
+            out.extend(structure);
         }
     }
     Ok(out)
+}
+
+/// A volume's WMI repository and the structure that rewrites it (`None`: kept as it is).
+type Checked = Option<(Repository, Option<Box<dyn Structure>>)>;
+
+/// The WMI repository of one volume, if it has one, and what the clone does with it: `Some`
+/// structure rewrites it, `None` keeps it as it is (no machine SID), an error refuses it.
+fn wmi_structure(
+    part: &super::survey::NtfsPart,
+    map: &SidMapping,
+) -> Result<Checked, RewriteError> {
+    let name = format!(
+        "the WMI repository {WMI_DIR} (partition {})",
+        part.partition.index
+    );
+    let repo = match Repository::read(&part.volume) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(None),
+        Err(reason) => {
+            return Err(RewriteError::WmiUnreadable {
+                store: name,
+                reason,
+            })
+        }
+    };
+    if map.find_all(&repo.objects.bytes, true).is_empty() {
+        log::info!("{name}: holds no machine SID in OBJECTS.DATA, kept as it is");
+        return Ok(Some((repo, None)));
+    }
+    match repo.rewrite(map) {
+        Ok(out_files) => {
+            log::info!("{name}: {:?}", out_files.report);
+            let structure: Box<dyn Structure> =
+                Box::new(WmiStructure::new(&repo, part.partition.index));
+            Ok(Some((repo, Some(structure))))
+        }
+        Err(reason) => Err(RewriteError::WmiNotRewritable {
+            store: name,
+            reason,
+        }),
+    }
+}
+
+/// What the clone does with the WMI repository of one volume ([`wmi_structure`], the check
+/// [`wmi_structures`] makes), for `sidfs inspect --old-sid`; `None` when it has none.
+pub fn wmi_decision(
+    part: &super::survey::NtfsPart,
+    map: &SidMapping,
+) -> Option<super::stage_builder::StoreDecision> {
+    let (size, sid_occurrences, outcome) = match wmi_structure(part, map) {
+        Ok(None) => return None,
+        Ok(Some((repo, s))) => (
+            repo.objects.bytes.len() as u64,
+            map.find_all(&repo.objects.bytes, true).len(),
+            Ok(s.is_some()),
+        ),
+        Err(e) => (0, 0, Err(e)),
+    };
+    Some(super::stage_builder::StoreDecision {
+        kind: "wmi",
+        path: format!(r"{WMI_DIR}\{OBJECTS}"),
+        partition: part.partition.index,
+        size,
+        sid_occurrences,
+        outcome,
+    })
 }
