@@ -114,14 +114,22 @@ enum Cmd {
     /// Inspect a master: partitions, Windows, machine SID, domain, accounts, profiles, hives,
     /// and every reason it cannot be cloned safely.
     ///
+    /// With --old-sid, a disk without Windows (a data disk) is inspected as `sidfs mount
+    /// --old-sid SID` clones it: its stores with checksums on every NTFS volume, each with its
+    /// SID occurrences and what the clone does, and the refusal mount would give.
+    ///
     /// Exit status: 0 when the master can be cloned, 3 when it is refused (the reasons are
-    /// listed), 1 when the image cannot be read.
+    /// listed), 1 when the image cannot be read (or --old-sid is not a Windows master's SID).
     Inspect {
         /// The master disk image (raw) or a bare NTFS volume image. Opened read-only.
         master: PathBuf,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// For a disk without a Windows installation (a data disk): the machine SID a clone
+        /// made with `sidfs mount --old-sid SID` replaces. A Windows master's must be its own.
+        #[arg(long, value_name = "SID")]
+        old_sid: Option<sidfs::sid::MachineSid>,
     },
 }
 
@@ -290,7 +298,11 @@ fn main() -> ExitCode {
         .format_target(false)
         .init();
     let result = match cli.command {
-        Cmd::Inspect { master, json } => return run_inspect(&master, json),
+        Cmd::Inspect {
+            master,
+            json,
+            old_sid,
+        } => return run_inspect(&master, json, old_sid),
         Cmd::Mount(args) => run_mount(&args),
         Cmd::Umount { mountpoint } => mount::unmount(&mountpoint, UNMOUNT_TIMEOUT)
             .map(|state| print!("{}", render::unmounted_text(&mountpoint, &state)))
@@ -343,8 +355,8 @@ fn fail(msg: &str) -> ExitCode {
 }
 
 /// `sidfs inspect`: prints the report; exit 0 cloneable, 3 refused, 1 unreadable.
-fn run_inspect(master: &Path, json: bool) -> ExitCode {
-    let report = match sidfs::inspect::inspect(master) {
+fn run_inspect(master: &Path, json: bool, old_sid: Option<sidfs::sid::MachineSid>) -> ExitCode {
+    let report = match sidfs::inspect::inspect_with(master, old_sid) {
         Ok(report) => report,
         Err(e) => return fail(&e.to_string().replace(['\n', '\r'], " ")),
     };

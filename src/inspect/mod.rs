@@ -12,6 +12,7 @@
 //! `unreadable`, and the rest of the report is still filled in.
 #![forbid(unsafe_code)]
 
+mod data_disk;
 pub mod finding;
 mod hive_file;
 mod installation;
@@ -26,9 +27,9 @@ use std::path::{Path, PathBuf};
 
 pub use finding::{Refusal, RefusalReason, Warning, WarningReason};
 pub use report::{
-    AccountReport, DomainReport, HiveLogReport, HiveReport, InspectReport, MachineSidSources,
-    PartitionReport, PartitionTableReport, ProfileReport, SidSource, SpecialFilesReport,
-    VolumeReport, WindowsReport,
+    AccountReport, DataDiskReport, DataDiskStoreReport, DomainReport, HiveLogReport, HiveReport,
+    InspectReport, MachineSidSources, PartitionReport, PartitionTableReport, ProfileReport,
+    SidSource, SpecialFilesReport, VolumeReport, WindowsReport,
 };
 
 use crate::image::partition::PartitionType;
@@ -60,6 +61,12 @@ pub enum InspectError {
         partition: u32,
         source: ImageError,
     },
+    /// With `--old-sid`, the clone's survey refuses the image (a Windows master whose machine
+    /// SID is another one, a volume it cannot read): `sidfs mount` refuses it in the same words.
+    Survey {
+        path: PathBuf,
+        source: Box<crate::rewrite::survey::SurveyError>,
+    },
 }
 
 impl fmt::Display for InspectError {
@@ -80,6 +87,10 @@ impl fmt::Display for InspectError {
                 "{}: cannot read the NTFS volume in partition {partition}: {source}",
                 path.display()
             ),
+            // The words of `CloneError::Survey`.
+            InspectError::Survey { path, source } => {
+                write!(f, "cannot clone {}: {source}", path.display())
+            }
         }
     }
 }
@@ -91,12 +102,23 @@ impl std::error::Error for InspectError {
             InspectError::Image { source, .. } | InspectError::Volume { source, .. } => {
                 Some(source)
             }
+            InspectError::Survey { source, .. } => Some(source.as_ref()),
         }
     }
 }
 
 /// Inspects the master image at `path`. Never writes to it.
 pub fn inspect(path: &Path) -> Result<InspectReport, InspectError> {
+    inspect_with(path, None)
+}
+
+/// [`inspect`] as `sidfs mount --old-sid` sees the image when `old_sid` is given: a disk without
+/// Windows is a data disk whose stores with checksums are judged for that SID (no "no Windows"
+/// refusal), and a Windows master must have that machine SID ([`InspectError::Survey`] otherwise).
+pub fn inspect_with(
+    path: &Path,
+    old_sid: Option<crate::sid::MachineSid>,
+) -> Result<InspectReport, InspectError> {
     let image_error = |source| InspectError::Image {
         path: path.to_path_buf(),
         source,
@@ -119,6 +141,7 @@ pub fn inspect(path: &Path) -> Result<InspectReport, InspectError> {
         image_size: image.len(),
         partition_table: table_report(&table),
         windows: None,
+        data_disk: None,
         refusals: Vec::new(),
         warnings: Vec::new(),
     };
@@ -166,6 +189,15 @@ pub fn inspect(path: &Path) -> Result<InspectReport, InspectError> {
                 &mut report.warnings,
             );
             report.windows = Some(windows);
+            if let Some(given) = old_sid {
+                // The clone's survey reads the SID from SECURITY and refuses another one.
+                data_disk::check_windows_sid(path, given)?;
+            }
+        }
+        None if old_sid.is_some() && open_error.is_none() => {
+            if let Some(given) = old_sid {
+                report.data_disk = Some(data_disk::inspect_data_disk(path, given, &mut report)?);
+            }
         }
         None => {
             if let Some((index, source)) = open_error {

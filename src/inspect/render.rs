@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use super::report::{InspectReport, WindowsReport};
+use super::report::{DataDiskReport, InspectReport, WindowsReport};
 use crate::render::human;
 
 /// Width of the label column of key/value lines.
@@ -28,9 +28,10 @@ impl InspectReport {
             out.push('\n');
         }
         self.render_partitions(&mut out);
-        match &self.windows {
-            Some(w) => render_windows(w, &mut out),
-            None => {
+        match (&self.windows, &self.data_disk) {
+            (Some(w), _) => render_windows(w, &mut out),
+            (None, Some(d)) => render_data_disk(d, &mut out),
+            (None, None) => {
                 let _ = writeln!(out, "Windows: not found");
                 out.push('\n');
             }
@@ -366,4 +367,40 @@ fn table(out: &mut String, rows: &[Vec<String>]) {
         }
         let _ = writeln!(out, "{}", text.trim_end());
     }
+}
+
+/// A data disk inspected for `--old-sid`: what it is, and its stores as for a Windows volume.
+fn render_data_disk(d: &DataDiskReport, out: &mut String) {
+    let sids: usize = d.stores.iter().map(|s| s.sid_occurrences).sum();
+    let _ = writeln!(
+        out,
+        "Data disk: no Windows installation; inspected for --old-sid {}, as `sidfs mount --old-sid` clones it",
+        d.old_sid
+    );
+    let _ = writeln!(
+        out,
+        "  {} stores with checksums, holding {sids} occurrences of {}",
+        d.stores.len(),
+        d.old_sid
+    );
+    if !d.stores.is_empty() {
+        let mut rows = vec![vec![
+            "    partition".to_string(),
+            "kind".to_string(),
+            "SIDs".to_string(),
+            "the clone".to_string(),
+            "path".to_string(),
+        ]];
+        for st in &d.stores {
+            rows.push(vec![
+                format!("    {}", st.partition),
+                st.kind.clone(),
+                st.sid_occurrences.to_string(),
+                st.clone.clone(),
+                st.path.clone(),
+            ]);
+        }
+        table(out, &rows);
+    }
+    out.push('\n');
 }

@@ -18,6 +18,9 @@ pub struct InspectReport {
     pub partition_table: PartitionTableReport,
     /// The Windows installation, if an NTFS volume holds `Windows\System32\config\SYSTEM`.
     pub windows: Option<WindowsReport>,
+    /// A disk without Windows inspected for `--old-sid SID`, as `sidfs mount --old-sid` clones it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_disk: Option<DataDiskReport>,
     /// Why the image cannot be cloned safely; empty when it can.
     pub refusals: Vec<Refusal>,
     /// Clonable, but the user should know.
@@ -128,6 +131,33 @@ pub struct StoreReport {
     pub sid_occurrences: usize,
     /// What the clone does: "rewritten with its checksums", "kept as it is (no machine SID)", or
     /// "refused: <reason>".
+    pub clone: String,
+}
+
+/// A data disk (NTFS volumes without a Windows installation) as `sidfs mount --old-sid SID`
+/// surveys it: its stores with checksums on every NTFS volume and what the clone does with each.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataDiskReport {
+    /// The machine SID `--old-sid` names, which the clone replaces.
+    pub old_sid: String,
+    /// The stores with checksums of every NTFS volume.
+    pub stores: Vec<DataDiskStoreReport>,
+}
+
+/// One store with checksums on a data disk.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataDiskStoreReport {
+    /// Index of its partition (as in [`PartitionReport::index`]).
+    pub partition: u32,
+    /// Path on the volume.
+    pub path: String,
+    /// "ese", "evtx", "sqlite-wal" or "wmi" (`rewrite::survey::STORE_KINDS`).
+    pub kind: String,
+    pub size: u64,
+    /// Occurrences of the `--old-sid` SID in the file, every form.
+    pub sid_occurrences: usize,
+    /// What the clone does: "rewritten with its ... checksums", "kept as it is (no machine SID)",
+    /// or "refused: <the sentence of the refusal>".
     pub clone: String,
 }
 
