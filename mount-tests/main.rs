@@ -16,6 +16,7 @@ mod fail_closed;
 mod hostname;
 mod identity;
 mod inspect;
+mod inspect_data_disk;
 mod overlay;
 mod qcow2;
 mod readpath;

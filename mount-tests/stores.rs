@@ -21,7 +21,7 @@ const LOG_PATHS: [&str; 2] = [
 
 /// The test master's Security.evtx (scripts/testmaster/evtx.py) written for `sid` instead of the
 /// built master's SID: SidType values, UTF-16 strings and a template literal carry it.
-fn event_log_for(sid: &str) -> Vec<u8> {
+pub(crate) fn event_log_for(sid: &str) -> Vec<u8> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts");
     let script = format!(
         "import sys; sys.path.insert(0, {dir:?}); from testmaster import spec; \
