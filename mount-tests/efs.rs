@@ -11,7 +11,7 @@ const FILE: &str = "Users/Public/secret.txt";
 
 /// An `$EFS` value: header (length, state 0, version 2, crypto API 0, three 16-byte hash fields,
 /// DDF offset, DRF offset, reserved) and a body with `user`'s binary SID inside.
-fn efs_value(user: &[u8]) -> Vec<u8> {
+pub(crate) fn efs_value(user: &[u8]) -> Vec<u8> {
     let mut body = vec![0x11u8; 64];
     body.extend_from_slice(user);
     body.extend_from_slice(&[0x22u8; 64]);
@@ -27,7 +27,7 @@ fn efs_value(user: &[u8]) -> Vec<u8> {
     v
 }
 
-fn user_sid(rid: u32) -> Vec<u8> {
+pub(crate) fn user_sid(rid: u32) -> Vec<u8> {
     let (_, _, triple) = sid_forms(SID);
     let mut b = vec![1, 5, 0, 0, 0, 0, 0, 5, 21, 0, 0, 0];
     b.extend_from_slice(&triple);
@@ -36,7 +36,7 @@ fn user_sid(rid: u32) -> Vec<u8> {
 }
 
 /// A data disk with one file whose `$EFS` is `value`.
-fn disk_with_efs(s: &Scratch, name: &str, value: &[u8]) -> std::path::PathBuf {
+pub(crate) fn disk_with_efs(s: &Scratch, name: &str, value: &[u8]) -> std::path::PathBuf {
     let img = data_disk(s, name, &[(FILE, b"")]);
     let dev = LoopDev::writable(&img, 0, DATA_DISK_SIZE);
     let vol = s.mkdir(&format!("{name}-efs"));

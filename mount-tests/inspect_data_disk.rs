@@ -158,7 +158,7 @@ fn srudb_and_event_logs_are_listed_with_their_sids() {
 }
 
 /// Prove that data disks `sidfs mount --old-sid` refuses — an ESE database whose SID page has a
-/// wrong checksum, a shadow copy store with the SID — make `inspect --old-sid` exit 3 with the
+/// wrong checksum, a shadow copy store with the SID, an ESE log and an `$EFS` with the SID — make `inspect --old-sid` exit 3 with the
 /// very sentence of mount's one-line refusal (JSON and text), and the store listed as refused.
 #[test]
 fn what_mount_refuses_inspect_refuses_in_its_words() {
@@ -180,8 +180,29 @@ fn what_mount_refuses_inspect_refuses_in_its_words() {
     let mut shadow = vec![0x5au8; 3 << 20];
     shadow[(1 << 20) - 5..(1 << 20) + 7].copy_from_slice(&binary);
     let bad_shadow = data_disk(&s, "bad-shadow.img", &[(SHADOW_STORE, &shadow)]);
+    let mut log = vec![0x33u8; 128 << 10];
+    log[0x5000..0x5000 + binary.len()].copy_from_slice(&binary);
+    let good_db = real_srudb();
+    let bad_log = data_disk(
+        &s,
+        "bad-log.img",
+        &[
+            (SRUDB_PATH, &good_db),
+            ("Windows/System32/sru/SRU.log", &log),
+        ],
+    );
+    let bad_efs = crate::efs::disk_with_efs(
+        &s,
+        "bad-efs.img",
+        &crate::efs::efs_value(&crate::efs::user_sid(1001)),
+    );
 
-    for (seed, master, what) in [(63, &bad_ese, "SRUDB.dat"), (64, &bad_shadow, "shadow cop")] {
+    for (seed, master, what) in [
+        (63, &bad_ese, "SRUDB.dat"),
+        (64, &bad_shadow, "shadow cop"),
+        (66, &bad_log, r"sru\SRU.log"),
+        (67, &bad_efs, "secret.txt"),
+    ] {
         let (code, r) = report(master, SRUM_SID);
         assert_eq!(code, 3, "{what}: {r}");
         let refusals = r["refusals"].as_array().unwrap();
@@ -211,6 +232,18 @@ fn what_mount_refuses_inspect_refuses_in_its_words() {
     assert!(
         srudb["clone"].as_str().unwrap().starts_with("refused: "),
         "{srudb}"
+    );
+    let (_, r) = report(&bad_log, SRUM_SID);
+    let sru_log = store(&r, "SRU.log");
+    assert_eq!(sru_log["kind"], "ese-log", "{sru_log}");
+    assert_eq!(sru_log["sid_occurrences"], 1, "{sru_log}");
+    assert!(
+        sru_log["clone"].as_str().unwrap().starts_with("refused: "),
+        "{sru_log}"
+    );
+    assert_eq!(
+        store(&r, "SRUDB.dat")["clone"],
+        "rewritten with its page checksums"
     );
 }
 

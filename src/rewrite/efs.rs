@@ -61,12 +61,51 @@ pub fn check_efs(
     map: &SidMapping,
 ) -> Result<(), RewriteError> {
     for part in &survey.volumes {
-        let partition = part.partition.index;
-        let found = first_efs_with_sid(&part.volume, map, EFS_SCAN_LIMIT)
-            .map_err(|reason| RewriteError::EfsUncheckable { partition, reason })?;
-        if let Some((path, _)) = found {
-            return Err(RewriteError::EfsHoldsSid { path, partition });
-        }
+        efs_check(part, map)?;
     }
     Ok(())
+}
+
+/// An `$EFS` that holds the old SID: its file's path, the occurrences and mount's refusal.
+type Found = Option<(String, usize, RewriteError)>;
+
+/// The first `$EFS` of one volume that holds the old SID, as (path, occurrences) and mount's
+/// refusal of it; `Ok(None)` when none does; `Err` when its encrypted files cannot be checked.
+fn efs_with_sid(part: &super::survey::NtfsPart, map: &SidMapping) -> Result<Found, RewriteError> {
+    let partition = part.partition.index;
+    let found = first_efs_with_sid(&part.volume, map, EFS_SCAN_LIMIT)
+        .map_err(|reason| RewriteError::EfsUncheckable { partition, reason })?;
+    Ok(found.map(|(path, n)| {
+        let refusal = RewriteError::EfsHoldsSid {
+            path: path.clone(),
+            partition,
+        };
+        (path, n, refusal)
+    }))
+}
+
+/// Mount's check of one volume's `$EFS` streams.
+fn efs_check(part: &super::survey::NtfsPart, map: &SidMapping) -> Result<(), RewriteError> {
+    match efs_with_sid(part, map)? {
+        Some((_, _, refusal)) => Err(refusal),
+        None => Ok(()),
+    }
+}
+
+/// The encrypted file of one volume whose `$EFS` holds the old SID, refused as mount refuses it
+/// ([`check_efs`]), for `sidfs inspect --old-sid`; `None` when there is none (encrypted files
+/// that cannot be checked are mount's refusal, which inspect reports as such).
+pub fn efs_decision(
+    part: &super::survey::NtfsPart,
+    map: &SidMapping,
+) -> Option<super::stage_builder::StoreDecision> {
+    let (path, sid_occurrences, refusal) = efs_with_sid(part, map).ok()??;
+    Some(super::stage_builder::StoreDecision {
+        kind: "efs",
+        path,
+        partition: part.partition.index,
+        size: 0,
+        sid_occurrences,
+        outcome: Err(refusal),
+    })
 }

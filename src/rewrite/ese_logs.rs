@@ -95,14 +95,52 @@ pub fn check_ese_logs(
         let Some(part) = survey.volumes.get(volume) else {
             continue;
         };
-        let found = first_log_with_sid(&part.volume, std::slice::from_ref(&path), map)
-            .map_err(|reason| RewriteError::EseLogUnreadable { reason })?;
-        if let Some(path) = found {
-            return Err(RewriteError::EseLogHoldsSid {
-                path,
-                partition: part.partition.index,
-            });
-        }
+        check_ese_log(part, &path, map)?;
     }
     Ok(())
+}
+
+/// Mount's check of one ESE log of volume `part`: refused when it holds the old SID or cannot
+/// be read.
+fn check_ese_log(
+    part: &super::survey::NtfsPart,
+    path: &str,
+    map: &SidMapping,
+) -> Result<(), RewriteError> {
+    let found = first_log_with_sid(&part.volume, &[path.to_string()], map)
+        .map_err(|reason| RewriteError::EseLogUnreadable { reason })?;
+    match found {
+        Some(path) => Err(RewriteError::EseLogHoldsSid {
+            path,
+            partition: part.partition.index,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The ESE logs beside the survey's databases, each with what the clone does ([`check_ese_log`],
+/// mount's check), for `sidfs inspect --old-sid`.
+pub fn ese_log_decisions(
+    survey: &super::survey::WindowsSurvey,
+    map: &SidMapping,
+) -> Vec<super::stage_builder::StoreDecision> {
+    let mut out = Vec::new();
+    for (volume, path) in ese_logs(survey) {
+        let Some(part) = survey.volumes.get(volume) else {
+            continue;
+        };
+        let bytes = part
+            .volume
+            .read_file(&path, "", LOG_LIMIT)
+            .unwrap_or_default();
+        out.push(super::stage_builder::StoreDecision {
+            kind: "ese-log",
+            partition: part.partition.index,
+            size: bytes.len() as u64,
+            sid_occurrences: map.find_all(&bytes, true).len(),
+            outcome: check_ese_log(part, &path, map).map(|()| false),
+            path,
+        });
+    }
+    out
 }

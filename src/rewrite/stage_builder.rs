@@ -351,9 +351,10 @@ pub struct StoreDecision {
     pub outcome: Result<bool>,
 }
 
-/// The survey's ESE databases, SQLite write-ahead logs, event logs and WMI repositories, each
-/// with what the clone does with it ([`ese_structure`], [`wal_structure`], the event-log and WMI
-/// structures: the checks [`structures_with_identity`] makes).
+/// The survey's ESE databases, SQLite write-ahead logs, event logs, WMI repositories, `$EFS`
+/// streams with the SID and ESE logs, each with what the clone does with it ([`ese_structure`],
+/// [`wal_structure`], the event-log, WMI, EFS and ESE-log checks: those
+/// [`structures_with_identity`] makes).
 pub fn store_decisions(survey: &WindowsSurvey, map: &SidMapping) -> Vec<StoreDecision> {
     let mut out = Vec::new();
     let checked = |f: &EseFile,
@@ -427,7 +428,9 @@ pub fn store_decisions(survey: &WindowsSurvey, map: &SidMapping) -> Vec<StoreDec
     }
     for part in &survey.volumes {
         out.extend(super::wmi_structure::wmi_decision(part, map));
+        out.extend(super::efs::efs_decision(part, map));
     }
+    out.extend(super::ese_logs::ese_log_decisions(survey, map));
     out
 }
 
