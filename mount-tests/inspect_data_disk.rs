@@ -309,3 +309,43 @@ fn a_windows_master_takes_only_its_own_sid() {
         line
     );
 }
+
+/// Prove that a data disk whose NTFS volume cannot be opened (its first MFT record zeroed) makes
+/// `inspect --old-sid` stop with the very line `sidfs mount --old-sid` stops with (exit 1 both).
+#[test]
+fn an_unreadable_data_disk_is_mounts_one_line() {
+    if !have_tool("mkntfs") {
+        return;
+    }
+    use std::os::unix::fs::FileExt;
+    let s = Scratch::new("inspect-data-unreadable");
+    let disk = s.path("bad.img");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(16 << 20)
+        .unwrap();
+    ok(std::process::Command::new("mkntfs")
+        .args(["-F", "-Q", "-q"])
+        .arg(&disk));
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .open(&disk)
+        .unwrap();
+    let mut boot = [0u8; 512];
+    f.read_exact_at(&mut boot, 0).unwrap();
+    let cluster = u64::from(u16::from_le_bytes([boot[0x0B], boot[0x0C]])) * u64::from(boot[0x0D]);
+    let mft = u64::from_le_bytes(boot[0x30..0x38].try_into().unwrap()) * cluster;
+    f.write_all_at(&[0u8; 1024], mft).unwrap();
+    drop(f);
+    let (code, stdout, stderr) = inspect_old_sid(&disk, SRUM_SID, false);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let line = stderr.trim().to_string();
+    assert_eq!(line.lines().count(), 1, "{line}");
+    assert!(line.starts_with("sidfs: cannot clone "), "{line}");
+    let mp = s.mkdir("mp");
+    assert_eq!(
+        refused_mount(&disk, &mp, 68, &s.path("state"), SRUM_SID),
+        line
+    );
+}

@@ -194,7 +194,9 @@ pub fn inspect_with(
                 data_disk::check_windows_sid(path, given)?;
             }
         }
-        None if old_sid.is_some() && open_error.is_none() => {
+        // A volume that cannot be opened is the survey's error then, in mount's words, unless
+        // a refusal (which mount gives first) already stops the clone.
+        None if old_sid.is_some() && (open_error.is_none() || report.refusals.is_empty()) => {
             if let Some(given) = old_sid {
                 report.data_disk = Some(data_disk::inspect_data_disk(path, given, &mut report)?);
             }

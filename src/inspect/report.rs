@@ -151,7 +151,7 @@ pub struct DataDiskStoreReport {
     pub partition: u32,
     /// Path on the volume.
     pub path: String,
-    /// "ese", "evtx", "sqlite-wal" or "wmi" (`rewrite::survey::STORE_KINDS`).
+    /// "ese", "ese-log", "evtx", "sqlite-wal", "wmi" or "efs" (`rewrite::survey::STORE_KINDS`).
     pub kind: String,
     pub size: u64,
     /// Occurrences of the `--old-sid` SID in the file, every form.
