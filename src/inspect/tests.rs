@@ -232,6 +232,33 @@ fn real_volumes_report_no_windows() {
     }
 }
 
+/// Prove that with `--old-sid` the same real volumes are data disks: no `no-windows` refusal,
+/// cloneable, a `data_disk` section for that SID (round-tripped through JSON), the text saying it
+/// is a data disk inspected for that SID; and that without it the JSON has no `data_disk` key.
+#[test]
+fn real_volumes_with_old_sid_are_data_disks() {
+    let sid: crate::sid::MachineSid = "S-1-5-21-1806060109-1839359715-529511253".parse().unwrap();
+    let path = realdata("ntfs-win10-volume/file_4k.bin");
+    let report = super::inspect_with(&path, Some(sid)).unwrap();
+    assert!(report.windows.is_none());
+    assert!(report.refusals.is_empty(), "{:?}", report.refusals);
+    assert!(report.is_cloneable());
+    let d = report.data_disk.as_ref().expect("a data_disk section");
+    assert_eq!(d.old_sid, sid.to_string());
+    let json = serde_json::to_string(&report).unwrap();
+    let back: InspectReport = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, report);
+    let text = report.render_text();
+    assert!(
+        text.contains(&format!(
+            "Data disk: no Windows installation; inspected for --old-sid {sid}"
+        )),
+        "{text}"
+    );
+    let plain = serde_json::to_value(inspect(&path).unwrap()).unwrap();
+    assert!(plain.get("data_disk").is_none(), "{plain}");
+}
+
 fn refusal_reasons(report: &InspectReport) -> Vec<RefusalReason> {
     let mut r: Vec<_> = report.refusals.iter().map(|r| r.reason).collect();
     r.sort();
