@@ -104,14 +104,21 @@ impl fmt::Display for CloneError {
                 message,
                 more,
             } => {
-                write!(
-                    f,
-                    "cannot clone {}: {}",
-                    master.display(),
-                    message.trim_end_matches('.')
-                )?;
                 if *reason == RefusalReason::NoWindows {
-                    f.write_str("; pass --old-sid SID for a data disk or --keep-sid for a plain copy")?;
+                    // inspect's own advice names inspect; mount and export say what to pass them.
+                    write!(
+                        f,
+                        "cannot clone {}: No Windows installation was found (no NTFS volume holds {}); pass --old-sid SID for a data disk or --keep-sid for a plain copy",
+                        master.display(),
+                        crate::image::WINDOWS_MARKER
+                    )?;
+                } else {
+                    write!(
+                        f,
+                        "cannot clone {}: {}",
+                        master.display(),
+                        message.trim_end_matches('.')
+                    )?;
                 }
                 if *more > 0 {
                     write!(f, " ({more} more reasons: sidfs inspect {})", master.display())?;

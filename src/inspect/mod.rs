@@ -216,7 +216,10 @@ pub fn inspect_with(
                     RefusalReason::NoWindows,
                     format!(
                         "No Windows installation was found (no NTFS volume holds {WINDOWS_MARKER}): \
-                         give sidfs a whole-disk image or volume of a Windows system."
+                         give sidfs a whole-disk image or volume of a Windows system, or inspect a \
+                         data disk of a Windows machine as `sidfs mount --old-sid` will clone it: \
+                         sidfs inspect --old-sid S-1-5-21-... {}",
+                        path.display()
                     ),
                 ));
             }
