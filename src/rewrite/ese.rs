@@ -130,6 +130,32 @@ pub enum EseError {
     PartialPage { at: usize },
     /// The SID appears 7-bit compressed.
     CompressedSid { at: usize },
+    /// A value ESE stored compressed holds the SID once decompressed (at: its stored bytes).
+    CompressedValueSid { at: usize, scheme: &'static str },
+    /// A compressed (or encrypted) value sidfs cannot read, so it might hold the SID.
+    UnreadableValue { at: usize, why: String },
+    /// The walk of the database's trees met a structure it cannot follow, in a database that
+    /// holds compressed values.
+    ValueStructure { at: usize, why: &'static str },
+}
+
+impl From<values::Finding> for EseError {
+    fn from(f: values::Finding) -> Self {
+        match f {
+            values::Finding::Sid { at, scheme } => EseError::CompressedValueSid {
+                at,
+                scheme: values::scheme_name(scheme),
+            },
+            values::Finding::Unreadable { at, why } => EseError::UnreadableValue {
+                at,
+                why: format!("is stored with {why}"),
+            },
+            values::Finding::Encrypted { at } => EseError::UnreadableValue {
+                at,
+                why: "is encrypted".to_string(),
+            },
+        }
+    }
 }
 
 impl fmt::Display for EseError {
@@ -177,6 +203,18 @@ impl fmt::Display for EseError {
                 f,
                 "the SID is stored 7-bit compressed near {at:#x}, which sidfs does not re-encode"
             ),
+            EseError::CompressedValueSid { at, scheme } => write!(
+                f,
+                "the {scheme}-compressed value at {at:#x} holds the SID, which a byte rewrite cannot replace"
+            ),
+            EseError::UnreadableValue { at, why } => write!(
+                f,
+                "the value at {at:#x} {why}, which sidfs cannot read, so it might hold the SID"
+            ),
+            EseError::ValueStructure { at, why } => write!(
+                f,
+                "it holds compressed values, and its trees have {why} (near {at:#x}), so sidfs cannot check them all for the SID"
+            ),
         }
     }
 }
@@ -197,6 +235,9 @@ pub struct EseReport {
     pub old_pages_changed: usize,
     pub new_pages_changed: usize,
     pub large_pages_changed: usize,
+    /// Compressed values and long-value chunks found by the walk (`values::scan`), none
+    /// holding the SID.
+    pub compressed_values: usize,
 }
 
 impl EseReport {
@@ -477,6 +518,13 @@ pub fn rewrite_ese(original: &[u8], map: &SidMapping) -> Result<EseRewrite, EseE
     if let Some(at) = find_seven_bit_sid(original, map) {
         return Err(EseError::CompressedSid { at });
     }
+    let scan = values::scan(original, page_size, map)?;
+    report.compressed_values = scan.compressed + scan.compressed_chunks;
+    if let Some((at, why)) = scan.structure {
+        if report.compressed_values > 0 {
+            return Err(EseError::ValueStructure { at, why });
+        }
+    }
     if report.replaced.total() == 0 {
         return Ok(EseRewrite { bytes, report });
     }
@@ -551,6 +599,8 @@ pub fn bad_pages(bytes: &[u8]) -> Result<Vec<usize>, EseError> {
     }
     Ok(bad)
 }
+
+pub mod values;
 
 #[cfg(test)]
 mod tests;

@@ -250,7 +250,16 @@ fn ese_structures(survey: &WindowsSurvey, map: &SidMapping) -> Result<Vec<Box<dy
             Ok(())
         };
         match checked {
-            Err(e) if holds || matches!(e, EseError::CompressedSid { .. }) => {
+            Err(e)
+                if holds
+                    || matches!(
+                        e,
+                        EseError::CompressedSid { .. }
+                            | EseError::CompressedValueSid { .. }
+                            | EseError::UnreadableValue { .. }
+                            | EseError::ValueStructure { .. }
+                    ) =>
+            {
                 return Err(store.refuse(RewriteError::Ese(e)))
             }
             Err(e) => log::info!("{name}: {e}; it holds no machine SID, kept as it is"),
