@@ -10,8 +10,8 @@ use std::process::Command;
 use crate::common::*;
 
 /// The machine SID of the real SRUDB.dat (twice in binary, in `SruDbIdMapTable`).
-const SRUM_SID: &str = "S-1-5-21-1806060109-1839359715-529511253";
-const SRUDB_PATH: &str = "Windows/System32/sru/SRUDB.dat";
+pub(crate) const SRUM_SID: &str = "S-1-5-21-1806060109-1839359715-529511253";
+pub(crate) const SRUDB_PATH: &str = "Windows/System32/sru/SRUDB.dat";
 /// Event logs outside a Windows installation's log folder: an exported copy, and one in the usual
 /// folder of a disk that holds no Windows (a data disk).
 const LOG_PATHS: [&str; 2] = [
@@ -38,7 +38,7 @@ fn event_log_for(sid: &str) -> Vec<u8> {
 }
 
 /// `esedbexport -v` of one database: (its diagnostics, every exported table by file name).
-fn esedbexport(s: &Scratch, db: &Path, tag: &str) -> (String, Vec<(String, String)>) {
+pub(crate) fn esedbexport(s: &Scratch, db: &Path, tag: &str) -> (String, Vec<(String, String)>) {
     let target = s.path(&format!("{tag}-export"));
     let out = run(Command::new("esedbexport")
         .arg("-v")
@@ -66,11 +66,11 @@ fn esedbexport(s: &Scratch, db: &Path, tag: &str) -> (String, Vec<(String, Strin
     (log, tables)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn tools_present() -> bool {
+pub(crate) fn tools_present() -> bool {
     ["mkntfs", "ntfs-3g", "losetup", "esedbexport", "gunzip"]
         .iter()
         .all(|t| have_tool(t))
@@ -164,7 +164,7 @@ fn srudb_and_event_logs_on_a_data_disk_pass_their_oracles() {
 
 /// esedbexport -v on the master's and the clone's SRUDB.dat: no checksum mismatch in either, and
 /// every exported table of the clone equals the master's with the SID replaced.
-fn check_clone_db(s: &Scratch, db: &[u8], clone_db: &[u8], new: &str) {
+pub(crate) fn check_clone_db(s: &Scratch, db: &[u8], clone_db: &[u8], new: &str) {
     let (_, _, old_bin) = sid_forms(SRUM_SID);
     let (_, _, new_bin) = sid_forms(new);
     // The database: libesedb reads every page of both and checks their checksums.
@@ -197,7 +197,7 @@ fn check_clone_db(s: &Scratch, db: &[u8], clone_db: &[u8], new: &str) {
 
 /// `sidfs mount` expected to refuse; should it mount instead, the clone is unmounted before the
 /// caller's assertion fails, so that no mount outlives the test.
-fn refused_mount(
+pub(crate) fn refused_mount(
     master: &Path,
     mp: &Path,
     seed: u64,
@@ -239,7 +239,7 @@ fn an_ese_store_that_cannot_be_rewritten_is_refused() {
 }
 
 /// A copy of the built test master with `files` added to its Windows volume through ntfs-3g.
-fn windows_master_with(
+pub(crate) fn windows_master_with(
     s: &Scratch,
     name: &str,
     files: &[(&str, &[u8])],
@@ -253,7 +253,7 @@ fn windows_master_with(
 }
 
 /// `sidfs inspect --json`: (exit status, report).
-fn inspect(master: &Path) -> (i32, serde_json::Value) {
+pub(crate) fn inspect(master: &Path) -> (i32, serde_json::Value) {
     let out = run(sidfs().arg("inspect").arg(master).arg("--json"));
     let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(

@@ -2,7 +2,7 @@
 //! decompressed, so that a SID a byte search cannot see (docs/SEMANTICS.md "ESE logs and
 //! compressed values") is found.
 //!
-//! The walk (docs/FORMAT-FACTS.md §ESE-values):
+//! The walk (docs/FORMAT-FACTS.md §6.1):
 //! - the catalog (`MSysObjects`) is the tree rooted at page 4; each of its records with type 1
 //!   (table) or 4 (long values) names the root page of a tree in its fixed column 4;
 //! - from each root, branch nodes lead to child pages (a page is visited at most once in the
@@ -266,9 +266,11 @@ struct Walker<'a> {
     db: &'a [u8],
     page_size: usize,
     large: bool,
-    map: &'a SidMapping,
+    map: Option<&'a SidMapping>,
     visited: Vec<bool>,
     scan: ValueScan,
+    /// Every plain value, when asked for.
+    plain: Option<Vec<PlainValue>>,
 }
 
 impl<'a> Walker<'a> {
@@ -424,10 +426,12 @@ impl<'a> Walker<'a> {
     }
 
     fn check(&mut self, plain: &[u8], at: usize, scheme: u8) -> Result<(), Finding> {
-        if self.map.find_all(plain, true).is_empty() {
-            Ok(())
-        } else {
-            Err(Finding::Sid { at, scheme })
+        if let Some(all) = &mut self.plain {
+            all.push((at, scheme, plain.to_vec()));
+        }
+        match self.map {
+            Some(map) if !map.find_all(plain, true).is_empty() => Err(Finding::Sid { at, scheme }),
+            _ => Ok(()),
         }
     }
 
@@ -621,48 +625,74 @@ impl<'a> Walker<'a> {
 /// `Err` for the first compressed value that holds the SID or cannot be read; the scan counts
 /// what was seen and the first structure the walk could not follow.
 pub fn scan(db: &[u8], page_size: usize, map: &SidMapping) -> Result<ValueScan, Finding> {
-    let mut w = Walker {
-        db,
-        page_size,
-        large: page_size > 8192,
-        map,
-        visited: vec![false; db.len() / page_size.max(1)],
-        scan: ValueScan::default(),
-    };
-    w.scan.trees += 1;
-    let catalog = match w.leaves(CATALOG_ROOT) {
-        Ok(leaves) => leaves,
-        Err(f) => {
-            w.note(f);
-            return Ok(w.scan);
+    let mut w = Walker::new(db, page_size, Some(map));
+    w.walk()?;
+    Ok(w.scan)
+}
+
+/// A decompressed value: (file offset of the stored value, scheme, plain bytes).
+pub type PlainValue = (usize, u8, Vec<u8>);
+
+/// Every compressed value the walk decompresses, and what it saw: for tests and oracles. `Err`
+/// for the first that cannot be read.
+pub fn plain_values(db: &[u8], page_size: usize) -> Result<(Vec<PlainValue>, ValueScan), Finding> {
+    let mut w = Walker::new(db, page_size, None);
+    w.plain = Some(Vec::new());
+    w.walk()?;
+    Ok((w.plain.take().unwrap_or_default(), w.scan))
+}
+
+impl<'a> Walker<'a> {
+    fn new(db: &'a [u8], page_size: usize, map: Option<&'a SidMapping>) -> Self {
+        Walker {
+            db,
+            page_size,
+            large: page_size > 8192,
+            map,
+            visited: vec![false; db.len() / page_size.max(1)],
+            scan: ValueScan::default(),
+            plain: None,
         }
-    };
-    let roots = {
-        let all: Vec<&Node> = catalog.iter().flat_map(|(_, n)| n.iter()).collect();
-        Walker::roots(&all)
-    };
-    let mut outcomes = vec![w.table(&catalog)];
-    match roots {
-        Ok(roots) => {
-            for (root, lv) in roots {
-                w.scan.trees += 1;
-                outcomes.push(if lv {
-                    w.long_values(root)
-                } else {
-                    w.leaves(root).and_then(|leaves| w.table(&leaves))
-                });
+    }
+
+    /// The catalog, then every tree it names.
+    fn walk(&mut self) -> Result<(), Finding> {
+        let w = self;
+        w.scan.trees += 1;
+        let catalog = match w.leaves(CATALOG_ROOT) {
+            Ok(leaves) => leaves,
+            Err(f) => {
+                w.note(f);
+                return Ok(());
+            }
+        };
+        let roots = {
+            let all: Vec<&Node> = catalog.iter().flat_map(|(_, n)| n.iter()).collect();
+            Walker::roots(&all)
+        };
+        let mut outcomes = vec![w.table(&catalog)];
+        match roots {
+            Ok(roots) => {
+                for (root, lv) in roots {
+                    w.scan.trees += 1;
+                    outcomes.push(if lv {
+                        w.long_values(root)
+                    } else {
+                        w.leaves(root).and_then(|leaves| w.table(&leaves))
+                    });
+                }
+            }
+            Err(f) => w.note(f),
+        }
+        for outcome in outcomes {
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(finding)) => return Err(finding),
+                Err(fault) => w.note(fault),
             }
         }
-        Err(f) => w.note(f),
+        Ok(())
     }
-    for outcome in outcomes {
-        match outcome {
-            Ok(Ok(())) => {}
-            Ok(Err(finding)) => return Err(finding),
-            Err(fault) => w.note(fault),
-        }
-    }
-    Ok(w.scan)
 }
 
 #[cfg(test)]

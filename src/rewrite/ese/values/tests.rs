@@ -177,3 +177,209 @@ fn a_broken_tree_is_noted() {
         let _ = super::scan(&db, 4096, &mapping());
     }
 }
+
+/// A page of a synthetic database: `flags`, object id `objid`, and one node per (key, data)
+/// after an empty tag 0.
+fn page(flags: u32, objid: u32, nodes: &[(&[u8], &[u8])]) -> Vec<u8> {
+    let mut p = vec![0u8; 4096];
+    p[24..28].copy_from_slice(&objid.to_le_bytes());
+    p[34..36].copy_from_slice(&(nodes.len() as u16 + 1).to_le_bytes());
+    p[36..40].copy_from_slice(&flags.to_le_bytes());
+    let mut at = 0usize;
+    for (i, (key, data)) in nodes.iter().enumerate() {
+        let mut node = (key.len() as u16).to_le_bytes().to_vec();
+        node.extend_from_slice(key);
+        node.extend_from_slice(data);
+        p[40 + at..40 + at + node.len()].copy_from_slice(&node);
+        let t = 4096 - (i + 2) * 4;
+        p[t..t + 2].copy_from_slice(&(node.len() as u16).to_le_bytes());
+        p[t + 2..t + 4].copy_from_slice(&(at as u16).to_le_bytes());
+        at += node.len();
+    }
+    p
+}
+
+/// A database whose catalog (page 4) names one long-value tree (page 6) holding one value of
+/// `size` bytes in the chunks given as (offset, stored bytes).
+fn lv_database(size: u32, chunks: &[(u32, Vec<u8>)]) -> Vec<u8> {
+    let mut catalog = vec![4u8, 127, 18, 0];
+    catalog.extend(2u32.to_le_bytes()); // ObjidTable
+    catalog.extend(4u16.to_le_bytes()); // Type: long values
+    catalog.extend(3u32.to_le_bytes()); // Id
+    catalog.extend(6u32.to_le_bytes()); // ColtypOrPgnoFDP
+    let lid = [0u8, 0, 0, 9];
+    let mut root = 1u32.to_le_bytes().to_vec();
+    root.extend(size.to_le_bytes());
+    let keys: Vec<Vec<u8>> = chunks
+        .iter()
+        .map(|(o, _)| lid.iter().copied().chain(o.to_be_bytes()).collect())
+        .collect();
+    let mut nodes: Vec<(&[u8], &[u8])> = vec![(&lid, &root)];
+    nodes.extend(
+        keys.iter()
+            .zip(chunks)
+            .map(|(k, (_, d))| (k.as_slice(), d.as_slice())),
+    );
+    let mut db = vec![0u8; 4096 * 8];
+    db[5 * 4096..6 * 4096].copy_from_slice(&page(0x3, 2, &[(b"k", &catalog)]));
+    db[7 * 4096..8 * 4096].copy_from_slice(&page(0x3 | 0x80, 3, &nodes));
+    db
+}
+
+/// An XPRESS value (MS-XCA 2.3) of 200 × `x` then `text`: one literal, one 199-byte match
+/// (length code 7, nibble 15, byte 174), then `text` as literals; unused flag bits set.
+fn xpress_run_then(text: &[u8]) -> Vec<u8> {
+    let mut items: Vec<(bool, Vec<u8>)> = vec![(false, vec![b'x']), (true, vec![7, 0, 15, 174])];
+    items.extend(text.iter().map(|&b| (false, vec![b])));
+    let mut v = vec![SCHEME_XPRESS << 3];
+    v.extend(((200 + text.len()) as u16).to_le_bytes());
+    for group in items.chunks(32) {
+        let mut flags = 0u32;
+        for (i, (is_match, _)) in group.iter().enumerate() {
+            if *is_match {
+                flags |= 1 << (31 - i);
+            }
+        }
+        flags |= (1u64 << (32 - group.len())) as u32 - 1;
+        v.extend(flags.to_le_bytes());
+        group.iter().for_each(|(_, b)| v.extend(b));
+    }
+    v
+}
+
+/// Long-value chunks: one shorter than its place is decompressed and searched; plain chunks are
+/// left to the byte search; an unreadable or mis-sized compressed chunk and a chunk without its
+/// root are errors, never skipped in silence.
+#[test]
+fn compressed_long_value_chunks_are_found() {
+    let map = mapping();
+    let sid = "S-1-5-21-1806060109-1839359715-529511253-1001";
+    let text: Vec<u8> = sid.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+    let mut plain = vec![b'x'; 300];
+    plain.extend(&text);
+    let n = plain.len() as u32;
+    // Chunk 0 plain (100 bytes), chunk 1 compressed (200 × x and the SID's text).
+    let db = lv_database(
+        n,
+        &[(0, plain[..100].to_vec()), (100, xpress_run_then(&text))],
+    );
+    assert!(
+        map.find_all(&db, true).is_empty(),
+        "the stored bytes show the SID"
+    );
+    assert!(matches!(
+        scan(&db, 4096, &map),
+        Err(Finding::Sid {
+            scheme: SCHEME_XPRESS,
+            ..
+        })
+    ));
+    let (values, s) = plain_values(&db, 4096).unwrap();
+    assert_eq!(
+        (s.lv_chunks, s.compressed_chunks, s.structure),
+        (2, 1, None)
+    );
+    assert_eq!(values[0].2, plain[100..]);
+    // Without the SID: found, checked, accepted.
+    let other = vec![b'y'; text.len()];
+    let db = lv_database(
+        n,
+        &[(0, plain[..100].to_vec()), (100, xpress_run_then(&other))],
+    );
+    let s = scan(&db, 4096, &map).unwrap();
+    assert_eq!((s.compressed_chunks, s.structure), (1, None));
+    // Both chunks plain: nothing compressed.
+    let db = lv_database(
+        n,
+        &[(0, plain[..100].to_vec()), (100, plain[100..].to_vec())],
+    );
+    let s = scan(&db, 4096, &map).unwrap();
+    assert_eq!((s.lv_chunks, s.compressed_chunks), (2, 0));
+    // XPRESS10; a stream whose plain size is not the chunk's place; a chunk without its root
+    // (the value's size taken from nowhere).
+    let mut x10 = xpress_run_then(&other);
+    x10[0] = 6 << 3;
+    let db = lv_database(n, &[(0, plain[..100].to_vec()), (100, x10)]);
+    assert!(matches!(
+        scan(&db, 4096, &map),
+        Err(Finding::Unreadable {
+            why: Undecodable::Scheme(6),
+            ..
+        })
+    ));
+    let db = lv_database(
+        n + 1,
+        &[(0, plain[..100].to_vec()), (100, xpress_run_then(&other))],
+    );
+    let s = scan(&db, 4096, &map).unwrap();
+    assert_eq!(s.compressed_chunks, 1);
+    assert_eq!(
+        s.structure.map(|f| f.1),
+        Some("a compressed chunk of the wrong plain size")
+    );
+    let mut db = lv_database(
+        n,
+        &[(0, plain[..100].to_vec()), (100, xpress_run_then(&other))],
+    );
+    let root_key = 7 * 4096 + 40 + 2;
+    db[root_key + 3] = 8; // the root now names LID 8, the chunks LID 9
+    let s = scan(&db, 4096, &map).unwrap();
+    assert_eq!(
+        s.structure.map(|f| f.1),
+        Some("a long-value chunk without its root")
+    );
+}
+
+/// `rewrite_ese` on the synthetic databases: the SID in a compressed chunk, an unreadable chunk
+/// and a tree fault beside a compressed chunk are refused; a compressed chunk without the SID
+/// leaves the file as it is.
+#[test]
+fn rewrite_ese_refuses_what_the_walk_finds() {
+    use crate::rewrite::ese::{rewrite_ese, EseError};
+    let with_header = |mut db: Vec<u8>| {
+        db[4..8].copy_from_slice(&0x89AB_CDEFu32.to_le_bytes());
+        db[8..12].copy_from_slice(&0x620u32.to_le_bytes());
+        db[232..236].copy_from_slice(&0x14u32.to_le_bytes());
+        db[236..240].copy_from_slice(&4096u32.to_le_bytes());
+        db
+    };
+    let map = mapping();
+    let sid = "S-1-5-21-1806060109-1839359715-529511253-1001";
+    let text: Vec<u8> = sid.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+    let other = vec![b'y'; text.len()];
+    let n = 300 + text.len() as u32;
+    let head = vec![b'x'; 100];
+    let db = with_header(lv_database(
+        n,
+        &[(0, head.clone()), (100, xpress_run_then(&text))],
+    ));
+    assert!(matches!(
+        rewrite_ese(&db, &map),
+        Err(EseError::CompressedValueSid {
+            scheme: "XPRESS",
+            ..
+        })
+    ));
+    let db = with_header(lv_database(
+        n,
+        &[(0, head.clone()), (100, xpress_run_then(&other))],
+    ));
+    let out = rewrite_ese(&db, &map).unwrap();
+    assert_eq!(out.bytes, db);
+    assert_eq!(out.report.compressed_values, 1);
+    let db = with_header(lv_database(
+        n + 1,
+        &[(0, head.clone()), (100, xpress_run_then(&other))],
+    ));
+    let e = rewrite_ese(&db, &map).unwrap_err();
+    assert!(matches!(e, EseError::ValueStructure { .. }), "{e}");
+    let mut x9 = xpress_run_then(&other);
+    x9[0] = 5 << 3;
+    let db = with_header(lv_database(n, &[(0, head), (100, x9)]));
+    let e = rewrite_ese(&db, &map).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("XPRESS9 compression, which sidfs cannot read"),
+        "{e}"
+    );
+}
