@@ -27,8 +27,8 @@
 //! What it does:
 //! 1. Checks the header: signature, file type (database), format version 0x620 with a revision
 //!    this module knows ([`KNOWN_REVISIONS`]), a page size ESE uses.
-//! 2. Replaces every occurrence of the old SID in every form in the whole file (sizes kept), and
-//!    refuses if the SID appears 7-bit compressed (ESE's compression of short text values, which a
+//! 2. Walks the trees for compressed values (below). Replaces every occurrence of the old SID in
+//!    every form in the whole file (sizes kept), and refuses if the SID appears 7-bit compressed (ESE's compression of short text values, which a
 //!    byte search does not see as the SID) — such a value would need re-encoding this module does
 //!    not do.
 //! 3. For every page whose bytes changed: refuses if the master's checksum of that page was not
@@ -36,8 +36,11 @@
 //!    recomputes it in the page's own format. A database not shut down cleanly is refused when it
 //!    holds the SID: its transaction logs would replay the old bytes over the new ones.
 //!
-//! Not seen by a byte search, so not rewritten: long values stored XPRESS-compressed (Windows 8
-//! and later compress some long values); docs/SEMANTICS.md says so.
+//! Values ESE stored compressed are not seen by a byte search: before any replacement,
+//! [`values::scan`] walks every tree from the catalog and decompresses them; one that holds the
+//! SID, one that cannot be read, and trees the walk cannot follow in a database with compressed
+//! values are refused ([`EseError::CompressedValueSid`], [`EseError::UnreadableValue`],
+//! [`EseError::ValueStructure`]; docs/SEMANTICS.md "ESE logs and compressed values").
 //!
 //! Bounded: one pass over the file; every offset taken from the file is range-checked.
 

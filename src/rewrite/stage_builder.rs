@@ -229,8 +229,9 @@ impl StoreCheck {
 }
 
 /// The ESE databases of the survey as structures, checked first (docs/SEMANTICS.md invariant 8): one that
-/// holds the old SID (or hides it 7-bit compressed) but cannot be rewritten with valid page
-/// checksums is an error naming it and what deleting it costs; one without the SID is left alone.
+/// holds the old SID (or hides it 7-bit compressed, or in a compressed value, or has compressed
+/// values sidfs cannot read) but cannot be rewritten with valid page checksums is an error naming
+/// it and what deleting it costs; one without the SID is left alone.
 fn ese_structures(survey: &WindowsSurvey, map: &SidMapping) -> Result<Vec<Box<dyn Structure>>> {
     let mut out: Vec<Box<dyn Structure>> = Vec::new();
     for f in &survey.ese_databases {
