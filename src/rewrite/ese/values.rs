@@ -32,6 +32,7 @@ const MAX_DEPTH: usize = 16;
 const PG_OBJID: usize = 24;
 const PG_ITAG: usize = 34;
 const PG_FLAGS: usize = 36;
+const PAGE_ROOT: u32 = 0x1;
 const PAGE_LEAF: u32 = 0x2;
 const PAGE_EMPTY: u32 = 0x8;
 const PAGE_SPACE_TREE: u32 = 0x20;
@@ -328,7 +329,10 @@ impl<'a> Walker<'a> {
         if count == 0 {
             return Ok(Vec::new());
         }
-        let (_, prefix, _) = tag(0)?;
+        // Tag 0 of a root page is the tree's space header, not a key prefix [dissect.esedb
+        // `Page.key_prefix`]: a root page's node that claims a prefix is a fault.
+        let root = u32_at(page, PG_FLAGS).unwrap_or(0) & PAGE_ROOT != 0;
+        let prefix = if root { &[][..] } else { tag(0)?.1 };
         let mut out = Vec::with_capacity(count.saturating_sub(1));
         for i in 1..count {
             let (flags, data, data_at) = tag(i)?;
