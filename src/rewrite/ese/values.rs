@@ -40,6 +40,8 @@ const PAGE_INDEX: u32 = 0x40;
 const PAGE_LONG_VALUE: u32 = 0x80;
 /// Node (tag) flag: the key shares a prefix with the page's tag 0.
 const NODE_PREFIX: u8 = 0x4;
+/// Node (tag) flag: deleted (kept until ESE cleans the page up).
+const NODE_DELETED: u8 = 0x2;
 
 /// Tagged value flags byte [ESE `TAGFLD_HEADER`].
 const TV_COMPRESSED: u8 = 0x02;
@@ -250,6 +252,8 @@ type Fault = (usize, &'static str);
 
 struct Node<'a> {
     at: usize,
+    /// Node flags: 0x1 version, 0x2 deleted, 0x4 key prefix.
+    flags: u8,
     key: Vec<u8>,
     data: &'a [u8],
     data_at: usize,
@@ -355,6 +359,7 @@ impl<'a> Walker<'a> {
             o += 2 + n;
             out.push(Node {
                 at: data_at,
+                flags,
                 key,
                 data: &data[o..],
                 data_at: data_at + o,
@@ -397,7 +402,8 @@ impl<'a> Walker<'a> {
     /// The catalog's table and long-value roots, from its leaf nodes.
     fn roots(nodes: &[&Node<'a>]) -> Result<Vec<(u32, bool)>, Fault> {
         let mut roots = Vec::new();
-        for n in nodes {
+        // A deleted record names a dropped table, whose pages may now belong to another tree.
+        for n in nodes.iter().filter(|n| n.flags & NODE_DELETED == 0) {
             // Fixed columns: ObjidTable (4 bytes at 4), Type (2 at 8), Id (4 at 10),
             // ColtypOrPgnoFDP (4 at 14) [libesedb "Catalog"].
             if n.data.first().copied().unwrap_or(0) < 4 {
