@@ -9,6 +9,7 @@ mod daemon;
 mod deploy;
 mod durability;
 mod efs;
+mod ese_compressed;
 mod ese_logs;
 mod evtx;
 mod extension_records;

@@ -10,8 +10,8 @@ use std::process::Command;
 use crate::common::*;
 
 /// The machine SID of the real SRUDB.dat (twice in binary, in `SruDbIdMapTable`).
-const SRUM_SID: &str = "S-1-5-21-1806060109-1839359715-529511253";
-const SRUDB_PATH: &str = "Windows/System32/sru/SRUDB.dat";
+pub(crate) const SRUM_SID: &str = "S-1-5-21-1806060109-1839359715-529511253";
+pub(crate) const SRUDB_PATH: &str = "Windows/System32/sru/SRUDB.dat";
 /// Event logs outside a Windows installation's log folder: an exported copy, and one in the usual
 /// folder of a disk that holds no Windows (a data disk).
 const LOG_PATHS: [&str; 2] = [
@@ -66,11 +66,11 @@ pub(crate) fn esedbexport(s: &Scratch, db: &Path, tag: &str) -> (String, Vec<(St
     (log, tables)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn tools_present() -> bool {
+pub(crate) fn tools_present() -> bool {
     ["mkntfs", "ntfs-3g", "losetup", "esedbexport", "gunzip"]
         .iter()
         .all(|t| have_tool(t))
@@ -197,7 +197,7 @@ pub(crate) fn check_clone_db(s: &Scratch, db: &[u8], clone_db: &[u8], old: &str,
 
 /// `sidfs mount` expected to refuse; should it mount instead, the clone is unmounted before the
 /// caller's assertion fails, so that no mount outlives the test.
-fn refused_mount(
+pub(crate) fn refused_mount(
     master: &Path,
     mp: &Path,
     seed: u64,
@@ -239,7 +239,7 @@ fn an_ese_store_that_cannot_be_rewritten_is_refused() {
 }
 
 /// A copy of the built test master with `files` added to its Windows volume through ntfs-3g.
-fn windows_master_with(
+pub(crate) fn windows_master_with(
     s: &Scratch,
     name: &str,
     files: &[(&str, &[u8])],

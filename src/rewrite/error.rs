@@ -283,6 +283,25 @@ impl fmt::Display for RewriteError {
                 checksums,
                 cause,
                 advice,
+            } if matches!(
+                **cause,
+                RewriteError::Ese(
+                    super::ese::EseError::UnreadableValue { .. }
+                        | super::ese::EseError::ValueStructure { .. }
+                )
+            ) =>
+            {
+                // A value sidfs cannot read may or may not hold the SID: say only what is known.
+                write!(
+                    f,
+                    "{store} cannot be cloned faithfully (it may hold the machine SID where sidfs cannot see it, and its {checksums} would then go stale): {cause}; {advice}"
+                )
+            }
+            RewriteError::StoreNotRewritable {
+                store,
+                checksums,
+                cause,
+                advice,
             } => write!(
                 f,
                 "{store} holds the machine SID but cannot be rewritten with valid {checksums}: {cause}; {advice}"

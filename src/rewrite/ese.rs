@@ -27,8 +27,8 @@
 //! What it does:
 //! 1. Checks the header: signature, file type (database), format version 0x620 with a revision
 //!    this module knows ([`KNOWN_REVISIONS`]), a page size ESE uses.
-//! 2. Replaces every occurrence of the old SID in every form in the whole file (sizes kept), and
-//!    refuses if the SID appears 7-bit compressed (ESE's compression of short text values, which a
+//! 2. Walks the trees for compressed values (below). Replaces every occurrence of the old SID in
+//!    every form in the whole file (sizes kept), and refuses if the SID appears 7-bit compressed (ESE's compression of short text values, which a
 //!    byte search does not see as the SID) — such a value would need re-encoding this module does
 //!    not do.
 //! 3. For every page whose bytes changed: refuses if the master's checksum of that page was not
@@ -36,8 +36,11 @@
 //!    recomputes it in the page's own format. A database not shut down cleanly is refused when it
 //!    holds the SID: its transaction logs would replay the old bytes over the new ones.
 //!
-//! Not seen by a byte search, so not rewritten: long values stored XPRESS-compressed (Windows 8
-//! and later compress some long values); docs/SEMANTICS.md says so.
+//! Values ESE stored compressed are not seen by a byte search: before any replacement,
+//! [`values::scan`] walks every tree from the catalog and decompresses them; one that holds the
+//! SID, one that cannot be read, and trees the walk cannot follow in a database with compressed
+//! values are refused ([`EseError::CompressedValueSid`], [`EseError::UnreadableValue`],
+//! [`EseError::ValueStructure`]; docs/SEMANTICS.md "ESE logs and compressed values").
 //!
 //! Bounded: one pass over the file; every offset taken from the file is range-checked.
 
@@ -130,6 +133,32 @@ pub enum EseError {
     PartialPage { at: usize },
     /// The SID appears 7-bit compressed.
     CompressedSid { at: usize },
+    /// A value ESE stored compressed holds the SID once decompressed (at: its stored bytes).
+    CompressedValueSid { at: usize, scheme: &'static str },
+    /// A compressed (or encrypted) value sidfs cannot read, so it might hold the SID.
+    UnreadableValue { at: usize, why: String },
+    /// The walk of the database's trees met a structure it cannot follow, in a database that
+    /// holds compressed values.
+    ValueStructure { at: usize, why: &'static str },
+}
+
+impl From<values::Finding> for EseError {
+    fn from(f: values::Finding) -> Self {
+        match f {
+            values::Finding::Sid { at, scheme } => EseError::CompressedValueSid {
+                at,
+                scheme: values::scheme_name(scheme),
+            },
+            values::Finding::Unreadable { at, why } => EseError::UnreadableValue {
+                at,
+                why: format!("is stored with {why}"),
+            },
+            values::Finding::Encrypted { at } => EseError::UnreadableValue {
+                at,
+                why: "is encrypted".to_string(),
+            },
+        }
+    }
 }
 
 impl fmt::Display for EseError {
@@ -177,6 +206,18 @@ impl fmt::Display for EseError {
                 f,
                 "the SID is stored 7-bit compressed near {at:#x}, which sidfs does not re-encode"
             ),
+            EseError::CompressedValueSid { at, scheme } => write!(
+                f,
+                "the {scheme}-compressed value at {at:#x} holds the SID, which a byte rewrite cannot replace"
+            ),
+            EseError::UnreadableValue { at, why } => write!(
+                f,
+                "the value at {at:#x} {why}, which sidfs cannot read, so it might hold the SID"
+            ),
+            EseError::ValueStructure { at, why } => write!(
+                f,
+                "it holds compressed values, and its trees have {why} (near {at:#x}), so sidfs cannot check them all for the SID"
+            ),
         }
     }
 }
@@ -197,6 +238,9 @@ pub struct EseReport {
     pub old_pages_changed: usize,
     pub new_pages_changed: usize,
     pub large_pages_changed: usize,
+    /// Compressed values and long-value chunks found by the walk (`values::scan`), none
+    /// holding the SID.
+    pub compressed_values: usize,
 }
 
 impl EseReport {
@@ -477,6 +521,13 @@ pub fn rewrite_ese(original: &[u8], map: &SidMapping) -> Result<EseRewrite, EseE
     if let Some(at) = find_seven_bit_sid(original, map) {
         return Err(EseError::CompressedSid { at });
     }
+    let scan = values::scan(original, page_size, map)?;
+    report.compressed_values = scan.compressed + scan.compressed_chunks;
+    if let Some((at, why)) = scan.structure {
+        if report.compressed_values > 0 {
+            return Err(EseError::ValueStructure { at, why });
+        }
+    }
     if report.replaced.total() == 0 {
         return Ok(EseRewrite { bytes, report });
     }
@@ -551,6 +602,8 @@ pub fn bad_pages(bytes: &[u8]) -> Result<Vec<usize>, EseError> {
     }
     Ok(bad)
 }
+
+pub mod values;
 
 #[cfg(test)]
 mod tests;

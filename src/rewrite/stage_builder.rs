@@ -241,8 +241,9 @@ fn ese_advice(path: &str) -> String {
 }
 
 /// The ESE databases of the survey as structures, checked first (docs/SEMANTICS.md invariant 8): one that
-/// holds the old SID (or hides it 7-bit compressed) but cannot be rewritten with valid page
-/// checksums is an error naming it and what deleting it costs; one without the SID is left alone.
+/// holds the old SID (or hides it 7-bit compressed, or in a compressed value, or has compressed
+/// values sidfs cannot read) but cannot be rewritten with valid page checksums is an error naming
+/// it and what deleting it costs; one without the SID is left alone.
 fn ese_structures(survey: &WindowsSurvey, map: &SidMapping) -> Result<Vec<Box<dyn Structure>>> {
     let mut out: Vec<Box<dyn Structure>> = Vec::new();
     for f in &survey.ese_databases {
@@ -267,7 +268,16 @@ fn ese_structure(f: &EseFile, store: &StoreCheck, map: &SidMapping) -> Registere
         Ok(())
     };
     match checked {
-        Err(e) if holds || matches!(e, EseError::CompressedSid { .. }) => {
+        Err(e)
+            if holds
+                || matches!(
+                    e,
+                    EseError::CompressedSid { .. }
+                        | EseError::CompressedValueSid { .. }
+                        | EseError::UnreadableValue { .. }
+                        | EseError::ValueStructure { .. }
+                ) =>
+        {
             Err(store.refuse(RewriteError::Ese(e)))
         }
         Err(e) => {

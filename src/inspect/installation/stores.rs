@@ -16,7 +16,7 @@ pub(super) fn store_reports(
     machine_sid: Option<MachineSid>,
     f: &mut Findings<'_>,
 ) -> Vec<StoreReport> {
-    use crate::rewrite::ese::{probe_mapping, rewrite_ese, EseHeader};
+    use crate::rewrite::ese::{probe_mapping, rewrite_ese, EseError, EseHeader};
     let map = machine_sid.and_then(probe_mapping);
     let (ese, logs, wals) = crate::rewrite::survey::store_paths_with_wals(volume, true);
     let mut out = Vec::new();
@@ -55,6 +55,17 @@ pub(super) fn store_reports(
             ("ese", Some(map)) => match rewrite_ese(&bytes, map) {
                 Ok(_) if sids == 0 => "kept as it is (no machine SID)".to_string(),
                 Ok(_) => "rewritten with its page checksums".to_string(),
+                Err(
+                    e @ (EseError::CompressedValueSid { .. }
+                    | EseError::UnreadableValue { .. }
+                    | EseError::ValueStructure { .. }),
+                ) => {
+                    f.refuse(
+                        RefusalReason::StoreNotRewritable,
+                        format!("The ESE database {path} cannot be cloned faithfully: {e}; delete it from the master before capturing it (docs/SEMANTICS.md, \"ESE logs and compressed values\")."),
+                    );
+                    format!("refused: {e}")
+                }
                 Err(e) => {
                     f.refuse(
                         RefusalReason::StoreNotRewritable,
