@@ -57,14 +57,8 @@ fn have_python_evtx() -> bool {
 /// The builder wrote SRUDB.dat in more than one data run (ntfsinfo, independent of sidfs).
 fn assert_srudb_fragmented(image: &Path, (start, size): (u64, u64)) {
     let dev = LoopDev::new(image, start, size);
-    let out = ok(Command::new("ntfsinfo").args(["-v", "-F", &format!("/{SRUDB}"), &dev.0]));
-    let runs: usize = out
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Total runs: "))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no run count:\n{out}"));
-    assert!(runs >= 2, "SRUDB.dat must be fragmented:\n{out}");
+    let runs = ntfs_run_count(&dev.0, &format!("/{SRUDB}"));
+    assert!(runs >= 2, "SRUDB.dat must be fragmented: {runs} run");
 }
 
 /// `python3 -m testmaster build-store-disk OUT`: the data disk and its manifest.

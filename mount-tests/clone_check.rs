@@ -186,44 +186,6 @@ fn built_masters_pass_the_independent_checker() {
     }
 }
 
-/// Writes files of two parts each, so that ntfs-3g stores each second part away from its first:
-/// the first parts and one single-cluster spacer per file are written, the volume is filled up,
-/// the spacers are deleted, and then the second parts are appended (the only free clusters left
-/// are the spacers', far from the first parts).
-fn write_fragmented(vol: &Path, files: &[(&str, &[u8], &[u8])]) {
-    use std::io::Write;
-    for (i, (name, first, _)) in files.iter().enumerate() {
-        std::fs::write(vol.join(name), first).unwrap();
-        std::fs::write(vol.join(format!("spacer{i}")), vec![b's'; 4096]).unwrap();
-    }
-    let mut blocker = std::fs::File::create(vol.join("blocker")).unwrap();
-    for chunk in [1usize << 20, 4096] {
-        while blocker.write_all(&vec![b'Z'; chunk]).is_ok() {}
-    }
-    drop(blocker);
-    for i in 0..files.len() {
-        std::fs::remove_file(vol.join(format!("spacer{i}"))).unwrap();
-    }
-    for (name, _, second) in files {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(vol.join(name))
-            .unwrap();
-        f.write_all(second).unwrap();
-        f.sync_all().unwrap();
-    }
-}
-
-/// The number of data runs ntfsinfo lists for `path` (the precondition: really fragmented).
-fn run_count(dev: &str, path: &str) -> usize {
-    let out = ok(Command::new("ntfsinfo").args(["-v", "-F", path, dev]));
-    out.lines()
-        .find_map(|l| l.trim().strip_prefix("Total runs: "))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no run count for {path}:\n{out}"))
-}
-
 #[test]
 fn sids_across_fragment_junctions_are_replaced() {
     if !tools_present() || !have_tool("ntfsinfo") {
@@ -256,10 +218,12 @@ fn sids_across_fragment_junctions_are_replaced() {
                 ("frag-binary.bin", &bin_first, &bin_second),
                 ("frag-utf16.txt", &txt_first, &txt_second),
             ],
+            0,
+            4096,
         );
         ok(Command::new("fusermount3").arg("-u").arg(&vol));
         for f in ["/frag-binary.bin", "/frag-utf16.txt"] {
-            assert!(run_count(&dev.0, f) >= 2, "{f} is not fragmented");
+            assert!(ntfs_run_count(&dev.0, f) >= 2, "{f} is not fragmented");
         }
     }
     // `sidfs verify` reads every file through its extents: on the master it names the SIDs that

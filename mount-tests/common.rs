@@ -453,3 +453,76 @@ pub fn write_files(s: &Scratch, image: &Path, start: u64, size: u64, files: &[(&
     drop(m);
     drop(dev);
 }
+
+/// One file for [`write_fragmented`]: its path on the volume, its first and second part.
+pub type FragmentedFile<'a> = (&'a str, &'a [u8], &'a [u8]);
+
+/// Writes files of two parts each through a read-write ntfs-3g mount at `vol`, so that ntfs-3g
+/// itself stores each second part away from its first: the first parts are written, then per
+/// file a `gap`-byte gap file (0: none; it keeps the spacer from touching the first part) and a
+/// `spacer`-byte spacer; the volume is filled up, the spacers deleted, and the second parts
+/// appended (the only free clusters left are the spacers'). Prove the result with
+/// [`ntfs_run_count`] or [`ntfs_runlist`].
+pub fn write_fragmented(vol: &Path, files: &[FragmentedFile<'_>], gap: usize, spacer: usize) {
+    use std::io::Write;
+    for (i, (name, first, _)) in files.iter().enumerate() {
+        let path = vol.join(name);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(first).unwrap();
+        f.sync_all().unwrap();
+        if gap > 0 {
+            std::fs::write(vol.join(format!("gap{i}")), vec![b'g'; gap]).unwrap();
+        }
+        std::fs::write(vol.join(format!("spacer{i}")), vec![b's'; spacer]).unwrap();
+    }
+    let mut blocker = std::fs::File::create(vol.join("blocker")).unwrap();
+    for chunk in [1usize << 20, 4096, 512] {
+        while blocker.write_all(&vec![b'Z'; chunk]).is_ok() {}
+    }
+    drop(blocker);
+    for i in 0..files.len() {
+        std::fs::remove_file(vol.join(format!("spacer{i}"))).unwrap();
+    }
+    for (name, _, second) in files {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(vol.join(name))
+            .unwrap();
+        f.write_all(second).unwrap();
+        f.sync_all().unwrap();
+    }
+}
+
+/// The number of data runs `ntfsinfo` (independent of sidfs) lists for `path` on the volume
+/// `dev`: the precondition of a fragmentation test.
+pub fn ntfs_run_count(dev: &str, path: &str) -> usize {
+    let out = ok(Command::new("ntfsinfo").args(["-v", "-F", path, dev]));
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("Total runs: "))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no run count for {path}:\n{out}"))
+}
+
+/// The runlist `ntfsinfo` prints for `path`'s `$DATA` on the volume `dev`: (vcn, lcn, length).
+pub fn ntfs_runlist(dev: &str, path: &str) -> Vec<(u64, u64, u64)> {
+    let out = ok(Command::new("ntfsinfo").args(["-v", "-F", path, dev]));
+    let hex = |v: &str| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok();
+    let runs: Vec<(u64, u64, u64)> = out
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("Runlist:"))
+        .skip(1)
+        .map_while(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f[..] {
+                [vcn, lcn, len] => Some((hex(vcn)?, hex(lcn)?, hex(len)?)),
+                _ => None,
+            }
+        })
+        .collect();
+    assert!(!runs.is_empty(), "no runlist for {path}:\n{out}");
+    runs
+}

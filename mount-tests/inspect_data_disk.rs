@@ -167,15 +167,7 @@ fn what_mount_refuses_inspect_refuses_in_its_words() {
     }
     let s = Scratch::new("inspect-data-refused");
     let (_, _, binary) = sid_forms(SRUM_SID);
-    let mut db = real_srudb();
-    let at = db.windows(12).position(|w| w == binary).unwrap();
-    let page = at / 4096 * 4096;
-    let other = if at - page > 100 {
-        page + 64
-    } else {
-        page + 4000
-    };
-    db[other] ^= 0x40;
+    let db = crate::stores::srudb_with_a_stale_checksum();
     let bad_ese = data_disk(&s, "bad-ese.img", &[(SRUDB_PATH, &db)]);
     let mut shadow = vec![0x5au8; 3 << 20];
     shadow[(1 << 20) - 5..(1 << 20) + 7].copy_from_slice(&binary);

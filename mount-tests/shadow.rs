@@ -87,26 +87,6 @@ fn a_shadow_copy_store_with_the_machine_sid_is_refused() {
     m.unmount();
 }
 
-/// Runs of `ntfsinfo -v -F` for `path` on `dev`: (VCN, LCN, length in clusters), in file order.
-fn runlist(dev: &str, path: &str) -> Vec<(u64, u64, u64)> {
-    let out = ok(Command::new("ntfsinfo").args(["-v", "-F", path, dev]));
-    let hex = |v: &str| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok();
-    let runs: Vec<(u64, u64, u64)> = out
-        .lines()
-        .skip_while(|l| !l.trim_start().starts_with("Runlist:"))
-        .skip(1)
-        .map_while(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            match f[..] {
-                [vcn, lcn, len] => Some((hex(vcn)?, hex(lcn)?, hex(len)?)),
-                _ => None,
-            }
-        })
-        .collect();
-    assert!(!runs.is_empty(), "no runlist for {path}:\n{out}");
-    runs
-}
-
 /// Prove that a shadow copy store whose machine SID is split across two fragments of the store
 /// file, not adjacent on the volume, is refused by `sidfs mount --old-sid` with one line naming
 /// the store: the store is searched as one stream. ntfs-3g fragments the file itself (its first
@@ -119,7 +99,6 @@ fn a_sid_split_across_two_fragments_of_a_store_is_refused() {
     if !have_tool("ntfs-3g") || !have_tool("mkntfs") || !have_tool("ntfsinfo") {
         return;
     }
-    use std::io::Write;
     const SIZE: u64 = 16 << 20;
     const CLUSTER: u64 = 4096;
     const SPLIT: usize = 64 << 10;
@@ -140,25 +119,15 @@ fn a_sid_split_across_two_fragments_of_a_store_is_refused() {
         let vol = s.mkdir("rw");
         ok(Command::new("ntfs-3g").arg(&dev.0).arg(&vol));
         let m = RwMount(vol);
-        let path = m.0.join(STORE);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let mut f = std::fs::File::create(&path).unwrap();
-        f.write_all(&store[..SPLIT]).unwrap();
-        f.sync_all().unwrap();
-        // Two clusters: not resident, so the gap really takes clusters.
-        std::fs::write(m.0.join("gap"), vec![b'g'; 2 * CLUSTER as usize]).unwrap();
-        std::fs::write(m.0.join("spacer"), vec![b's'; 2 * (store.len() - SPLIT)]).unwrap();
-        let mut blocker = std::fs::File::create(m.0.join("blocker")).unwrap();
-        for chunk in [1usize << 20, 4096, 512] {
-            while blocker.write_all(&vec![b'Z'; chunk]).is_ok() {}
-        }
-        drop(blocker);
-        std::fs::remove_file(m.0.join("spacer")).unwrap();
-        f.write_all(&store[SPLIT..]).unwrap();
-        f.sync_all().unwrap();
-        drop(f);
+        // Gap: two clusters, not resident, so it really takes clusters.
+        write_fragmented(
+            &m.0,
+            &[(STORE, &store[..SPLIT], &store[SPLIT..])],
+            2 * CLUSTER as usize,
+            2 * (store.len() - SPLIT),
+        );
         drop(m);
-        let runs = runlist(&dev.0, &format!("/{STORE}"));
+        let runs = ntfs_runlist(&dev.0, &format!("/{STORE}"));
         assert_eq!(runs.len(), 2, "the store is not in two runs: {runs:?}");
         let ((vcn1, lcn1, len1), (vcn2, lcn2, _)) = (runs[0], runs[1]);
         assert_eq!(vcn1, 0, "{runs:?}");

@@ -12,6 +12,22 @@ use crate::common::*;
 /// The machine SID of the real SRUDB.dat (twice in binary, in `SruDbIdMapTable`).
 pub(crate) const SRUM_SID: &str = "S-1-5-21-1806060109-1839359715-529511253";
 pub(crate) const SRUDB_PATH: &str = "Windows/System32/sru/SRUDB.dat";
+
+/// The real SRUDB.dat with one byte changed on the page of its first SID, away from the SID, and
+/// that page's checksums left as they were: a store sidfs must refuse, not repair.
+pub(crate) fn srudb_with_a_stale_checksum() -> Vec<u8> {
+    let mut db = real_srudb();
+    let (_, _, old_bin) = sid_forms(SRUM_SID);
+    let at = db.windows(12).position(|w| w == old_bin).unwrap();
+    let page = at / 4096 * 4096;
+    let other = if at - page > 100 {
+        page + 64
+    } else {
+        page + 4000
+    };
+    db[other] ^= 0x40;
+    db
+}
 /// Event logs outside a Windows installation's log folder: an exported copy, and one in the usual
 /// folder of a disk that holds no Windows (a data disk).
 const LOG_PATHS: [&str; 2] = [
@@ -219,16 +235,7 @@ fn an_ese_store_that_cannot_be_rewritten_is_refused() {
         return;
     }
     let s = Scratch::new("stores-refused");
-    let mut db = real_srudb();
-    let (_, _, old_bin) = sid_forms(SRUM_SID);
-    let at = db.windows(12).position(|w| w == old_bin).unwrap();
-    let page = at / 4096 * 4096;
-    let other = if at - page > 100 {
-        page + 64
-    } else {
-        page + 4000
-    };
-    db[other] ^= 0x40;
+    let db = srudb_with_a_stale_checksum();
     let master = data_disk(&s, "data.img", &[(SRUDB_PATH, &db)]);
     let mp = s.mkdir("mp");
     let out = refused_mount(&master, &mp, 32, &s.path("state"), &["--old-sid", SRUM_SID]);
@@ -386,7 +393,6 @@ fn a_fragmented_srudb_keeps_valid_checksums() {
     if !tools_present() || !have_tool("ntfsinfo") {
         return;
     }
-    use std::io::Write;
     let s = Scratch::new("stores-fragmented");
     let db = real_srudb();
     let (_, _, old_bin) = sid_forms(SRUM_SID);
@@ -408,37 +414,15 @@ fn a_fragmented_srudb_keeps_valid_checksums() {
         let vol = s.mkdir("rw");
         ok(Command::new("ntfs-3g").arg(&dev.0).arg(&vol));
         let m = RwMount(vol);
-        let dir = m.0.join("Windows/System32/sru");
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("SRUDB.dat");
-        let mut f = std::fs::File::create(&path).unwrap();
-        f.write_all(&db[..split]).unwrap();
-        f.sync_all().unwrap();
-        std::fs::write(m.0.join("gap"), [b'g'; 512]).unwrap();
-        std::fs::write(m.0.join("spacer"), vec![b's'; db.len() - split + 64 * 1024]).unwrap();
-        let mut blocker = std::fs::File::create(m.0.join("blocker")).unwrap();
-        for chunk in [1usize << 20, 4096, 512] {
-            while blocker.write_all(&vec![b'Z'; chunk]).is_ok() {}
-        }
-        drop(blocker);
-        std::fs::remove_file(m.0.join("spacer")).unwrap();
-        f.write_all(&db[split..]).unwrap();
-        f.sync_all().unwrap();
-        drop(f);
+        write_fragmented(
+            &m.0,
+            &[(SRUDB_PATH, &db[..split], &db[split..])],
+            512,
+            db.len() - split + 64 * 1024,
+        );
         drop(m);
-        let out = ok(Command::new("ntfsinfo").args([
-            "-v",
-            "-F",
-            "/Windows/System32/sru/SRUDB.dat",
-            &dev.0,
-        ]));
-        let runs: usize = out
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("Total runs: "))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no run count:\n{out}"));
-        assert!(runs >= 2, "SRUDB.dat is not fragmented:\n{out}");
+        let runs = ntfs_run_count(&dev.0, &format!("/{SRUDB_PATH}"));
+        assert!(runs >= 2, "SRUDB.dat is not fragmented: {runs} run");
     }
     let mp = s.mkdir("mp");
     let m = Mounted::new(&master, &mp, 35, &s.path("state"), &["--old-sid", SRUM_SID]);
