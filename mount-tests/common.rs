@@ -496,6 +496,32 @@ pub fn write_fragmented(vol: &Path, files: &[FragmentedFile<'_>], gap: usize, sp
     }
 }
 
+/// A bare NTFS volume of `size` bytes with `cluster`-byte clusters (mkntfs) holding one file
+/// written in two fragments by [`write_fragmented`] (`gap`, `spacer` as there). Returns the image
+/// and the number of runs ntfsinfo lists for the file.
+pub fn fragmented_data_disk(
+    s: &Scratch,
+    name: &str,
+    (size, cluster): (u64, u64),
+    file: FragmentedFile<'_>,
+    (gap, spacer): (usize, usize),
+) -> (PathBuf, Vec<(u64, u64, u64)>) {
+    let img = s.path(name);
+    std::fs::File::create(&img).unwrap().set_len(size).unwrap();
+    ok(Command::new("mkntfs")
+        .args(["-F", "-Q", "-q", "-c", &cluster.to_string()])
+        .arg(&img));
+    let dev = LoopDev::writable(&img, 0, size);
+    let vol = s.mkdir(&format!("{name}-rw"));
+    ok(Command::new("ntfs-3g").arg(&dev.0).arg(&vol));
+    let m = RwMount(vol);
+    write_fragmented(&m.0, &[file], gap, spacer);
+    drop(m);
+    let runs = ntfs_runlist(&dev.0, &format!("/{}", file.0));
+    drop(dev);
+    (img, runs)
+}
+
 /// The number of data runs `ntfsinfo` (independent of sidfs) lists for `path` on the volume
 /// `dev`: the precondition of a fragmentation test.
 pub fn ntfs_run_count(dev: &str, path: &str) -> usize {

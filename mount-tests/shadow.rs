@@ -106,38 +106,23 @@ fn a_sid_split_across_two_fragments_of_a_store_is_refused() {
     let (_, _, binary) = sid_forms(SID);
     let mut store = vec![0x5au8; 2 * SPLIT];
     store[SPLIT - 5..SPLIT + 7].copy_from_slice(&binary);
-    let master = s.path("fragmented.img");
-    std::fs::File::create(&master)
-        .unwrap()
-        .set_len(SIZE)
-        .unwrap();
-    ok(Command::new("mkntfs")
-        .args(["-F", "-Q", "-q", "-c", &CLUSTER.to_string()])
-        .arg(&master));
-    {
-        let dev = LoopDev::writable(&master, 0, SIZE);
-        let vol = s.mkdir("rw");
-        ok(Command::new("ntfs-3g").arg(&dev.0).arg(&vol));
-        let m = RwMount(vol);
-        // Gap: two clusters, not resident, so it really takes clusters.
-        write_fragmented(
-            &m.0,
-            &[(STORE, &store[..SPLIT], &store[SPLIT..])],
-            2 * CLUSTER as usize,
-            2 * (store.len() - SPLIT),
-        );
-        drop(m);
-        let runs = ntfs_runlist(&dev.0, &format!("/{STORE}"));
-        assert_eq!(runs.len(), 2, "the store is not in two runs: {runs:?}");
-        let ((vcn1, lcn1, len1), (vcn2, lcn2, _)) = (runs[0], runs[1]);
-        assert_eq!(vcn1, 0, "{runs:?}");
-        assert_eq!(
-            vcn2 * CLUSTER,
-            SPLIT as u64,
-            "not split at the SID: {runs:?}"
-        );
-        assert_ne!(lcn1 + len1, lcn2, "the runs are adjacent: {runs:?}");
-    }
+    // Gap: two clusters, not resident, so it really takes clusters.
+    let (master, runs) = fragmented_data_disk(
+        &s,
+        "fragmented.img",
+        (SIZE, CLUSTER),
+        (STORE, &store[..SPLIT], &store[SPLIT..]),
+        (2 * CLUSTER as usize, 2 * (store.len() - SPLIT)),
+    );
+    assert_eq!(runs.len(), 2, "the store is not in two runs: {runs:?}");
+    let ((vcn1, lcn1, len1), (vcn2, lcn2, _)) = (runs[0], runs[1]);
+    assert_eq!(vcn1, 0, "{runs:?}");
+    assert_eq!(
+        vcn2 * CLUSTER,
+        SPLIT as u64,
+        "not split at the SID: {runs:?}"
+    );
+    assert_ne!(lcn1 + len1, lcn2, "the runs are adjacent: {runs:?}");
     let mp = s.mkdir("mp");
     let out = mount_refused(&master, &mp, 53, &s.path("state"));
     assert_eq!(out.status.code(), Some(1), "{out:?}");

@@ -401,29 +401,14 @@ fn a_fragmented_srudb_keeps_valid_checksums() {
     let split = at / 512 * 512;
     assert!(split % 4096 != 0 && split < at);
     const SIZE: u64 = 16 << 20;
-    let master = s.path("fragmented.img");
-    std::fs::File::create(&master)
-        .unwrap()
-        .set_len(SIZE)
-        .unwrap();
-    ok(Command::new("mkntfs")
-        .args(["-F", "-Q", "-q", "-c", "512"])
-        .arg(&master));
-    {
-        let dev = LoopDev::writable(&master, 0, SIZE);
-        let vol = s.mkdir("rw");
-        ok(Command::new("ntfs-3g").arg(&dev.0).arg(&vol));
-        let m = RwMount(vol);
-        write_fragmented(
-            &m.0,
-            &[(SRUDB_PATH, &db[..split], &db[split..])],
-            512,
-            db.len() - split + 64 * 1024,
-        );
-        drop(m);
-        let runs = ntfs_run_count(&dev.0, &format!("/{SRUDB_PATH}"));
-        assert!(runs >= 2, "SRUDB.dat is not fragmented: {runs} run");
-    }
+    let (master, runs) = fragmented_data_disk(
+        &s,
+        "fragmented.img",
+        (SIZE, 512),
+        (SRUDB_PATH, &db[..split], &db[split..]),
+        (512, db.len() - split + 64 * 1024),
+    );
+    assert!(runs.len() >= 2, "SRUDB.dat is not fragmented: {runs:?}");
     let mp = s.mkdir("mp");
     let m = Mounted::new(&master, &mp, 35, &s.path("state"), &["--old-sid", SRUM_SID]);
     let info: serde_json::Value =
