@@ -198,12 +198,6 @@ fn boot_master(s: &Scratch) -> (PathBuf, serde_json::Value) {
     (out, serde_json::from_slice(&manifest).unwrap())
 }
 
-fn new_sid(m: &Mounted) -> String {
-    let info: serde_json::Value =
-        serde_json::from_slice(&read_all(&m.mountpoint.join("clone.json"))).unwrap();
-    info["new_sid"].as_str().unwrap().to_string()
-}
-
 /// Checks a finished guest run: qemu exited cleanly after the guest powered off, the guest
 /// saw `want` as the machine SID and none of `never` anywhere; returns the boot token of the
 /// guest's write.
@@ -276,7 +270,7 @@ fn clone_boots_sees_its_own_sid_and_keeps_the_guests_write() {
     let mut sid = None;
     for cache in ["writeback", "none"] {
         let m = Mounted::new(&master, &mp, 7, &state, &[]);
-        let new = new_sid(&m);
+        let new = m.new_sid();
         assert_ne!(new, old);
         assert_eq!(sid.get_or_insert_with(|| new.clone()), &new);
         let run = Vm::start(&s.dir, cache, &m.disk(), cache, accel, false).wait(limit(accel));
@@ -316,7 +310,7 @@ fn two_clones_boot_side_by_side_each_with_its_own_sid() {
             Mounted::new(&master, &mp, seed, &s.path(&format!("state{seed}")), &[])
         })
         .collect();
-    let sids: Vec<String> = clones.iter().map(new_sid).collect();
+    let sids: Vec<String> = clones.iter().map(Mounted::new_sid).collect();
     assert_ne!(sids[0], sids[1], "two seeds gave the same SID");
     let caches = ["none", "writeback"];
     let vms: Vec<Vm> = clones

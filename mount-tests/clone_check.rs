@@ -93,8 +93,7 @@ pub(crate) fn clone_check_report(
 }
 
 pub(crate) fn mounted_sids(m: &Mounted) -> (String, String) {
-    let info: serde_json::Value =
-        serde_json::from_slice(&read_all(&m.mountpoint.join("clone.json"))).unwrap();
+    let info = m.clone_info();
     (
         info["old_sid"].as_str().unwrap().to_string(),
         info["new_sid"].as_str().unwrap().to_string(),

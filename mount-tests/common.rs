@@ -120,6 +120,16 @@ impl Mounted {
         }
     }
 
+    /// The clone's `clone.json` (its old and new SID, seed, master, ...).
+    pub fn clone_info(&self) -> serde_json::Value {
+        serde_json::from_slice(&read_all(&self.mountpoint.join("clone.json"))).unwrap()
+    }
+
+    /// The clone's new machine SID, from its `clone.json`.
+    pub fn new_sid(&self) -> String {
+        self.clone_info()["new_sid"].as_str().unwrap().to_string()
+    }
+
     /// The clone's disk: `disk.img` in a directory mount, the mountpoint in a file mount.
     pub fn disk(&self) -> PathBuf {
         if self.mountpoint.is_dir() {

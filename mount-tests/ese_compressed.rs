@@ -222,9 +222,7 @@ fn a_compressed_value_without_the_sid_is_cloned_as_before() {
     let master = data_disk(&s, "data.img", &[(SRUDB_PATH, &db)]);
     let mp = s.mkdir("mp");
     let m = Mounted::new(&master, &mp, 43, &s.path("state"), &["--old-sid", SRUM_SID]);
-    let info: serde_json::Value =
-        serde_json::from_slice(&read_all(&m.mountpoint.join("clone.json"))).unwrap();
-    let new = info["new_sid"].as_str().unwrap().to_string();
+    let new = m.new_sid();
     let clone_db = {
         let dev = LoopDev::new(&m.disk(), 0, DATA_DISK_SIZE);
         let nm = NtfsMount::new(&dev.0, &s.path("clone-ro"));

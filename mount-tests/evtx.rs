@@ -57,9 +57,7 @@ fn clone_event_log_verifies_and_shows_only_the_new_sid() {
     let log = &manifest["event_log"];
     let path = log["path"].as_str().unwrap();
     let m = Mounted::new(&master, &s.mkdir("mp"), 7, &s.path("state"), &[]);
-    let info: serde_json::Value =
-        serde_json::from_slice(&read_all(&m.mountpoint.join("clone.json"))).unwrap();
-    let new = info["new_sid"].as_str().unwrap().to_string();
+    let new = m.new_sid();
 
     let (start, size) = windows_partition(&manifest);
     let clone_dev = LoopDev::new(&m.disk(), start, size);

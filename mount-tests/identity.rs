@@ -6,10 +6,6 @@ use std::process::Command;
 
 use crate::common::*;
 
-fn clone_info(m: &Mounted) -> serde_json::Value {
-    serde_json::from_slice(&read_all(&m.mountpoint.join("clone.json"))).unwrap()
-}
-
 fn hivexget(hive: &Path, key: &str, value: &str) -> String {
     ok(Command::new("hivexget").arg(hive).arg(key).arg(value))
         .trim_end()
@@ -201,7 +197,7 @@ fn every_identifier_is_unique_per_clone_and_where_windows_reads_it() {
         .collect();
 
     let a = Mounted::new(&master, &s.mkdir("a"), 7, &s.path("sa"), &[]);
-    let info = clone_info(&a);
+    let info = a.clone_info();
     ok(sidfs()
         .arg("verify")
         .arg(a.disk())
@@ -285,7 +281,7 @@ fn every_identifier_is_unique_per_clone_and_where_windows_reads_it() {
 
     // Another seed: every value differs; the same seed in a fresh state: the same values.
     let b = Mounted::new(&master, &s.mkdir("b"), 8, &s.path("sb"), &[]);
-    let info_b = clone_info(&b);
+    let info_b = b.clone_info();
     for ((kind, label, _), new) in ids.iter().zip(&new_values) {
         assert_ne!(
             new_value(&info_b, kind, label.as_deref()).as_ref(),
@@ -295,7 +291,7 @@ fn every_identifier_is_unique_per_clone_and_where_windows_reads_it() {
     }
     b.unmount();
     let a2 = Mounted::new(&master, &s.mkdir("a2"), 7, &s.path("sa2"), &[]);
-    assert_eq!(clone_info(&a2)["identity"], info["identity"]);
+    assert_eq!(a2.clone_info()["identity"], info["identity"]);
     assert!(
         read_all(&a2.disk()) == read_all(&a.disk()),
         "same seed, same clone"
@@ -339,7 +335,7 @@ fn keep_and_hostname_options_do_what_they_say() {
         &s.path("sk"),
         &["--keep", "hostname,machine-guid"],
     );
-    let info = clone_info(&k);
+    let info = k.clone_info();
     assert!(new_value(&info, "hostname", None).is_none());
     assert!(new_value(&info, "machine-guid", None).is_none());
     let wsus = new_value(&info, "wsus", None).expect("wsus changes");
@@ -530,7 +526,7 @@ fn machine_key_containers_follow_the_clones_machine_guid() {
             "{dir}/{name} does not follow the clone's MachineGuid {guid}"
         );
     }
-    let info = clone_info(&m);
+    let info = m.clone_info();
     let held = &info["identity"]["held"];
     assert_eq!(held[0]["kind"], "machine-guid", "{info}");
     assert_eq!(held[0]["value"].as_str(), Some(guid.as_str()));

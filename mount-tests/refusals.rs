@@ -32,10 +32,6 @@ fn sparse_copy(from: &Path, to: &Path) {
     ok(Command::new("cp").arg("--sparse=always").arg(from).arg(to));
 }
 
-fn info(m: &Mounted) -> Value {
-    serde_json::from_slice(&read_all(&m.mountpoint.join("clone.json"))).unwrap()
-}
-
 fn export_cmd(master: &Path, out: &Path, args: &[&str]) -> Output {
     run(sidfs().arg("export").arg(master).arg(out).args(args))
 }
@@ -127,7 +123,7 @@ fn mount_and_export_refuse_what_inspect_refuses() {
 
         // A plain copy is what the user may ask for instead.
         let m = Mounted::new(&image, &mp, 1, &state, &["--keep-sid"]);
-        assert_eq!(info(&m)["patch_stage"], "passthrough", "{what}");
+        assert_eq!(m.clone_info()["patch_stage"], "passthrough", "{what}");
         ok(Command::new("cmp").arg(m.disk()).arg(&image));
         m.unmount();
         std::fs::remove_dir_all(&state).unwrap();
@@ -146,7 +142,7 @@ fn mount_and_export_refuse_what_inspect_refuses() {
         "{err}"
     );
     let m = Mounted::new(&data, &mp, 1, &s.path("sd"), &["--old-sid", DATA_SID]);
-    let i = info(&m);
+    let i = m.clone_info();
     assert_eq!(i["old_sid"], DATA_SID);
     assert_ne!(i["patch_stage"], "passthrough");
     m.unmount();
@@ -275,7 +271,7 @@ fn block_device_master_is_cloned_like_its_file() {
     );
 
     let m = Mounted::new(Path::new(&dev.0), &s.mkdir("mp"), 3, &s.path("st"), &[]);
-    let i = info(&m);
+    let i = m.clone_info();
     assert_eq!(i["old_sid"], old_sid);
     assert_eq!(i["disk_size"], size);
     assert_ne!(i["patch_stage"], "passthrough");
@@ -368,7 +364,7 @@ fn data_disk_clone_is_defined_by_its_state() {
     let mp = s.mkdir("mp");
     let state = s.path("state");
     let m = Mounted::new(&disk, &mp, 5, &state, &["--old-sid", DATA_SID]);
-    let first = info(&m);
+    let first = m.clone_info();
     assert_eq!(first["old_sid"], DATA_SID);
     assert_ne!(first["patch_stage"], "passthrough");
     let clone_sha = sha256(&m.disk());
@@ -380,7 +376,7 @@ fn data_disk_clone_is_defined_by_its_state() {
     m.unmount();
 
     let m = Mounted::new(&disk, &mp, 5, &state, &[]);
-    let again = info(&m);
+    let again = m.clone_info();
     for key in ["old_sid", "new_sid", "patch_stage"] {
         assert_eq!(
             again[key], first[key],

@@ -6,10 +6,6 @@ use std::process::Command;
 
 use crate::common::*;
 
-fn clone_info(m: &Mounted) -> serde_json::Value {
-    serde_json::from_slice(&read_all(&m.mountpoint.join("clone.json"))).unwrap()
-}
-
 /// `hivexregedit --export` of a hive file, as text.
 fn hive_export(path: &std::path::Path) -> String {
     ok(Command::new("hivexregedit")
@@ -54,9 +50,9 @@ fn clone_has_new_sid_everywhere_and_valid_structures() {
         let old = manifest["machine_sid"].as_str().unwrap().to_string();
         let mp = s.mkdir("mp");
         let m = Mounted::new(&master, &mp, 7, &s.path("state"), &[]);
-        let info = clone_info(&m);
+        let info = m.clone_info();
         assert_eq!(info["old_sid"].as_str().unwrap(), old);
-        let new = info["new_sid"].as_str().unwrap().to_string();
+        let new = m.new_sid();
         assert_ne!(new, old);
         assert_eq!(new.len(), old.len());
 
@@ -214,7 +210,7 @@ fn clone_has_new_sid_everywhere_and_valid_structures() {
         m.unmount();
         let m = Mounted::new(&master, &mp, 7, &s.path("state"), &[]);
         assert!(read_all(&m.disk()) == clone_bytes, "remount differs");
-        assert_eq!(clone_info(&m)["new_sid"].as_str().unwrap(), new);
+        assert_eq!(m.clone_info()["new_sid"].as_str().unwrap(), new);
         m.unmount();
         assert_eq!(sha256(&master), before, "the master must never change");
     }
@@ -229,7 +225,7 @@ fn seeds_are_stable_and_clones_of_clones_work() {
     let old = manifest["machine_sid"].as_str().unwrap().to_string();
     let a = Mounted::new(&master, &s.mkdir("a"), 7, &s.path("sa"), &[]);
     let b = Mounted::new(&master, &s.mkdir("b"), 8, &s.path("sb"), &[]);
-    let sid_a = clone_info(&a)["new_sid"].as_str().unwrap().to_string();
+    let sid_a = a.clone_info()["new_sid"].as_str().unwrap().to_string();
     // `sidfs inspect` of the clone: the new SID from both SECURITY and SAM, the same accounts
     // with their SIDs moved to the new domain, the AD domain unchanged, still cloneable.
     let out = run(sidfs().arg("inspect").arg("--json").arg(a.disk()));
@@ -265,16 +261,16 @@ fn seeds_are_stable_and_clones_of_clones_work() {
         .map(|(n, r, sid)| (n, r, sid.replace(&old, &sid_a)))
         .collect();
     assert_eq!(accounts(cw), want);
-    let sid_b = clone_info(&b)["new_sid"].as_str().unwrap().to_string();
+    let sid_b = b.clone_info()["new_sid"].as_str().unwrap().to_string();
     assert_ne!(sid_a, sid_b, "two seeds gave the same SID");
     // Same seed, fresh state: same SID.
     let a2 = Mounted::new(&master, &s.mkdir("a2"), 7, &s.path("sa2"), &[]);
-    assert_eq!(clone_info(&a2)["new_sid"].as_str().unwrap(), sid_a);
+    assert_eq!(a2.clone_info()["new_sid"].as_str().unwrap(), sid_a);
     a2.unmount();
     b.unmount();
     // A clone of clone a, mounted from a's disk.
     let cc = Mounted::new(&a.disk(), &s.mkdir("cc"), 1, &s.path("scc"), &[]);
-    let info = clone_info(&cc);
+    let info = cc.clone_info();
     assert_eq!(info["old_sid"].as_str().unwrap(), sid_a);
     let sid_cc = info["new_sid"].as_str().unwrap().to_string();
     ok(sidfs()
@@ -333,8 +329,8 @@ fn real_windows_volumes_are_rewritten_and_verify_clean() {
             &s.path(&format!("st-{name}")),
             &["--old-sid", old],
         );
-        let info = clone_info(&m);
-        let new = info["new_sid"].as_str().unwrap().to_string();
+        let info = m.clone_info();
+        let new = m.new_sid();
         assert_eq!(info["old_sid"].as_str().unwrap(), old);
         let out = ok(sidfs()
             .arg("verify")
@@ -426,7 +422,7 @@ fn keep_sid_is_a_plain_copy_and_status_shows_sids() {
     let state = s.path("plain");
     let m = Mounted::new(&master, &mp, 3, &state, &["--keep-sid"]);
     ok(Command::new("cmp").arg(m.disk()).arg(&master));
-    assert_eq!(clone_info(&m)["patch_stage"], "passthrough");
+    assert_eq!(m.clone_info()["patch_stage"], "passthrough");
     m.unmount();
     let err = one_line_error(&mount_cmd(&master, &mp, 3, &state, &[]));
     assert!(err.contains("--keep-sid"), "{err}");
@@ -434,7 +430,7 @@ fn keep_sid_is_a_plain_copy_and_status_shows_sids() {
     let m = Mounted::new(&master, &mp, 3, &s.path("resid"), &[]);
     let status = ok(sidfs().arg("status").arg(&mp));
     let old = manifest["machine_sid"].as_str().unwrap();
-    let new = clone_info(&m)["new_sid"].as_str().unwrap().to_string();
+    let new = m.clone_info()["new_sid"].as_str().unwrap().to_string();
     assert!(status.contains(&format!("{old} -> {new}")), "{status}");
     m.unmount();
 }

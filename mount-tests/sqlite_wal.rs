@@ -109,9 +109,7 @@ fn wal_frames_replay_with_the_new_sid_on_a_data_disk() {
     let before = sha256(&master);
     let mp = s.mkdir("mp");
     let m = Mounted::new(&master, &mp, 41, &s.path("state"), &["--old-sid", OLD_SID]);
-    let info: serde_json::Value =
-        serde_json::from_slice(&read_all(&m.mountpoint.join("clone.json"))).unwrap();
-    let new = info["new_sid"].as_str().unwrap().to_string();
+    let new = m.new_sid();
     let clones: Vec<(Vec<u8>, Vec<u8>)> = {
         let dev = LoopDev::new(&m.disk(), 0, DATA_DISK_SIZE);
         let nm = NtfsMount::new(&dev.0, &s.path("clone-ro"));

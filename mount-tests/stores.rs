@@ -110,9 +110,7 @@ fn srudb_and_event_logs_on_a_data_disk_pass_their_oracles() {
     let before = sha256(&master);
     let mp = s.mkdir("mp");
     let m = Mounted::new(&master, &mp, 31, &s.path("state"), &["--old-sid", SRUM_SID]);
-    let info: serde_json::Value =
-        serde_json::from_slice(&read_all(&m.mountpoint.join("clone.json"))).unwrap();
-    let new = info["new_sid"].as_str().unwrap().to_string();
+    let new = m.new_sid();
 
     let (clone_db, clone_logs) = {
         let dev = LoopDev::new(&m.disk(), 0, DATA_DISK_SIZE);
@@ -323,9 +321,7 @@ fn inspect_lists_the_stores_of_a_windows_master() {
 
     let mp = s.mkdir("mp");
     let m = Mounted::new(&master, &mp, 33, &s.path("state"), &[]);
-    let info: serde_json::Value =
-        serde_json::from_slice(&read_all(&m.mountpoint.join("clone.json"))).unwrap();
-    let new = info["new_sid"].as_str().unwrap().to_string();
+    let new = m.new_sid();
     let have_evtx = Command::new("/usr/bin/python3")
         .args(["-c", "import Evtx.Evtx"])
         .output()
@@ -411,9 +407,7 @@ fn a_fragmented_srudb_keeps_valid_checksums() {
     assert!(runs.len() >= 2, "SRUDB.dat is not fragmented: {runs:?}");
     let mp = s.mkdir("mp");
     let m = Mounted::new(&master, &mp, 35, &s.path("state"), &["--old-sid", SRUM_SID]);
-    let info: serde_json::Value =
-        serde_json::from_slice(&read_all(&m.mountpoint.join("clone.json"))).unwrap();
-    let new = info["new_sid"].as_str().unwrap().to_string();
+    let new = m.new_sid();
     let clone_db = {
         let dev = LoopDev::new(&m.disk(), 0, SIZE);
         let nm = NtfsMount::new(&dev.0, &s.path("clone-ro"));

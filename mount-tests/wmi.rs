@@ -81,9 +81,7 @@ fn a_wmi_repository_on_a_data_disk_passes_dissect_cim() {
     let before = sha256(&master);
     let mp = s.mkdir("mp");
     let m = Mounted::new(&master, &mp, 41, &s.path("state"), &["--old-sid", SID]);
-    let info: serde_json::Value =
-        serde_json::from_slice(&read_all(&m.mountpoint.join("clone.json"))).unwrap();
-    let new = info["new_sid"].as_str().unwrap().to_string();
+    let new = m.new_sid();
     let clone_dir = s.mkdir("clone-repo");
     {
         let dev = LoopDev::new(&m.disk(), 0, DATA_DISK_SIZE);
@@ -192,9 +190,7 @@ fn inspect_lists_the_wmi_repository_of_a_windows_master_and_its_clone_passes() {
 
     let mp = s.mkdir("mp");
     let m = Mounted::new(&built, &mp, 43, &s.path("state"), &[]);
-    let info: serde_json::Value =
-        serde_json::from_slice(&read_all(&m.mountpoint.join("clone.json"))).unwrap();
-    let new = info["new_sid"].as_str().unwrap().to_string();
+    let new = m.new_sid();
     let clone_dir = s.mkdir("clone-repo");
     {
         let dev = LoopDev::new(&m.disk(), start, size);
