@@ -90,8 +90,42 @@ impl NtfsMount {
 
 impl Drop for NtfsMount {
     fn drop(&mut self) {
-        let _ = Command::new("fusermount3").arg("-u").arg(&self.0).status();
+        unmount_fuse(&self.0);
     }
+}
+
+/// Unmounts the FUSE mount at `dir`, retrying for up to 3 s while it is busy (a file just closed,
+/// a child process of a parallel test that has not yet exec'd), then lazily, so that a test never
+/// leaves a mount behind.
+pub(crate) fn unmount_fuse(dir: &Path) {
+    for _ in 0..30 {
+        let done = Command::new("fusermount3")
+            .arg("-u")
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if done || !is_mount_point(dir) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = Command::new("fusermount3")
+        .args(["-u", "-z"])
+        .arg(dir)
+        .status();
+}
+
+/// Whether `dir` is listed as a mount point in /proc/self/mounts.
+fn is_mount_point(dir: &Path) -> bool {
+    let Ok(dir) = dir.canonicalize() else {
+        return false;
+    };
+    std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
+        m.lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .any(|p| Path::new(p) == dir)
+    })
 }
 
 /// Whether a command is on PATH.

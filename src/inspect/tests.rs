@@ -15,13 +15,7 @@ const MACHINE_SID: &str = "S-1-5-21-4070822719-3404542230-2541167049";
 const DOMAIN_SID: &str = "S-1-5-21-226059406-2984137831-1201299043";
 
 /// An ntfs-3g mount, unmounted on drop (also when the test fails).
-struct NtfsMount(PathBuf);
-
-impl Drop for NtfsMount {
-    fn drop(&mut self) {
-        let _ = Command::new("fusermount3").arg("-u").arg(&self.0).status();
-    }
-}
+use crate::testutil::NtfsMount;
 
 /// Why the volume-building tests cannot run here, if they cannot.
 fn tools_missing() -> Option<String> {
