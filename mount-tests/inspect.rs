@@ -709,3 +709,72 @@ fn fuzzed_mft_records_are_an_error_not_a_huge_allocation() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
 }
+
+/// Prove that on a Windows master inspect refuses a store in mount's own words: a SRUDB.dat
+/// made to hold the master's SID by a plain byte replacement (its page checksums stale) and an
+/// ESE transaction log beside a good SRUDB.dat that holds the SID are each inspect's one
+/// `store-not-rewritable` refusal (exit 3), listed as refused, and `sidfs mount` refuses the
+/// master with the line "sidfs: " and that same sentence.
+#[test]
+fn what_mount_refuses_on_a_windows_master_inspect_refuses_in_its_words() {
+    use crate::common::{build_master, one_line_error, real_srudb, sid_forms};
+    use crate::stores::{inspect, refused_mount, tools_present, windows_master_with};
+    use crate::stores::{SRUDB_PATH, SRUM_SID};
+    if !tools_present() {
+        return;
+    }
+    let s = Scratch::new("inspect-windows-refused");
+    let (built, manifest) = build_master(&s, "probe.img", &[]);
+    drop(built);
+    let old = manifest["machine_sid"].as_str().unwrap().to_string();
+    let (_, _, srum_bin) = sid_forms(SRUM_SID);
+    let (_, _, old_bin) = sid_forms(&old);
+    let good = real_srudb();
+    let mut stale = good.clone();
+    while let Some(at) = stale.windows(12).position(|w| w == srum_bin) {
+        stale[at..at + 12].copy_from_slice(&old_bin);
+    }
+    let mut log = vec![0x33u8; 128 << 10];
+    log[0x5000..0x5000 + old_bin.len()].copy_from_slice(&old_bin);
+    let (bad_ese, _) = windows_master_with(&s, "bad-ese.img", &[(SRUDB_PATH, &stale)]);
+    let (bad_log, _) = windows_master_with(
+        &s,
+        "bad-log.img",
+        &[(SRUDB_PATH, &good), ("Windows/System32/sru/SRU.log", &log)],
+    );
+    for (seed, master, what, kind) in [
+        (71, &bad_ese, "SRUDB.dat", "ese"),
+        (72, &bad_log, r"sru\SRU.log", "ese-log"),
+    ] {
+        let (code, report) = inspect(master);
+        assert_eq!(code, EXIT_REFUSED, "{what}: {report}");
+        let refusals = report["refusals"].as_array().unwrap();
+        assert_eq!(refusals.len(), 1, "{what}: {refusals:?}");
+        assert_eq!(refusals[0]["reason"], "store-not-rewritable", "{what}");
+        let message = refusals[0]["message"].as_str().unwrap().to_string();
+        assert!(message.contains(what), "{message}");
+        let stores = report["windows"]["stores"].as_array().unwrap();
+        let listed = stores
+            .iter()
+            .find(|st| st["kind"] == kind && st["path"].as_str().unwrap().ends_with(what))
+            .unwrap_or_else(|| panic!("{what} not listed: {stores:?}"));
+        assert_eq!(
+            listed["clone"].as_str().unwrap(),
+            format!("refused: {message}"),
+            "{listed}"
+        );
+        let out = refused_mount(
+            master,
+            &s.mkdir(&format!("mp-{seed}")),
+            seed,
+            &s.path(&format!("state-{seed}")),
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert_eq!(
+            one_line_error(&out),
+            format!("sidfs: {message}"),
+            "inspect and mount differ"
+        );
+    }
+}

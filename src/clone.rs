@@ -196,7 +196,9 @@ pub(crate) fn same_file(a: &Path, b: &Path) -> bool {
 /// sentence. With `data_disk` (`--old-sid`), a disk without Windows is what the user asked for;
 /// its other refusals still apply, and a disk that cannot be read is left to the survey to name.
 pub fn refuse_unclonable(master: &Path, data_disk: bool) -> Result<(), MountError> {
-    let report = match crate::inspect::inspect(master) {
+    // The stores with checksums are left to the clone's own checks, which refuse them in the
+    // words inspect lists (`crate::rewrite::stage_builder::store_decisions`).
+    let report = match crate::inspect::inspect_before_clone(master) {
         Ok(r) => r,
         Err(_) if data_disk => return Ok(()),
         Err(source) => return fail(CloneError::Uninspectable { source }),

@@ -49,18 +49,13 @@ pub(super) fn inspect_data_disk(
         return Ok(out);
     };
     for d in crate::rewrite::stage_builder::store_decisions(&surveyed, &map) {
-        let clone = match &d.outcome {
-            Ok(true) => rewritten(d.kind).to_string(),
-            Ok(false) => "kept as it is (no machine SID)".to_string(),
-            Err(e) => format!("refused: {e}"),
-        };
         out.stores.push(DataDiskStoreReport {
             partition: d.partition,
+            clone: clone_words(d.kind, &d.outcome),
             path: d.path,
             kind: d.kind.to_string(),
             size: d.size,
             sid_occurrences: d.sid_occurrences,
-            clone,
         });
     }
     // The checks `sidfs mount` makes before it registers a structure, in its order: its first
@@ -73,18 +68,24 @@ pub(super) fn inspect_data_disk(
     Ok(out)
 }
 
-/// How inspect names what the clone does with a store it rewrites (as for a Windows master).
-fn rewritten(kind: &str) -> &'static str {
-    match kind {
-        "ese" => "rewritten with its page checksums",
-        "sqlite-wal" => "rewritten with its frame checksums",
-        "wmi" => "rewritten with its record and page checksums",
-        _ => "rewritten with its CRCs",
+/// How inspect names what the clone does with a store of `kind` (a data disk's or a Windows
+/// master's): the outcome of its decision ([`crate::rewrite::stage_builder::StoreDecision`]).
+pub(super) fn clone_words(kind: &str, outcome: &Result<bool, RewriteError>) -> String {
+    match outcome {
+        Ok(true) => match kind {
+            "ese" => "rewritten with its page checksums",
+            "sqlite-wal" => "rewritten with its frame checksums",
+            "wmi" => "rewritten with its record and page checksums",
+            _ => "rewritten with its CRCs",
+        }
+        .to_string(),
+        Ok(false) => "kept as it is (no machine SID)".to_string(),
+        Err(e) => format!("refused: {e}"),
     }
 }
 
 /// The refusal reason of one of mount's refusals.
-fn reason_of(e: &RewriteError) -> RefusalReason {
+pub(super) fn reason_of(e: &RewriteError) -> RefusalReason {
     match e {
         RewriteError::StoreNotRewritable { .. }
         | RewriteError::StoreUnreadable { .. }

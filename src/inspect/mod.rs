@@ -119,6 +119,23 @@ pub fn inspect_with(
     path: &Path,
     old_sid: Option<crate::sid::MachineSid>,
 ) -> Result<InspectReport, InspectError> {
+    inspect_stores(path, old_sid, true)
+}
+
+/// [`inspect`] as `sidfs mount` asks it before it surveys a new clone's master: without a Windows
+/// master's stores with checksums, which mount's own checks decide (and refuse, in the words
+/// inspect lists) when it registers the clone's structures.
+pub fn inspect_before_clone(path: &Path) -> Result<InspectReport, InspectError> {
+    inspect_stores(path, None, false)
+}
+
+/// [`inspect_with`]; `with_stores`: a Windows master's stores with checksums are listed (and
+/// their refusals given), from the clone's own survey and checks.
+fn inspect_stores(
+    path: &Path,
+    old_sid: Option<crate::sid::MachineSid>,
+    with_stores: bool,
+) -> Result<InspectReport, InspectError> {
     let image_error = |source| InspectError::Image {
         path: path.to_path_buf(),
         source,
@@ -182,17 +199,21 @@ pub fn inspect_with(
             for p in &mut report.partition_table.partitions {
                 p.holds_windows = p.index == partition.index;
             }
-            let windows = installation::inspect_installation(
+            let mut windows = installation::inspect_installation(
                 &partition,
                 &volume,
                 &mut report.refusals,
                 &mut report.warnings,
             );
-            report.windows = Some(windows);
             if let Some(given) = old_sid {
                 // The clone's survey reads the SID from SECURITY and refuses another one.
                 data_disk::check_windows_sid(path, given)?;
             }
+            if with_stores {
+                windows.stores =
+                    installation::store_reports(path, partition.index, &mut report.refusals);
+            }
+            report.windows = Some(windows);
         }
         // A volume that cannot be opened is the survey's error then, in mount's words, unless
         // a refusal (which mount gives first) already stops the clone.

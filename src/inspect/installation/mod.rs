@@ -2,8 +2,8 @@
 //! accounts, profiles, special files. Anything that cannot be read becomes a refusal with reason
 //! `unreadable`; the rest of the report is still filled in.
 //!
-//! This file walks the installation and judges its hives; [`stores`] judges its stores with
-//! checksums; [`volume`] judges the NTFS volume and its special files; [`profiles`] places each
+//! This file walks the installation and judges its hives; [`stores`] lists its stores with
+//! checksums as the clone's own checks decide them; [`volume`] judges the NTFS volume and its special files; [`profiles`] places each
 //! user profile and its hives.
 
 mod profiles;
@@ -13,7 +13,7 @@ mod volume;
 use profiles::profile_report;
 #[cfg(test)]
 pub(in crate::inspect) use profiles::profile_volume_path;
-use stores::store_reports;
+pub(super) use stores::store_reports;
 use volume::{special_files, volume_state};
 
 use super::finding::{Refusal, RefusalReason, Warning, WarningReason};
@@ -332,8 +332,6 @@ pub(super) fn inspect_installation(
     let read = |path: &str| crate::identity::read_volume_file(volume, path);
     let unchanged_identifiers = crate::identity::unchanged::discover_unchanged(&read);
 
-    let stores = store_reports(volume, machine_sid, &mut findings);
-
     WindowsReport {
         partition_index: partition.index,
         volume: volume_report,
@@ -359,7 +357,8 @@ pub(super) fn inspect_installation(
         special_files,
         identifiers,
         unchanged_identifiers,
-        stores,
+        // Filled in by [`store_reports`], from the clone's own survey of the master.
+        stores: Vec::new(),
     }
 }
 
