@@ -778,3 +778,48 @@ fn what_mount_refuses_on_a_windows_master_inspect_refuses_in_its_words() {
         );
     }
 }
+
+/// Prove that on a Windows master a shadow copy store holding the machine SID is inspect's one
+/// `store-not-rewritable` refusal (exit 3) in mount's words, besides the shadow-copy warning, and
+/// that `sidfs mount` refuses the master with "sidfs: " and that same sentence.
+#[test]
+fn a_shadow_store_on_a_windows_master_is_refused_by_inspect_in_mounts_words() {
+    use crate::common::{build_master, one_line_error, sid_forms};
+    use crate::stores::{inspect, refused_mount, tools_present, windows_master_with};
+    if !tools_present() {
+        return;
+    }
+    let s = Scratch::new("inspect-windows-shadow");
+    let (built, manifest) = build_master(&s, "probe.img", &[]);
+    drop(built);
+    let old = manifest["machine_sid"].as_str().unwrap().to_string();
+    let (_, _, old_bin) = sid_forms(&old);
+    let mut store = vec![0x5au8; 256 << 10];
+    store[0x9000..0x9000 + old_bin.len()].copy_from_slice(&old_bin);
+    let (master, _) = windows_master_with(&s, "shadow.img", &[(crate::shadow::STORE, &store)]);
+    let (code, report) = inspect(&master);
+    assert_eq!(code, EXIT_REFUSED, "{report}");
+    let refusals = report["refusals"].as_array().unwrap();
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(refusals[0]["reason"], "store-not-rewritable");
+    let message = refusals[0]["message"].as_str().unwrap().to_string();
+    assert!(
+        message.contains("3808876b-c176-4e48-b7ae-04046e6cc752"),
+        "{message}"
+    );
+    assert!(
+        report["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["reason"] == "shadow-copies"),
+        "{report}"
+    );
+    let out = refused_mount(&master, &s.mkdir("mp"), 73, &s.path("state"), &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        one_line_error(&out),
+        format!("sidfs: {message}"),
+        "inspect and mount differ"
+    );
+}

@@ -6,7 +6,7 @@ use crate::common::*;
 use std::process::Command;
 
 const SID: &str = "S-1-5-21-1806060109-1839359715-529511253";
-const STORE: &str = "System Volume Information/{6f1cc7d2-0c6a-11ee-9d0a-080027768df7}{3808876b-c176-4e48-b7ae-04046e6cc752}";
+pub(crate) const STORE: &str = "System Volume Information/{6f1cc7d2-0c6a-11ee-9d0a-080027768df7}{3808876b-c176-4e48-b7ae-04046e6cc752}";
 
 /// `sidfs mount --old-sid SID`, expected to be refused; a mount that is not is undone at once, so
 /// that the failed assertion leaves nothing mounted.

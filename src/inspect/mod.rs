@@ -250,16 +250,11 @@ fn inspect_stores(
     Ok(report)
 }
 
-/// Shadow copies on every NTFS volume (`crate::rewrite::shadow`): a warning with their count, and
-/// a refusal when a store holds the machine SID, as `sidfs mount` refuses it.
+/// Shadow copies on every NTFS volume (`crate::rewrite::shadow`): a warning with their count. A
+/// store that holds the machine SID is refused by mount's own check, with the other stores
+/// (`installation::store_reports`, `data_disk`).
 fn shadow_copy_findings(image: &ImageFile, table: &PartitionTable, report: &mut InspectReport) {
-    use crate::rewrite::shadow::{catalog_shadow_copies, shadow_stores, store_holds_sid, ADVICE};
-    let map = report
-        .windows
-        .as_ref()
-        .and_then(|w| w.machine_sid.as_deref())
-        .and_then(|s| s.parse::<crate::sid::MachineSid>().ok())
-        .and_then(crate::rewrite::ese::probe_mapping);
+    use crate::rewrite::shadow::{catalog_shadow_copies, shadow_stores, ADVICE};
     for partition in &table.partitions {
         if partition.file_system != FileSystemKind::Ntfs {
             continue;
@@ -281,26 +276,6 @@ fn shadow_copy_findings(image: &ImageFile, table: &PartitionTable, report: &mut 
                 stores.len()
             ),
         ));
-        let Some(map) = &map else { continue };
-        for s in &stores {
-            match store_holds_sid(image, s, map) {
-                Ok(false) => {}
-                Ok(true) => {
-                    report.refusals.push(Refusal::new(
-                        RefusalReason::StoreNotRewritable,
-                        format!("The shadow copy store {} of partition {} holds the machine SID in old copies of the volume's blocks, which sidfs cannot rewrite faithfully: {ADVICE} (docs/SEMANTICS.md, \"Shadow copies\").", s.path, partition.index),
-                    ));
-                    break;
-                }
-                Err(e) => {
-                    report.refusals.push(Refusal::new(
-                        RefusalReason::StoreNotRewritable,
-                        format!("The shadow copies of partition {} cannot be searched for the machine SID ({e}): {ADVICE} (docs/SEMANTICS.md, \"Shadow copies\").", partition.index),
-                    ));
-                    break;
-                }
-            }
-        }
     }
 }
 

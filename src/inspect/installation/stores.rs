@@ -54,6 +54,10 @@ pub(in crate::inspect) fn store_reports(
             && path.as_bytes().get(EVENT_LOG_DIR.len()) == Some(&b'\\')
     };
     surveyed.event_logs.retain(|l| !in_log_dir(&l.path));
+    // Shadow copy stores: mount's own check, in its words (inspect adds only the count warning).
+    if let Err(e) = crate::rewrite::shadow::check_shadow_copies(&surveyed, &map) {
+        refusals.push(Refusal::new(reason_of(&e), e.to_string()));
+    }
     let mut out = Vec::new();
     for d in crate::rewrite::stage_builder::store_decisions(&surveyed, &map) {
         if let Err(e) = &d.outcome {
