@@ -309,7 +309,7 @@ impl NtfsMount {
 
 impl Drop for NtfsMount {
     fn drop(&mut self) {
-        let _ = Command::new("fusermount3").arg("-u").arg(&self.0).output();
+        unmount_ntfs3g(&self.0);
     }
 }
 
@@ -427,7 +427,7 @@ pub struct RwMount(pub PathBuf);
 
 impl Drop for RwMount {
     fn drop(&mut self) {
-        let _ = Command::new("fusermount3").arg("-u").arg(&self.0).output();
+        unmount_ntfs3g(&self.0);
     }
 }
 
@@ -561,4 +561,64 @@ pub fn ntfs_runlist(dev: &str, path: &str) -> Vec<(u64, u64, u64)> {
         .collect();
     assert!(!runs.is_empty(), "no runlist for {path}:\n{out}");
     runs
+}
+
+/// Unmounts the ntfs-3g mount at `dir` (retrying for up to 3 s while it is busy) and waits (up to
+/// 20 s) until its ntfs-3g process has exited: `fusermount3 -u` returns before ntfs-3g has
+/// written its last metadata, and a test that reads the image (or detaches its loop device)
+/// before then sees a volume half written.
+pub fn unmount_ntfs3g(dir: &Path) {
+    let serving = || ntfs3g_serving(dir);
+    for _ in 0..30 {
+        let done = Command::new("fusermount3")
+            .arg("-u")
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if done || !is_mount_point(dir) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if is_mount_point(dir) {
+        let _ = Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(dir)
+            .status();
+    }
+    for _ in 0..1000 {
+        if !serving() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!(
+        "ntfs-3g for {} did not exit after its unmount",
+        dir.display()
+    );
+}
+
+/// Whether `dir` is listed as a mount point in /proc/self/mounts.
+fn is_mount_point(dir: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
+        m.lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .any(|p| Path::new(p) == dir)
+    })
+}
+
+/// Whether an ntfs-3g process whose arguments name `dir` is still running.
+fn ntfs3g_serving(dir: &Path) -> bool {
+    let want = dir.as_os_str().as_encoded_bytes();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
+            return false;
+        };
+        let mut args = cmdline.split(|&b| b == 0);
+        args.next().is_some_and(|a| a.ends_with(b"ntfs-3g")) && args.any(|a| a == want)
+    })
 }

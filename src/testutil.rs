@@ -106,6 +106,7 @@ pub(crate) fn unmount_fuse(dir: &Path) {
             .status()
             .is_ok_and(|s| s.success());
         if done || !is_mount_point(dir) {
+            wait_for_ntfs3g(dir);
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -114,6 +115,28 @@ pub(crate) fn unmount_fuse(dir: &Path) {
         .args(["-u", "-z"])
         .arg(dir)
         .status();
+    wait_for_ntfs3g(dir);
+}
+
+/// Waits (up to 20 s) until no ntfs-3g process names `dir`: `fusermount3 -u` returns before
+/// ntfs-3g has written its last metadata, so a test must not read the image before then.
+fn wait_for_ntfs3g(dir: &Path) {
+    let want = dir.as_os_str().as_encoded_bytes();
+    let serving = || {
+        std::fs::read_dir("/proc").is_ok_and(|procs| {
+            procs.flatten().any(|p| {
+                let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+                let mut args = cmdline.split(|&b| b == 0);
+                args.next().is_some_and(|a| a.ends_with(b"ntfs-3g")) && args.any(|a| a == want)
+            })
+        })
+    };
+    for _ in 0..1000 {
+        if !serving() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Whether `dir` is listed as a mount point in /proc/self/mounts.
