@@ -40,7 +40,9 @@
 //! [`values::scan`] walks every tree from the catalog and decompresses them; one that holds the
 //! SID, one that cannot be read, and trees the walk cannot follow in a database with compressed
 //! values are refused ([`EseError::CompressedValueSid`], [`EseError::UnreadableValue`],
-//! [`EseError::ValueStructure`]; docs/SEMANTICS.md "ESE logs and compressed values").
+//! [`EseError::ValueStructure`]; docs/SEMANTICS.md "ESE logs and compressed values"), and so is
+//! a SID split across two chunks of one long value ([`EseError::SplitLongValueSid`]), which
+//! neither the byte search nor the search of one chunk sees.
 //!
 //! Bounded: one pass over the file; every offset taken from the file is range-checked.
 
@@ -135,6 +137,9 @@ pub enum EseError {
     CompressedSid { at: usize },
     /// A value ESE stored compressed holds the SID once decompressed (at: its stored bytes).
     CompressedValueSid { at: usize, scheme: &'static str },
+    /// The SID runs across the junction of two chunks of one long value (`lid`; `offset`: the
+    /// second chunk's offset in the value; `at`: its stored bytes).
+    SplitLongValueSid { lid: u64, offset: u32, at: usize },
     /// A compressed (or encrypted) value sidfs cannot read, so it might hold the SID.
     UnreadableValue { at: usize, why: String },
     /// The walk of the database's trees met a structure it cannot follow, in a database that
@@ -157,6 +162,9 @@ impl From<values::Finding> for EseError {
                 at,
                 why: "is encrypted".to_string(),
             },
+            values::Finding::SplitSid { lid, offset, at } => {
+                EseError::SplitLongValueSid { lid, offset, at }
+            }
         }
     }
 }
@@ -209,6 +217,10 @@ impl fmt::Display for EseError {
             EseError::CompressedValueSid { at, scheme } => write!(
                 f,
                 "the {scheme}-compressed value at {at:#x} holds the SID, which a byte rewrite cannot replace"
+            ),
+            EseError::SplitLongValueSid { lid, offset, at } => write!(
+                f,
+                "the SID is split across two chunks of long value {lid:#x} at its offset {offset} (chunk stored at {at:#x}), which a byte rewrite cannot replace"
             ),
             EseError::UnreadableValue { at, why } => write!(
                 f,

@@ -274,6 +274,7 @@ fn ese_structure(f: &EseFile, store: &StoreCheck, map: &SidMapping) -> Registere
                     e,
                     EseError::CompressedSid { .. }
                         | EseError::CompressedValueSid { .. }
+                        | EseError::SplitLongValueSid { .. }
                         | EseError::UnreadableValue { .. }
                         | EseError::ValueStructure { .. }
                 ) =>

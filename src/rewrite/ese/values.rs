@@ -11,20 +11,25 @@
 //! - a record's tagged values whose flags byte says *compressed* are decompressed (the first
 //!   instance of a multi-value, the only one ESE compresses); a long-value chunk shorter than its
 //!   place in the value is compressed and is decompressed;
-//! - each plain value is searched for every SID form of the mapping.
+//! - each plain value is searched for every SID form of the mapping, and so is each junction of
+//!   two consecutive chunks of one long value (in offset order; plain chunks as well as
+//!   compressed ones), where a SID split across the two is seen by no other search.
 //!
 //! Bounded: every page once, every offset range-checked, every decompression capped by the
 //! value's declared size and [`MAX_PLAIN`]. No input panics.
 
 #![forbid(unsafe_code)]
 
-use super::super::mapping::SidMapping;
+use super::super::mapping::{Form, SidMapping, SEARCH_CONTEXT};
 use crate::le::{u16_at, u32_at};
 
 /// Hard cap on one decompressed value or chunk.
 pub const MAX_PLAIN: usize = 1 << 20;
 /// The catalog's root page [libesedb "Catalog": FDP 4; ESE `pgnoFDPMSO`].
 const CATALOG_ROOT: u32 = 4;
+/// Bytes kept on each side of a junction of two long-value chunks: every SID form whole, with
+/// the code unit that follows it.
+const JUNCTION_CONTEXT: usize = SEARCH_CONTEXT;
 /// B-trees deeper than this are not followed.
 const MAX_DEPTH: usize = 16;
 
@@ -232,6 +237,8 @@ pub struct ValueScan {
     pub compressed: usize,
     pub lv_chunks: usize,
     pub compressed_chunks: usize,
+    /// Junctions of two consecutive chunks of one long value searched.
+    pub junctions: usize,
     /// The first structure the walk could not follow (file offset, what), if any: the tree it
     /// was in was left there.
     pub structure: Option<(usize, &'static str)>,
@@ -246,6 +253,9 @@ pub enum Finding {
     Unreadable { at: usize, why: Undecodable },
     /// An encrypted value (its plain text cannot be known).
     Encrypted { at: usize },
+    /// The SID's bytes run across the junction of two chunks of one long value: `lid`, the
+    /// offset in the value of the second chunk, and the file offset of its stored bytes.
+    SplitSid { lid: u64, offset: u32, at: usize },
 }
 
 type Fault = (usize, &'static str);
@@ -586,31 +596,39 @@ impl<'a> Walker<'a> {
             }
         }
         chunks.sort_by_key(|c| (c.lid, c.offset));
+        // The last plain bytes of the LV met so far, for the junction with its next chunk.
+        let mut tail: Vec<u8> = Vec::with_capacity(JUNCTION_CONTEXT);
         for i in 0..chunks.len() {
             self.scan.lv_chunks += 1;
             let c = &chunks[i];
             let size = *sizes
                 .get(&c.lid)
                 .ok_or((c.at, "a long-value chunk without its root"))?;
-            let next = match chunks.get(i + 1) {
-                Some(n) if n.lid == c.lid => u64::from(n.offset),
-                _ => size,
+            let (next, last) = match chunks.get(i + 1) {
+                Some(n) if n.lid == c.lid => (u64::from(n.offset), false),
+                _ => (size, true),
             };
+            if i == 0 || chunks[i - 1].lid != c.lid {
+                tail.clear(); // never join chunks of two values
+            }
             let expected = next
                 .checked_sub(u64::from(c.offset))
                 .ok_or((c.at, "a long-value chunk beyond its value"))?;
             let expected = usize::try_from(expected).map_err(|_| (c.at, "a huge chunk"))?;
+            let (lid, offset, at, range) = (c.lid, c.offset, c.at, c.data.clone());
+            if c.len > expected {
+                return Err((at, "a long-value chunk longer than its place"));
+            }
+            let stored = &self.db[range];
             if c.len == expected {
+                if let Err(f) = self.junction(&mut tail, stored, last, (lid, offset, at)) {
+                    return Ok(Err(f));
+                }
                 continue;
             }
-            if c.len > expected {
-                return Err((c.at, "a long-value chunk longer than its place"));
-            }
             self.scan.compressed_chunks += 1;
-            let (at, range) = (c.at, c.data.clone());
-            let v = &self.db[range];
-            let scheme = v.first().map_or(0, |b| b >> 3);
-            match decompress(v, expected) {
+            let scheme = stored.first().map_or(0, |b| b >> 3);
+            match decompress(stored, expected) {
                 Ok(Some(plain)) if plain.len() != expected => {
                     return Err((at, "a compressed chunk of the wrong plain size"))
                 }
@@ -618,12 +636,57 @@ impl<'a> Walker<'a> {
                     if let Err(f) = self.check(&plain, at, scheme) {
                         return Ok(Err(f));
                     }
+                    if let Err(f) = self.junction(&mut tail, &plain, last, (lid, offset, at)) {
+                        return Ok(Err(f));
+                    }
                 }
-                Ok(None) => {}
+                // Scrubbed: ESE overwrote it, no SID runs through it.
+                Ok(None) => tail.clear(),
                 Err(why) => return Ok(Err(Finding::Unreadable { at, why })),
             }
         }
         Ok(Ok(()))
+    }
+
+    /// The junction of an LV's plain bytes so far (`tail`, its last [`JUNCTION_CONTEXT`] bytes)
+    /// with its next chunk's plain bytes `plain`: a SID form that starts before the junction
+    /// and ends after it, or a string form that ends right at it (its following code unit, which
+    /// decides whether it is the SID, is in the next chunk), is seen by neither the byte search
+    /// nor the search of one chunk. `last`: `plain` is the value's last chunk. `tail` becomes the
+    /// end of the bytes joined. `chunk`: the LID, offset and file offset of `plain`'s chunk.
+    fn junction(
+        &mut self,
+        tail: &mut Vec<u8>,
+        plain: &[u8],
+        last: bool,
+        chunk: (u64, u32, usize),
+    ) -> Result<(), Finding> {
+        let head = &plain[..plain.len().min(JUNCTION_CONTEXT)];
+        let cut = tail.len();
+        if cut > 0 {
+            self.scan.junctions += 1;
+        }
+        tail.extend_from_slice(head);
+        if let (Some(map), true) = (self.map, cut > 0) {
+            let end_is_final = last && head.len() == plain.len();
+            let split = map.find_all(tail, end_is_final).into_iter().any(|o| {
+                let end = o.offset.saturating_add(o.len);
+                o.offset < cut && (end > cut || (end == cut && o.form != Form::Binary))
+            });
+            if split {
+                let (lid, offset, at) = chunk;
+                return Err(Finding::SplitSid { lid, offset, at });
+            }
+        }
+        // Keep the last bytes of the value: the joined bytes when the chunk was short, else the
+        // chunk's own end.
+        if head.len() < plain.len() {
+            tail.clear();
+            tail.extend_from_slice(&plain[plain.len() - JUNCTION_CONTEXT..]);
+        } else if tail.len() > JUNCTION_CONTEXT {
+            tail.drain(..tail.len() - JUNCTION_CONTEXT);
+        }
+        Ok(())
     }
 
     fn note(&mut self, fault: Fault) {

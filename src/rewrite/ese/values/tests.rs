@@ -202,24 +202,34 @@ fn page(flags: u32, objid: u32, nodes: &[(&[u8], &[u8])]) -> Vec<u8> {
 /// A database whose catalog (page 4) names one long-value tree (page 6) holding one value of
 /// `size` bytes in the chunks given as (offset, stored bytes).
 fn lv_database(size: u32, chunks: &[(u32, Vec<u8>)]) -> Vec<u8> {
+    lv_values(&[(9, size, chunks.to_vec())])
+}
+
+/// The same with several values, each (LID, size, chunks).
+type LongValue = (u32, u32, Vec<(u32, Vec<u8>)>);
+fn lv_values(values: &[LongValue]) -> Vec<u8> {
     let mut catalog = vec![4u8, 127, 18, 0];
     catalog.extend(2u32.to_le_bytes()); // ObjidTable
     catalog.extend(4u16.to_le_bytes()); // Type: long values
     catalog.extend(3u32.to_le_bytes()); // Id
     catalog.extend(6u32.to_le_bytes()); // ColtypOrPgnoFDP
-    let lid = [0u8, 0, 0, 9];
-    let mut root = 1u32.to_le_bytes().to_vec();
-    root.extend(size.to_le_bytes());
-    let keys: Vec<Vec<u8>> = chunks
+    let mut owned: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for (lid, size, chunks) in values {
+        let lid = lid.to_be_bytes();
+        let mut root = 1u32.to_le_bytes().to_vec();
+        root.extend(size.to_le_bytes());
+        owned.push((lid.to_vec(), root));
+        for (o, d) in chunks {
+            owned.push((
+                lid.iter().copied().chain(o.to_be_bytes()).collect(),
+                d.clone(),
+            ));
+        }
+    }
+    let nodes: Vec<(&[u8], &[u8])> = owned
         .iter()
-        .map(|(o, _)| lid.iter().copied().chain(o.to_be_bytes()).collect())
+        .map(|(k, d)| (k.as_slice(), d.as_slice()))
         .collect();
-    let mut nodes: Vec<(&[u8], &[u8])> = vec![(&lid, &root)];
-    nodes.extend(
-        keys.iter()
-            .zip(chunks)
-            .map(|(k, (_, d))| (k.as_slice(), d.as_slice())),
-    );
     let mut db = vec![0u8; 4096 * 8];
     db[5 * 4096..6 * 4096].copy_from_slice(&page(0x3, 2, &[(b"k", &catalog)]));
     db[7 * 4096..8 * 4096].copy_from_slice(&page(0x3 | 0x80, 3, &nodes));
@@ -381,5 +391,160 @@ fn rewrite_ese_refuses_what_the_walk_finds() {
         e.to_string()
             .contains("XPRESS9 compression, which sidfs cannot read"),
         "{e}"
+    );
+}
+
+/// The SID's binary and UTF-16 forms, each inside 50 × `x` … 50 × `y`.
+fn split_values() -> Vec<(&'static str, Vec<u8>, usize)> {
+    let old = MachineSid::new(1806060109, 1839359715, 529511253);
+    let mut out = Vec::new();
+    for (name, form) in [
+        ("binary", old.binary_pattern().to_vec()),
+        ("utf-16", old.utf16le()),
+    ] {
+        let mut v = vec![b'x'; 50];
+        v.extend(&form);
+        v.extend([b'y'; 50]);
+        out.push((name, v, form.len()));
+    }
+    out
+}
+
+/// A SID split across two plain chunks of one long value, at every cut point inside it, is seen
+/// by no byte search of the file, and the walk refuses it, naming the LID and the second chunk's
+/// offset. Cut before or after it (wholly in one chunk, which the byte search sees): accepted.
+#[test]
+fn a_sid_split_across_two_plain_chunks_is_found() {
+    let map = mapping();
+    for (name, v, len) in split_values() {
+        for cut in 1..len {
+            let at = 50 + cut;
+            let db = lv_database(
+                v.len() as u32,
+                &[(0, v[..at].to_vec()), (at as u32, v[at..].to_vec())],
+            );
+            assert!(map.find_all(&db, true).is_empty(), "{name} at {cut}");
+            assert!(
+                matches!(
+                    scan(&db, 4096, &map),
+                    Err(Finding::SplitSid { lid: 9, offset, .. }) if offset as usize == at
+                ),
+                "{name} cut at {cut}"
+            );
+        }
+        for at in [50, 50 + len + 2] {
+            let db = lv_database(
+                v.len() as u32,
+                &[(0, v[..at].to_vec()), (at as u32, v[at..].to_vec())],
+            );
+            assert!(!map.find_all(&db, true).is_empty(), "{name} whole at {at}");
+            let s = scan(&db, 4096, &map).unwrap();
+            assert_eq!((s.junctions, s.structure), (1, None), "{name} at {at}");
+        }
+    }
+    // Three chunks, the middle one shorter than the SID: the SID runs through all three.
+    let (_, v, _) = split_values().pop().unwrap();
+    let db = lv_database(
+        v.len() as u32,
+        &[
+            (0, v[..60].to_vec()),
+            (60, v[60..80].to_vec()),
+            (80, v[80..].to_vec()),
+        ],
+    );
+    assert!(map.find_all(&db, true).is_empty());
+    assert!(matches!(
+        scan(&db, 4096, &map),
+        Err(Finding::SplitSid { lid: 9, .. })
+    ));
+}
+
+/// A compressed chunk whose plain end holds the first part of the SID's text, and a plain chunk
+/// holding the rest: refused.
+#[test]
+fn a_sid_split_across_a_compressed_and_a_plain_chunk_is_found() {
+    let map = mapping();
+    let sid = "S-1-5-21-1806060109-1839359715-529511253-1001";
+    let text: Vec<u8> = sid.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+    for cut in [1, 20, 41, 79] {
+        let first = xpress_run_then(&text[..cut]);
+        let at = 200 + cut as u32;
+        let db = lv_database(
+            200 + text.len() as u32,
+            &[(0, first), (at, text[cut..].to_vec())],
+        );
+        assert!(map.find_all(&db, true).is_empty());
+        assert!(
+            matches!(
+                scan(&db, 4096, &map),
+                Err(Finding::SplitSid { lid: 9, offset, .. }) if offset == at
+            ),
+            "cut at {cut}"
+        );
+    }
+}
+
+/// The same bytes at the end of one value and the start of the next (another LID): never joined.
+#[test]
+fn chunks_of_two_values_are_not_joined() {
+    let map = mapping();
+    for (name, v, len) in split_values() {
+        let at = 50 + len / 2;
+        let pad = vec![b'z'; 30];
+        let db = lv_values(&[
+            (
+                9,
+                30 + at as u32,
+                vec![(0, pad.clone()), (30, v[..at].to_vec())],
+            ),
+            (
+                10,
+                (v.len() - at + 30) as u32,
+                vec![(0, v[at..].to_vec()), ((v.len() - at) as u32, pad.clone())],
+            ),
+        ]);
+        assert!(map.find_all(&db, true).is_empty());
+        let s = scan(&db, 4096, &map).unwrap();
+        assert_eq!(
+            (s.lv_chunks, s.junctions, s.structure),
+            (4, 2, None),
+            "{name}"
+        );
+    }
+}
+
+/// `rewrite_ese` refuses a database whose only SID is split across two long-value chunks, in one
+/// line naming the LID and the offset.
+#[test]
+fn rewrite_ese_refuses_a_split_sid() {
+    use crate::rewrite::ese::{rewrite_ese, EseError};
+    let map = mapping();
+    let (_, v, _) = split_values().pop().unwrap();
+    let mut db = lv_database(
+        v.len() as u32,
+        &[(0, v[..70].to_vec()), (70, v[70..].to_vec())],
+    );
+    db[4..8].copy_from_slice(&0x89AB_CDEFu32.to_le_bytes());
+    db[8..12].copy_from_slice(&0x620u32.to_le_bytes());
+    db[232..236].copy_from_slice(&0x14u32.to_le_bytes());
+    db[236..240].copy_from_slice(&4096u32.to_le_bytes());
+    let e = rewrite_ese(&db, &map).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            EseError::SplitLongValueSid {
+                lid: 9,
+                offset: 70,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let line = e.to_string();
+    assert!(!line.contains('\n'));
+    assert!(
+        line.contains("split across two chunks of long value 0x9 at its offset 70")
+            && line.contains("which a byte rewrite cannot replace"),
+        "{line}"
     );
 }
