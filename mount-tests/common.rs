@@ -251,6 +251,19 @@ pub fn build_master(s: &Scratch, name: &str, args: &[&str]) -> (PathBuf, serde_j
     (out, serde_json::from_slice(&manifest).unwrap())
 }
 
+/// The machine SID of the master [`build_master`] makes without options (the builder is
+/// deterministic), for tests that put a store holding it into [`windows_master_with`]-style
+/// masters; one probe build per test run.
+pub fn built_master_sid() -> String {
+    static SID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SID.get_or_init(|| {
+        let s = Scratch::new("probe-sid");
+        let (_, manifest) = build_master(&s, "probe.img", &[]);
+        manifest["machine_sid"].as_str().unwrap().to_string()
+    })
+    .clone()
+}
+
 /// The Windows partition's (start, size) from a builder manifest.
 pub fn windows_partition(manifest: &serde_json::Value) -> (u64, u64) {
     let index = manifest["windows_partition"].as_u64().unwrap();

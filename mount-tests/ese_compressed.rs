@@ -152,9 +152,7 @@ fn a_compressed_value_holding_the_sid_is_refused_on_a_windows_master() {
         return;
     }
     let s = Scratch::new("esecomp-windows");
-    let (built, manifest) = build_master(&s, "probe.img", &[]);
-    drop(built);
-    let old = manifest["machine_sid"].as_str().unwrap().to_string();
+    let old = built_master_sid();
     let db = variant(&s, "sid", &old);
     check_sid_variant(&s, &db, &old);
     let (master, _) = windows_master_with(&s, "master.img", &[(SRUDB_PATH, &db)]);

@@ -717,16 +717,14 @@ fn fuzzed_mft_records_are_an_error_not_a_huge_allocation() {
 /// master with the line "sidfs: " and that same sentence.
 #[test]
 fn what_mount_refuses_on_a_windows_master_inspect_refuses_in_its_words() {
-    use crate::common::{build_master, one_line_error, real_srudb, sid_forms};
+    use crate::common::{built_master_sid, one_line_error, real_srudb, sid_forms};
     use crate::stores::{inspect, refused_mount, tools_present, windows_master_with};
     use crate::stores::{SRUDB_PATH, SRUM_SID};
     if !tools_present() {
         return;
     }
     let s = Scratch::new("inspect-windows-refused");
-    let (built, manifest) = build_master(&s, "probe.img", &[]);
-    drop(built);
-    let old = manifest["machine_sid"].as_str().unwrap().to_string();
+    let old = built_master_sid();
     let (_, _, srum_bin) = sid_forms(SRUM_SID);
     let (_, _, old_bin) = sid_forms(&old);
     let good = real_srudb();
@@ -784,15 +782,13 @@ fn what_mount_refuses_on_a_windows_master_inspect_refuses_in_its_words() {
 /// that `sidfs mount` refuses the master with "sidfs: " and that same sentence.
 #[test]
 fn a_shadow_store_on_a_windows_master_is_refused_by_inspect_in_mounts_words() {
-    use crate::common::{build_master, one_line_error, sid_forms};
+    use crate::common::{built_master_sid, one_line_error, sid_forms};
     use crate::stores::{inspect, refused_mount, tools_present, windows_master_with};
     if !tools_present() {
         return;
     }
     let s = Scratch::new("inspect-windows-shadow");
-    let (built, manifest) = build_master(&s, "probe.img", &[]);
-    drop(built);
-    let old = manifest["machine_sid"].as_str().unwrap().to_string();
+    let old = built_master_sid();
     let (_, _, old_bin) = sid_forms(&old);
     let mut store = vec![0x5au8; 256 << 10];
     store[0x9000..0x9000 + old_bin.len()].copy_from_slice(&old_bin);
