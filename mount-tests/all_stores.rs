@@ -85,19 +85,10 @@ fn store_paths(manifest: &serde_json::Value) -> Vec<String> {
 
 /// Every file of `paths` read through a read-only ntfs-3g mount of the NTFS volume at
 /// (`start`, `size`) of `image`.
-fn read_stores(
-    s: &Scratch,
-    image: &Path,
-    (start, size): (u64, u64),
-    paths: &[String],
-    tag: &str,
-) -> Stores {
-    let dev = LoopDev::new(image, start, size);
-    let nm = NtfsMount::new(&dev.0, &s.path(&format!("{tag}-ro")));
-    paths
-        .iter()
-        .map(|p| (p.clone(), read_all(&nm.0.join(p))))
-        .collect()
+fn read_stores(s: &Scratch, image: &Path, (start, size): (u64, u64), paths: &[String]) -> Stores {
+    let names: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let files = read_volume_files(s, image, (start, size), &names);
+    paths.iter().cloned().zip(files).collect()
 }
 
 /// check_evtx.py (python-evtx: header and chunk CRCs, every record's XML) on every event log of
@@ -359,7 +350,7 @@ fn a_windows_master_with_every_store_clones_past_every_oracle() {
     let before = sha256(&master);
     assert_srudb_fragmented(&master, volume);
     check_inspect(&master, &paths);
-    let master_stores = read_stores(&s, &master, volume, &paths, "master");
+    let master_stores = read_stores(&s, &master, volume, &paths);
     // The builder's SRUDB.dat: the real one with only its SID changed, every checksum valid.
     let real = Scratch::new("all-stores-real");
     check_clone_db(&real, &real_srudb(), &master_stores[SRUDB], SRUM_SID, &old);
@@ -369,7 +360,7 @@ fn a_windows_master_with_every_store_clones_past_every_oracle() {
     let keep = ["--keep", "hostname,machine-guid,wsus,msdtc"];
     let m = Mounted::new(&master, &mp, 51, &s.path("state"), &keep);
     let (_, new) = crate::clone_check::mounted_sids(&m);
-    let clone_stores = read_stores(&s, &m.disk(), volume, &paths, "clone");
+    let clone_stores = read_stores(&s, &m.disk(), volume, &paths);
     let logs: Vec<&String> = paths.iter().filter(|p| p.ends_with(".evtx")).collect();
     let partition = manifest["windows_partition"].as_u64();
     check_event_logs(&master, &m.disk(), &old, &new, partition, &logs);
@@ -403,14 +394,14 @@ fn a_data_disk_with_every_store_clones_past_every_oracle() {
     );
     let partition = part["index"].as_u64();
     let before = sha256(&master);
-    let master_stores = read_stores(&s, &master, volume, &paths, "master");
+    let master_stores = read_stores(&s, &master, volume, &paths);
     assert_eq!(master_stores[SRUDB], real_srudb());
     assert_srudb_fragmented(&master, volume);
 
     let mp = s.mkdir("mp");
     let m = Mounted::new(&master, &mp, 52, &s.path("state"), &["--old-sid", SRUM_SID]);
     let (_, new) = crate::clone_check::mounted_sids(&m);
-    let clone_stores = read_stores(&s, &m.disk(), volume, &paths, "clone");
+    let clone_stores = read_stores(&s, &m.disk(), volume, &paths);
     let logs: Vec<&String> = paths.iter().filter(|p| p.ends_with(".evtx")).collect();
     assert_eq!(logs.len(), 3, "{paths:?}");
     check_event_logs(&master, &m.disk(), SRUM_SID, &new, partition, &logs);

@@ -6,6 +6,7 @@
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub const SIDFS: &str = env!("CARGO_BIN_EXE_sidfs");
 
@@ -475,6 +476,21 @@ pub fn write_files(s: &Scratch, image: &Path, start: u64, size: u64, files: &[(&
     }
     drop(m);
     drop(dev);
+}
+
+/// The files `paths` (paths on the volume) read through a read-only ntfs-3g mount of the NTFS
+/// volume at (`start`, `size`) of `image` (a master or a clone's disk), in that order.
+pub fn read_volume_files(
+    s: &Scratch,
+    image: &Path,
+    (start, size): (u64, u64),
+    paths: &[&str],
+) -> Vec<Vec<u8>> {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dev = LoopDev::new(image, start, size);
+    let at = s.path(&format!("ro-{}", N.fetch_add(1, Ordering::Relaxed)));
+    let nm = NtfsMount::new(&dev.0, &at);
+    paths.iter().map(|p| read_all(&nm.0.join(p))).collect()
 }
 
 /// One file for [`write_fragmented`]: its path on the volume, its first and second part.

@@ -221,11 +221,9 @@ fn a_compressed_value_without_the_sid_is_cloned_as_before() {
     let mp = s.mkdir("mp");
     let m = Mounted::new(&master, &mp, 43, &s.path("state"), &["--old-sid", SRUM_SID]);
     let new = m.new_sid();
-    let clone_db = {
-        let dev = LoopDev::new(&m.disk(), 0, DATA_DISK_SIZE);
-        let nm = NtfsMount::new(&dev.0, &s.path("clone-ro"));
-        read_all(&nm.0.join(SRUDB_PATH))
-    };
+    let [clone_db] = read_volume_files(&s, &m.disk(), (0, DATA_DISK_SIZE), &[SRUDB_PATH])
+        .try_into()
+        .unwrap();
     m.unmount();
     let (clone_values, _) = sidfs::rewrite::ese::values::plain_values(&clone_db, 4096).unwrap();
     assert_eq!(clone_values, values);

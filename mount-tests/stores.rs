@@ -112,13 +112,9 @@ fn srudb_and_event_logs_on_a_data_disk_pass_their_oracles() {
     let m = Mounted::new(&master, &mp, 31, &s.path("state"), &["--old-sid", SRUM_SID]);
     let new = m.new_sid();
 
-    let (clone_db, clone_logs) = {
-        let dev = LoopDev::new(&m.disk(), 0, DATA_DISK_SIZE);
-        let nm = NtfsMount::new(&dev.0, &s.path("clone-ro"));
-        let db = read_all(&nm.0.join(SRUDB_PATH));
-        let logs: Vec<Vec<u8>> = LOG_PATHS.iter().map(|p| read_all(&nm.0.join(p))).collect();
-        (db, logs)
-    };
+    let wanted = [SRUDB_PATH, LOG_PATHS[0], LOG_PATHS[1]];
+    let mut clone_logs = read_volume_files(&s, &m.disk(), (0, DATA_DISK_SIZE), &wanted);
+    let clone_db = clone_logs.remove(0);
     // The event logs: python-evtx over the mounted clone and the master.
     let checker = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -408,11 +404,9 @@ fn a_fragmented_srudb_keeps_valid_checksums() {
     let mp = s.mkdir("mp");
     let m = Mounted::new(&master, &mp, 35, &s.path("state"), &["--old-sid", SRUM_SID]);
     let new = m.new_sid();
-    let clone_db = {
-        let dev = LoopDev::new(&m.disk(), 0, SIZE);
-        let nm = NtfsMount::new(&dev.0, &s.path("clone-ro"));
-        read_all(&nm.0.join(SRUDB_PATH))
-    };
+    let [clone_db] = read_volume_files(&s, &m.disk(), (0, SIZE), &[SRUDB_PATH])
+        .try_into()
+        .unwrap();
     m.unmount();
     assert_eq!(count(&clone_db, &old_bin), 0);
     check_clone_db(&s, &db, &clone_db, SRUM_SID, &new);

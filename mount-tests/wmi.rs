@@ -31,6 +31,15 @@ pub(crate) fn oracle_python() -> Option<PathBuf> {
     (works || have_tool("python-dissect.cim-in-/opt/sidfs-oracles")).then_some(p)
 }
 
+/// ntfs-3g and mkntfs (for the data disk) and the dissect.cim interpreter, or `None` (a skip,
+/// outside CI) when one is missing.
+fn tools_and_oracle() -> Option<PathBuf> {
+    if !have_tool("ntfs-3g") || !have_tool("mkntfs") {
+        return None;
+    }
+    oracle_python()
+}
+
 /// The repository `scripts/testmaster/wmi.py` writes for machine SID `sid`: (name, bytes).
 fn repository(s: &Scratch, sid: &str, tag: &str) -> Vec<(String, Vec<u8>)> {
     repository_with(s, sid, tag, &[])
@@ -65,10 +74,7 @@ pub(crate) fn oracle(python: &Path, dir: &Path, old: &str, new: &str) -> std::pr
 /// oracle itself rejects the master's repository (its CreatorSIDs are the old SID).
 #[test]
 fn a_wmi_repository_on_a_data_disk_passes_dissect_cim() {
-    if !have_tool("ntfs-3g") || !have_tool("mkntfs") {
-        return;
-    }
-    let Some(python) = oracle_python() else {
+    let Some(python) = tools_and_oracle() else {
         return;
     };
     let s = Scratch::new("wmi");
@@ -215,10 +221,7 @@ fn inspect_lists_the_wmi_repository_of_a_windows_master_and_its_clone_passes() {
 /// dissect.cim finds that instance by its key (computing the index hash itself) in the master.
 #[test]
 fn a_sid_in_a_wmi_key_property_is_refused() {
-    if !have_tool("ntfs-3g") || !have_tool("mkntfs") {
-        return;
-    }
-    let Some(python) = oracle_python() else {
+    let Some(python) = tools_and_oracle() else {
         return;
     };
     let s = Scratch::new("wmi-key");

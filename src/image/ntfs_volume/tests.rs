@@ -752,6 +752,23 @@ fn blank_ntfs(dir: &TempDir, size: u64) -> std::path::PathBuf {
     img
 }
 
+/// Fills the free space of the volume mounted at `mnt` with 4 KiB files in `fill/` and deletes
+/// every other one: the free space left is single-cluster holes, which a file written after
+/// takes one by one (as ntfs-3g allocates). Returns how many files the volume took.
+fn single_cluster_holes(mnt: &Path) -> usize {
+    let fill = mnt.join("fill");
+    std::fs::create_dir(&fill).unwrap();
+    let mut n = 0;
+    while std::fs::write(fill.join(n.to_string()), [b'x'; 4096]).is_ok() {
+        n += 1;
+    }
+    let _ = std::fs::remove_file(fill.join(n.to_string()));
+    for i in (0..n).step_by(2) {
+        std::fs::remove_file(fill.join(i.to_string())).unwrap();
+    }
+    n
+}
+
 /// A file whose `$DATA` starts in the base record and continues, past lowest VCN 0, in extents
 /// of extension records that `$ATTRIBUTE_LIST` names: what ntfs-3g writes when a runlist
 /// outgrows the record (free space of single-cluster holes, then a 4 MiB file; as the
@@ -769,15 +786,7 @@ fn data_continued_in_extension_records() {
     let content = pattern(21, 4 << 20);
     {
         let mount = NtfsMount::new(&img, &dir.path("mnt"), false);
-        std::fs::create_dir(dir.path("mnt/fill")).unwrap();
-        let mut n = 0;
-        while std::fs::write(dir.path(&format!("mnt/fill/{n}")), [b'x'; 4096]).is_ok() {
-            n += 1;
-        }
-        let _ = std::fs::remove_file(dir.path(&format!("mnt/fill/{n}")));
-        for i in (0..n).step_by(2) {
-            std::fs::remove_file(dir.path(&format!("mnt/fill/{i}"))).unwrap();
-        }
+        let n = single_cluster_holes(&dir.path("mnt"));
         assert!(n > 1200, "only {n} clusters to fragment into");
         // In cluster-sized writes, as the builder does: each takes the next hole.
         let mut f = std::fs::File::create(dir.path("mnt/hive")).unwrap();
@@ -858,15 +867,7 @@ fn mft_with_an_attribute_list() {
                 blocker.sync_all().unwrap();
             }
         }
-        std::fs::create_dir(dir.path("mnt/fill")).unwrap();
-        let mut n = 0;
-        while std::fs::write(dir.path(&format!("mnt/fill/{n}")), [b'x'; 4096]).is_ok() {
-            n += 1;
-        }
-        let _ = std::fs::remove_file(dir.path(&format!("mnt/fill/{n}")));
-        for i in (0..n).step_by(2) {
-            std::fs::remove_file(dir.path(&format!("mnt/fill/{i}"))).unwrap();
-        }
+        single_cluster_holes(&dir.path("mnt"));
         for i in 0..1600 {
             std::fs::write(dir.path(&format!("mnt/fill/e{i}")), b"").unwrap();
         }
